@@ -1,0 +1,161 @@
+"""The one feature transform shared by training, batch scoring and the service.
+
+:class:`FeaturePipeline` is fitted once on the training frame; its state (feature
+order, numeric vs categorical, the category lists, derived features) is saved as JSON
+inside the model, so serving applies exactly the same transform.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+PAST_VOTE_PATTERN = re.compile(r"^(primary|general|municipal|special)_\d{2,4}$")
+
+
+class FeatureError(ValueError):
+    """Input that the fitted feature transform cannot accept (names the column)."""
+
+
+def _past_vote_count(frame: pd.DataFrame, inputs: Sequence[str]) -> pd.Series:
+    return frame[list(inputs)].apply(pd.to_numeric, errors="coerce").sum(axis=1, min_count=1)
+
+
+# name -> (how to pick its inputs among the raw features, how to compute it)
+DERIVED: dict[str, tuple[Callable[[Sequence[str]], list[str]], Callable[..., pd.Series]]] = {
+    "past_vote_count": (
+        lambda feats: [f for f in feats if PAST_VOTE_PATTERN.match(f)],
+        _past_vote_count,
+    ),
+}
+
+
+class FeaturePipeline:
+    """Validate, derive and encode model features.
+
+    Parameters
+    ----------
+    features : list of str
+        Raw input columns used as features.
+    derived : list of str, optional
+        Names of derived features (keys of :data:`DERIVED`).
+    """
+
+    def __init__(self, features: Sequence[str], derived: Sequence[str] = ()):
+        self.features = list(features)
+        self.derived = list(derived)
+        unknown = [d for d in self.derived if d not in DERIVED]
+        if unknown:
+            raise FeatureError(f"unknown derived features {unknown}; known: {sorted(DERIVED)}")
+
+    # -- fitting -----------------------------------------------------------------
+    def fit(self, frame: pd.DataFrame) -> FeaturePipeline:
+        """Learn column kinds and category lists from the training frame."""
+        missing = [c for c in self.features if c not in frame.columns]
+        if missing:
+            raise FeatureError(f"feature columns missing from the input: {missing}")
+        self.categories_: dict[str, list[str]] = {}
+        self.numeric_: list[str] = []
+        for col in self.features:
+            values = frame[col]
+            if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+                self.numeric_.append(col)
+            else:
+                cats = sorted(str(v) for v in pd.unique(values.dropna()))
+                self.categories_[col] = cats
+        self.derived_inputs_: dict[str, list[str]] = {}
+        for name in self.derived:
+            inputs = DERIVED[name][0](self.features)
+            if not inputs:
+                raise FeatureError(f"derived feature {name!r} has no inputs among the features")
+            self.derived_inputs_[name] = inputs
+        return self
+
+    @property
+    def output_columns(self) -> list[str]:
+        """Model feature names, in model order."""
+        return self.features + self.derived
+
+    # -- transforming ------------------------------------------------------------
+    def transform(self, frame: pd.DataFrame, allow_missing: bool = False) -> pd.DataFrame:
+        """Return the model's feature frame for ``frame``.
+
+        Parameters
+        ----------
+        frame : DataFrame
+            Any frame holding the raw feature columns; other columns are ignored.
+        allow_missing : bool
+            Treat absent feature columns as all-missing (LightGBM handles NaN) instead
+            of raising.
+        """
+        self._check_fitted()
+        missing = [c for c in self.features if c not in frame.columns]
+        if missing and not allow_missing:
+            raise FeatureError(f"feature columns missing from the input: {missing}")
+        out: dict[str, Any] = {}
+        n = len(frame)
+        for col in self.features:
+            if col not in frame.columns:
+                if col in self.categories_:
+                    out[col] = pd.Categorical([None] * n, categories=self.categories_[col])
+                else:
+                    out[col] = np.full(n, np.nan)
+                continue
+            values = frame[col]
+            if col in self.categories_:
+                out[col] = pd.Categorical(
+                    values.astype("object").where(values.isna(), values.astype(str)),
+                    categories=self.categories_[col],
+                )
+            else:
+                out[col] = self._numeric(values, col)
+        result = pd.DataFrame(out, index=frame.index)
+        for name, inputs in self.derived_inputs_.items():
+            result[name] = DERIVED[name][1](result, inputs).astype(float)
+        return result[self.output_columns]
+
+    def fit_transform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return self.fit(frame).transform(frame)
+
+    @staticmethod
+    def _numeric(values: pd.Series, col: str) -> np.ndarray:
+        if pd.api.types.is_bool_dtype(values):
+            return values.astype(float).to_numpy()
+        if pd.api.types.is_numeric_dtype(values):
+            return values.to_numpy(dtype=float, na_value=np.nan)
+        coerced = pd.to_numeric(values, errors="coerce")
+        bad = coerced.isna() & values.notna()
+        if bad.any():
+            example = values[bad].iloc[0]
+            raise FeatureError(f"feature {col!r} must be numeric; got {example!r}")
+        return coerced.to_numpy(dtype=float)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "categories_"):
+            raise FeatureError("FeaturePipeline is not fitted")
+
+    # -- persistence -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {
+            "features": self.features,
+            "derived": self.derived,
+            "numeric": self.numeric_,
+            "categories": self.categories_,
+            "derived_inputs": self.derived_inputs_,
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> FeaturePipeline:
+        pipe = cls(state["features"], state.get("derived", []))
+        pipe.numeric_ = list(state["numeric"])
+        pipe.categories_ = {k: list(v) for k, v in state["categories"].items()}
+        pipe.derived_inputs_ = {k: list(v) for k, v in state["derived_inputs"].items()}
+        return pipe
+
+    def __repr__(self) -> str:
+        return f"FeaturePipeline(features={self.features!r}, derived={self.derived!r})"

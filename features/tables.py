@@ -1,0 +1,66 @@
+"""Read the raw input tables of a run into one experiment frame.
+
+Two layouts end in the same frame (one row per voter: id, group, arm, outcome(s),
+features, protected attributes):
+
+- one flat experiment table (``data.table``), as the GGL file;
+- a voter file + contact log + outcome table (``data.voter_file``, ``data.contact_log``,
+  ``data.outcomes``), joined on the id column. The contact log has one assignment row per
+  voter (control included) with the arm column and, optionally, ``attempted``/``reached``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from features.config import RunConfig
+from features.schema import DataValidationError
+
+
+def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a parquet or CSV file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataValidationError([f"input file not found: {path}"])
+    suffix = path.suffix.lower()
+    if suffix in {".parquet", ".pq"}:
+        return pd.read_parquet(path, columns=columns)
+    if suffix in {".csv", ".txt"} or path.name.endswith(".csv.gz"):
+        return pd.read_csv(path, usecols=columns)
+    raise DataValidationError([f"{path}: unsupported file type (use .parquet or .csv)"])
+
+
+def load_experiment(config: RunConfig) -> pd.DataFrame:
+    """Load the raw tables named by ``config`` into one frame (not yet validated)."""
+    spec = config.data
+    if spec.table is not None:
+        return read_table(config.resolve(spec.table))
+    voters = read_table(config.resolve(spec.voter_file))
+    contacts = read_table(config.resolve(spec.contact_log))
+    outcomes = read_table(config.resolve(spec.outcomes))
+    key = config.id_column
+    problems = []
+    for name, frame in (("voter_file", voters), ("contact_log", contacts), ("outcomes", outcomes)):
+        if key not in frame.columns:
+            problems.append(f"{name}: id column {key!r} is missing")
+        elif frame[key].duplicated().any():
+            dup = int(frame[key].duplicated().sum())
+            problems.append(f"{name}: {dup} duplicate values in id column {key!r}")
+    if problems:
+        raise DataValidationError(problems)
+    missing_assign = ~voters[key].isin(contacts[key])
+    if missing_assign.any():
+        raise DataValidationError(
+            [f"contact_log: {int(missing_assign.sum())} voters of the voter file have no assignment row"]
+        )
+    missing_outcome = ~voters[key].isin(outcomes[key])
+    if missing_outcome.any():
+        raise DataValidationError(
+            [f"outcomes: {int(missing_outcome.sum())} voters of the voter file have no outcome row"]
+        )
+    overlap = (set(contacts.columns) & set(voters.columns)) - {key}
+    frame = voters.merge(contacts.drop(columns=list(overlap)), on=key, how="left", validate="1:1")
+    overlap = (set(outcomes.columns) & set(frame.columns)) - {key}
+    return frame.merge(outcomes.drop(columns=list(overlap)), on=key, how="left", validate="1:1")

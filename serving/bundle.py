@@ -1,0 +1,214 @@
+"""The scoring model: what training produces and every scorer (CLI, HTTP, Spark) loads.
+
+A :class:`ScoringModel` is a directory::
+
+    manifest.json          arms, channels, control label, id column, outcome, metadata
+    pipeline.json          the fitted features.FeaturePipeline
+    turnout.txt            LightGBM booster: P(turnout) without contact
+    turnout_calibration.json   isotonic correction points (or null)
+    uplift/<arm_slug>.txt  one LightGBM regressor per arm: the uplift itself
+
+Boosters are LightGBM's own text format, not pickles. Each uplift booster predicts the
+uplift directly, so its TreeSHAP contributions (``pred_contrib``) plus the base value
+add up to the predicted uplift exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features.config import arm_slug
+from features.pipeline import FeaturePipeline
+
+CONTROL_ARM = "control"
+TURNOUT_SCORE = "turnout_score"
+
+
+@dataclass(frozen=True)
+class ArmInfo:
+    label: str
+    channel: str
+    delivery: str
+    cost: float = 1.0
+
+    @property
+    def slug(self) -> str:
+        return arm_slug(self.label)
+
+
+@dataclass
+class ScoringModel:
+    """Feature transform + turnout model + one uplift ensemble per arm.
+
+    Parameters
+    ----------
+    pipeline : FeaturePipeline
+        Fitted feature transform shared with training.
+    turnout : lightgbm.Booster
+        Binary classifier of the outcome without contact.
+    uplift : dict of str to lightgbm.Booster
+        Arm label -> regressor of that arm's uplift against control.
+    arms : list of ArmInfo
+    control_label : str
+    id_column : str
+    outcome : dict
+        ``{"column": ..., "kind": "turnout"|"support"}``.
+    calibration : tuple of lists, optional
+        Isotonic points (x, y) applied to the turnout probability.
+    turnout_score_feature : bool
+        The uplift models take the turnout probability as an extra feature
+        (``turnout_score``), appended after the pipeline's columns.
+    metadata : dict
+        Name, run id, metrics, fingerprint, excluded attributes (free form, JSON).
+    """
+
+    pipeline: FeaturePipeline
+    turnout: lgb.Booster
+    uplift: dict[str, lgb.Booster]
+    arms: list[ArmInfo]
+    control_label: str
+    id_column: str
+    outcome: dict[str, str]
+    calibration: tuple[list[float], list[float]] | None = None
+    turnout_score_feature: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    # -- scoring -----------------------------------------------------------------
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the uplift models' features (the columns of :meth:`explain`)."""
+        extra = [TURNOUT_SCORE] if self.turnout_score_feature else []
+        return self.pipeline.output_columns + extra
+
+    @property
+    def input_features(self) -> list[str]:
+        return self.pipeline.features
+
+    def transform(self, frame: pd.DataFrame, allow_missing: bool = False) -> pd.DataFrame:
+        return self.pipeline.transform(frame, allow_missing=allow_missing)
+
+    def predict_turnout(self, X: pd.DataFrame) -> np.ndarray:
+        p = self.turnout.predict(X)
+        if self.calibration is not None:
+            xs, ys = self.calibration
+            p = np.interp(p, xs, ys)
+        return p
+
+    def uplift_inputs(self, X: pd.DataFrame, turnout: np.ndarray | None = None) -> pd.DataFrame:
+        """The uplift models' input: ``X`` plus the turnout score when the model uses it."""
+        if not self.turnout_score_feature:
+            return X
+        p = self.predict_turnout(X) if turnout is None else turnout
+        return X.assign(**{TURNOUT_SCORE: p})
+
+    def predict_uplift(self, X: pd.DataFrame, turnout: np.ndarray | None = None) -> np.ndarray:
+        """(n, n_arms) predicted uplift, columns in ``self.arms`` order."""
+        if len(X) == 0:
+            return np.zeros((0, len(self.arms)))
+        Xu = self.uplift_inputs(X, turnout)
+        return np.column_stack([self.uplift[a.label].predict(Xu) for a in self.arms])
+
+    def explain(self, X: pd.DataFrame, arm: str, turnout: np.ndarray | None = None) -> np.ndarray:
+        """(n, len(feature_names) + 1) SHAP contributions of ``arm``'s uplift.
+
+        The last column is the base value; each row adds up to the predicted uplift.
+        """
+        Xu = self.uplift_inputs(X, turnout)
+        return np.asarray(self.uplift[arm].predict(Xu, pred_contrib=True))
+
+    def score(self, frame: pd.DataFrame, allow_missing: bool = False) -> pd.DataFrame:
+        """Turnout, uplift per arm, best arm and best uplift for each row of ``frame``.
+
+        Columns: ``voter_id``, ``turnout``, ``uplift_<arm_slug>`` per arm, ``best_arm``
+        (``control`` when no arm's uplift is positive) and ``best_uplift``.
+        """
+        X = self.transform(frame, allow_missing=allow_missing)
+        return self.score_features(X, frame[self.id_column] if self.id_column in frame else None)
+
+    def score_features(self, X: pd.DataFrame, ids: pd.Series | None = None) -> pd.DataFrame:
+        turnout = self.predict_turnout(X) if len(X) else np.zeros(0)
+        uplift = self.predict_uplift(X, turnout)
+        out = pd.DataFrame(index=X.index)
+        out["voter_id"] = (ids.astype(str).to_numpy() if ids is not None
+                           else np.arange(len(X)).astype(str))
+        out["turnout"] = turnout
+        for j, arm in enumerate(self.arms):
+            out[f"uplift_{arm.slug}"] = uplift[:, j]
+        best_arm, best_uplift = best_arms(uplift, [a.label for a in self.arms])
+        out["best_arm"] = best_arm
+        out["best_uplift"] = best_uplift
+        return out.reset_index(drop=True)
+
+    # -- persistence -------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        (path / "uplift").mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "format": "persuade-scoring-model/1",
+            "arms": [asdict(a) for a in self.arms],
+            "control_label": self.control_label,
+            "id_column": self.id_column,
+            "outcome": self.outcome,
+            "turnout_score_feature": self.turnout_score_feature,
+            "metadata": self.metadata,
+        }
+        (path / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default))
+        (path / "pipeline.json").write_text(json.dumps(self.pipeline.to_dict(), indent=2))
+        self.turnout.save_model(str(path / "turnout.txt"))
+        (path / "turnout_calibration.json").write_text(json.dumps(self.calibration))
+        for arm in self.arms:
+            self.uplift[arm.label].save_model(str(path / "uplift" / f"{arm.slug}.txt"))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ScoringModel:
+        path = Path(path)
+        manifest = json.loads((path / "manifest.json").read_text())
+        if manifest.get("format") != "persuade-scoring-model/1":
+            raise ValueError(f"{path}: not a persuade scoring model (format {manifest.get('format')!r})")
+        arms = [ArmInfo(**a) for a in manifest["arms"]]
+        calibration = json.loads((path / "turnout_calibration.json").read_text())
+        return cls(
+            pipeline=FeaturePipeline.from_dict(json.loads((path / "pipeline.json").read_text())),
+            turnout=lgb.Booster(model_file=str(path / "turnout.txt")),
+            uplift={a.label: lgb.Booster(model_file=str(path / "uplift" / f"{a.slug}.txt")) for a in arms},
+            arms=arms,
+            control_label=manifest["control_label"],
+            id_column=manifest["id_column"],
+            outcome=manifest["outcome"],
+            calibration=tuple(calibration) if calibration else None,
+            turnout_score_feature=bool(manifest.get("turnout_score_feature", False)),
+            metadata=manifest.get("metadata", {}),
+        )
+
+
+def best_arms(uplift: np.ndarray, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Best arm label per row (``control`` if no uplift is positive) and its uplift.
+
+    NaN uplift (an arm not allowed for that voter) never wins.
+    """
+    n = uplift.shape[0]
+    if n == 0:
+        return np.array([], dtype=object), np.zeros(0)
+    masked = np.where(np.isnan(uplift), -np.inf, uplift)
+    idx = masked.argmax(axis=1)
+    top = masked[np.arange(n), idx]
+    arm = np.where(top > 0, np.asarray(labels, dtype=object)[idx], CONTROL_ARM)
+    return arm, np.where(top > 0, top, 0.0)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj)}")

@@ -1,0 +1,100 @@
+"""The persuade MLflow flavor: a scoring model logged as a pyfunc, and loaded back.
+
+Like MLflow's own flavors, a logged model is a directory with a signature, an input
+example and its environment (pinned requirements plus the ``features`` and ``serving``
+code it needs). The scoring model itself is stored under ``artifacts/bundle`` in the
+format of :mod:`serving.bundle`; :func:`load_scoring_model` reads it without unpickling
+anything, and ``mlflow.pyfunc.load_model`` (or ``spark_udf``) gives the same scores.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import mlflow
+import pandas as pd
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from serving.bundle import ScoringModel
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+REQUIREMENTS = ["lightgbm", "pandas", "numpy", "pyarrow", "scikit-learn", "mlflow", "pyyaml", "pydantic", "scipy"]
+
+
+class PersuadePyfunc(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: ``predict`` returns the score columns for each input row."""
+
+    def load_context(self, context) -> None:
+        self.model = ScoringModel.load(context.artifacts["bundle"])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return self.model.score(model_input)
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements of the installed versions."""
+    return [f"{name}=={version(name)}" for name in REQUIREMENTS]
+
+
+def log_model(model: ScoringModel, bundle_dir: Path, input_example: pd.DataFrame, name: str = "model"):
+    """Log ``model`` (already saved at ``bundle_dir``) to the active run as a pyfunc."""
+    output = model.score(input_example)
+    signature = infer_signature(input_example, output)
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=PersuadePyfunc(),
+        artifacts={"bundle": str(bundle_dir)},
+        signature=signature,
+        input_example=input_example,
+        pip_requirements=pip_requirements(),
+        code_paths=[str(PACKAGE_ROOT / "features"), str(PACKAGE_ROOT / "serving")],
+    )
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which registered model version a scorer is serving."""
+
+    name: str | None
+    version: str | None
+    run_id: str | None
+    uri: str
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "version": self.version, "run_id": self.run_id, "uri": self.uri}
+
+
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+def resolve(uri: str, client: MlflowClient | None = None) -> ModelRef:
+    """Resolve ``models:/name@alias``, ``models:/name/N`` or ``runs:/id/model`` to a version."""
+    client = client or MlflowClient()
+    match = _MODELS_URI.match(uri)
+    if match:
+        name = match["name"]
+        if match["alias"]:
+            mv = client.get_model_version_by_alias(name, match["alias"])
+        else:
+            mv = client.get_model_version(name, match["version"])
+        return ModelRef(name, str(mv.version), mv.run_id, f"models:/{name}/{mv.version}")
+    run = re.match(r"^runs:/(?P<run>[^/]+)/", uri)
+    return ModelRef(None, None, run["run"] if run else None, uri)
+
+
+def load_scoring_model(uri: str, dst: str | Path | None = None) -> tuple[ScoringModel, ModelRef]:
+    """Download a logged persuade model (or read a local model dir) and load its bundle."""
+    if Path(uri).exists():
+        path = Path(uri)
+        bundle = path / "artifacts" / "bundle" if (path / "artifacts" / "bundle").exists() else path
+        return ScoringModel.load(bundle), ModelRef(None, None, None, str(path))
+    ref = resolve(uri)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(dst) if dst else None)
+    return ScoringModel.load(Path(local) / "artifacts" / "bundle"), ref

@@ -1,0 +1,191 @@
+"""Evaluation of uplift rankings and turnout probabilities on randomized outcomes.
+
+Curves are computed at tie-block boundaries, so a score with many ties (a few binary
+features) is not flattered or punished by the row order. Confidence intervals come
+from a cluster bootstrap: whole groups are resampled, as they were randomized and held
+out.
+
+Units: a Qini curve point is the incremental outcomes (treated outcomes minus control
+outcomes scaled to the treated count) among the top fraction *x*, divided by all
+voters of the comparison; the Qini coefficient is the area between that curve and the
+straight line of random targeting. Both are per voter, so they compare across splits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+
+KS = (0.1, 0.2, 0.3)
+
+
+def _order_and_blocks(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(-score, kind="stable")
+    s = score[order]
+    ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
+    return order, ends
+
+
+def _cum(values: np.ndarray, order: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Cumulative sums along the last axis at block ends, with a leading 0."""
+    c = np.cumsum(values[..., order], axis=-1)[..., ends]
+    zero = np.zeros((*c.shape[:-1], 1))
+    return np.concatenate([zero, c], axis=-1)
+
+
+def qini_points(
+    score: np.ndarray, y: np.ndarray, treated: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Qini curve: fraction targeted (x) and incremental outcomes per voter (q).
+
+    ``weights`` may be a (B, n) matrix of bootstrap weights; q is then (B, k).
+    """
+    score = np.asarray(score, dtype=float)
+    y = np.asarray(y, dtype=float)
+    t = np.asarray(treated, dtype=float)
+    order, ends = _order_and_blocks(score)
+    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
+    n_t = _cum(w * t, order, ends)
+    n_c = _cum(w * (1 - t), order, ends)
+    y_t = _cum(w * y * t, order, ends)
+    y_c = _cum(w * y * (1 - t), order, ends)
+    n_all = _cum(w, order, ends)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = y_t - y_c * np.where(n_c > 0, n_t / n_c, 0.0)
+    total = n_all[..., -1:]
+    x = n_all / total
+    return x, q / total
+
+
+def _area(x: np.ndarray, q: np.ndarray) -> np.ndarray:
+    random_line = x * q[..., -1:]
+    return np.trapezoid(q - random_line, x, axis=-1)
+
+
+def qini_coefficient(score: np.ndarray, y: np.ndarray, treated: np.ndarray) -> float:
+    """Area between the Qini curve and random targeting (per voter)."""
+    x, q = qini_points(score, y, treated)
+    return float(_area(x, q))
+
+
+def auuc(score: np.ndarray, y: np.ndarray, treated: np.ndarray) -> float:
+    """Area under the uplift curve: mean over x of (uplift among top x) * x."""
+    score = np.asarray(score, dtype=float)
+    y = np.asarray(y, dtype=float)
+    t = np.asarray(treated, dtype=float)
+    order, ends = _order_and_blocks(score)
+    n_t = _cum(t, order, ends)
+    n_c = _cum(1 - t, order, ends)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lift = np.where(
+            (n_t > 0) & (n_c > 0),
+            _cum(y * t, order, ends) / n_t - _cum(y * (1 - t), order, ends) / n_c,
+            0.0,
+        )
+    x = (n_t + n_c) / len(y)
+    return float(np.trapezoid(lift * x, x))
+
+
+def uplift_at_k(score: np.ndarray, y: np.ndarray, treated: np.ndarray, k: float) -> float:
+    """Observed uplift (treated mean - control mean) among the top ``k`` fraction."""
+    score = np.asarray(score, dtype=float)
+    n_top = max(1, round(k * len(score)))
+    top = np.argsort(-score, kind="stable")[:n_top]
+    yt, tt = np.asarray(y, dtype=float)[top], np.asarray(treated, dtype=bool)[top]
+    if tt.sum() == 0 or (~tt).sum() == 0:
+        return float("nan")
+    return float(yt[tt].mean() - yt[~tt].mean())
+
+
+def cluster_bootstrap_weights(groups: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) row weights: each group drawn with multinomial counts."""
+    uniq, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(len(uniq), np.full(len(uniq), 1 / len(uniq)), size=n_boot)
+    return counts[:, inverse].astype(float)
+
+
+@dataclass
+class Interval:
+    estimate: float
+    low: float
+    high: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"estimate": self.estimate, "low": self.low, "high": self.high}
+
+
+def _interval(estimate: float, draws: np.ndarray) -> Interval:
+    low, high = np.nanpercentile(draws, [2.5, 97.5])
+    return Interval(float(estimate), float(low), float(high))
+
+
+def qini_interval(score, y, treated, groups, n_boot: int = 200, seed: int = 0) -> Interval:
+    """Qini coefficient with a cluster-bootstrap 95% interval."""
+    w = cluster_bootstrap_weights(groups, n_boot, seed)
+    x, q = qini_points(score, y, treated, w)
+    return _interval(qini_coefficient(score, y, treated), _area(x, q))
+
+
+def difference_in_means(y, treated, groups, n_boot: int = 200, seed: int = 0) -> Interval:
+    """Treated minus control mean with a cluster-bootstrap 95% interval."""
+    y = np.asarray(y, dtype=float)
+    t = np.asarray(treated, dtype=float)
+    est = y[t == 1].mean() - y[t == 0].mean()
+    w = cluster_bootstrap_weights(groups, n_boot, seed)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        draws = (w @ (y * t)) / (w @ t) - (w @ (y * (1 - t))) / (w @ (1 - t))
+    return _interval(est, draws)
+
+
+def decile_table(pred: np.ndarray, y: np.ndarray, treated: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
+    """Predicted vs observed uplift by decile of predicted uplift (decile 1 = highest)."""
+    pred = np.asarray(pred, dtype=float)
+    ranks = pd.Series(-pred).rank(method="first").to_numpy()
+    decile = np.ceil(ranks / len(pred) * n_bins).astype(int).clip(1, n_bins)
+    frame = pd.DataFrame({"decile": decile, "pred": pred, "y": y, "t": np.asarray(treated, dtype=int)})
+    rows = []
+    for d, g in frame.groupby("decile"):
+        yt, yc = g.y[g.t == 1], g.y[g.t == 0]
+        obs = yt.mean() - yc.mean() if len(yt) and len(yc) else np.nan
+        se = np.sqrt(yt.var(ddof=1) / max(len(yt), 1) + yc.var(ddof=1) / max(len(yc), 1))
+        rows.append({
+            "decile": int(d), "n_treated": len(yt), "n_control": len(yc),
+            "predicted_uplift": float(g.pred.mean()), "observed_uplift": float(obs),
+            "observed_se": float(se),
+        })
+    return pd.DataFrame(rows)
+
+
+def uplift_metrics(score, y, treated, groups, n_boot: int = 200, seed: int = 0) -> dict[str, float]:
+    """Qini (with CI), AUUC and uplift@k for one arm against control."""
+    q = qini_interval(score, y, treated, groups, n_boot, seed)
+    out = {"qini": q.estimate, "qini_low": q.low, "qini_high": q.high, "auuc": auuc(score, y, treated)}
+    for k in KS:
+        out[f"uplift_at_{int(k * 100)}"] = uplift_at_k(score, y, treated, k)
+    return out
+
+
+def calibration_table(prob: np.ndarray, y: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
+    """Mean predicted vs observed rate by decile of predicted probability."""
+    prob = np.asarray(prob, dtype=float)
+    ranks = pd.Series(prob).rank(method="first").to_numpy()
+    decile = np.ceil(ranks / len(prob) * n_bins).astype(int).clip(1, n_bins)
+    frame = pd.DataFrame({"decile": decile, "pred": prob, "y": y})
+    table = frame.groupby("decile").agg(n=("y", "size"), predicted=("pred", "mean"), observed=("y", "mean"))
+    return table.reset_index()
+
+
+def turnout_metrics(prob: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """AUC, log loss, Brier score and the largest decile calibration gap."""
+    prob = np.clip(np.asarray(prob, dtype=float), 1e-6, 1 - 1e-6)
+    cal = calibration_table(prob, y)
+    return {
+        "auc": float(roc_auc_score(y, prob)),
+        "log_loss": float(log_loss(y, prob)),
+        "brier": float(brier_score_loss(y, prob)),
+        "max_calibration_gap": float((cal.predicted - cal.observed).abs().max()),
+    }

@@ -1,0 +1,97 @@
+"""Promotion: move the ``champion`` alias to a model version only if its gates pass.
+
+The gates are computed at training time on the grouped hold-out and stored as tags of
+the run (``gate.<name>`` = passed/failed, details in ``evaluation/gates.json``):
+
+- ``qini_best_arm``: the best arm's Qini is positive and its bootstrap 95% CI is above 0;
+- ``ate_consistency``: each arm's predicted ATE lies in the CI of the difference in means;
+- ``validation``: the input data passed validation.
+
+A refused promotion leaves the current champion untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+GATES = ("qini_best_arm", "ate_consistency", "validation")
+
+
+class PromotionRefused(RuntimeError):
+    """A gate failed; the alias was not moved."""
+
+    def __init__(self, name: str, version: str, failed: dict[str, str]):
+        self.failed = failed
+        lines = [f"{gate}: {detail}" for gate, detail in failed.items()]
+        super().__init__(
+            f"refusing to promote {name} version {version}: gate(s) failed:\n- " + "\n- ".join(lines)
+        )
+
+
+@dataclass
+class Promotion:
+    name: str
+    version: str
+    alias: str
+    previous: str | None
+
+
+def _version_for(client: MlflowClient, name: str, version: str | None, run_id: str | None) -> str:
+    if version:
+        return str(client.get_model_version(name, version).version)
+    versions = client.search_model_versions(f"name='{name}'")
+    if run_id:
+        versions = [v for v in versions if v.run_id == run_id]
+    if not versions:
+        what = f"run {run_id}" if run_id else "any run"
+        raise LookupError(f"no registered version of {name!r} for {what}")
+    return str(max(int(v.version) for v in versions))
+
+
+def check_gates(client: MlflowClient, run_id: str) -> dict[str, str]:
+    """Failed gates of a run, with details (empty when all pass)."""
+    run = client.get_run(run_id)
+    details = {}
+    try:
+        details = mlflow.artifacts.load_dict(f"runs:/{run_id}/evaluation/gates.json")
+    except Exception:  # noqa: BLE001 - a run without the artifact fails every gate below
+        details = {}
+    failed = {}
+    for gate in GATES:
+        status = run.data.tags.get(f"gate.{gate}")
+        if status != "passed":
+            detail = details.get(gate, {}).get("detail", "gate not recorded for this run")
+            failed[gate] = detail
+    return failed
+
+
+def promote(
+    name: str,
+    version: str | None = None,
+    run_id: str | None = None,
+    alias: str = "champion",
+    client: MlflowClient | None = None,
+) -> Promotion:
+    """Point ``alias`` at a version of ``name`` (the latest, or the one given) if its gates pass.
+
+    Raises
+    ------
+    PromotionRefused
+        If any gate failed; the alias is left where it was.
+    """
+    client = client or MlflowClient()
+    version = _version_for(client, name, version, run_id)
+    mv = client.get_model_version(name, version)
+    failed = check_gates(client, mv.run_id)
+    previous = None
+    try:
+        previous = str(client.get_model_version_by_alias(name, alias).version)
+    except mlflow.exceptions.MlflowException:
+        previous = None
+    if failed:
+        raise PromotionRefused(name, version, failed)
+    client.set_registered_model_alias(name, alias, version)
+    return Promotion(name, version, alias, previous)

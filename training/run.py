@@ -1,0 +1,175 @@
+"""A training run end to end: read, validate, fit, evaluate, log to MLflow, register.
+
+Validation happens before MLflow is touched: a bad input file stops the run with an
+error that names the problem, and nothing is logged or registered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from features.config import RunConfig, load_config
+from features.fingerprint import data_fingerprint
+from features.pii import find_pii_columns
+from features.schema import ValidationReport, validate_experiment
+from features.tables import load_experiment
+from serving.flavor import log_model
+from training import plots
+from training.fit import FitResult, Progress, _noop, fit_and_evaluate
+from training.tracking import code_version, configure, ensure_experiment, log_json, log_metrics_flat, temp_dir
+
+STEPS = 8  # progress steps of one run: 7 in fit_and_evaluate + logging
+
+
+@dataclass
+class TrainOutcome:
+    run_id: str
+    model_name: str
+    version: str
+    result: FitResult
+    validation: ValidationReport
+    fingerprint: dict
+
+
+def excluded_attributes(config: RunConfig, frame: pd.DataFrame) -> dict[str, str]:
+    """Columns kept out of the features, and why (names only, never values)."""
+    out = {c: "protected attribute (kept aside for the fairness audit)" for c in config.protected}
+    out.update({c: "PII (configured)" for c in config.pii})
+    others = [c for c in frame.columns if c not in out and c not in config.features]
+    out.update({c: f"PII ({why})" for c, why in find_pii_columns(frame, others).items()})
+    return out
+
+
+def train(config: RunConfig | str | Path, progress: Progress = _noop) -> TrainOutcome:
+    """Run one training run from a config (object or YAML path)."""
+    if not isinstance(config, RunConfig):
+        config_path = Path(config)
+        config = load_config(config_path)
+        config_text = config_path.read_text()
+    else:
+        import yaml
+
+        config_text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    progress("read and validate input")
+    frame = load_experiment(config)
+    validation = validate_experiment(frame, config)
+    fingerprint = data_fingerprint(frame, config)
+    excluded = excluded_attributes(config, frame)
+
+    result = fit_and_evaluate(frame, config, progress)
+
+    progress("log to MLflow and register")
+    client = configure()
+    experiment_id = ensure_experiment(client, config.name)
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        run_id = run.info.run_id
+        _log_run(config, config_text, result, validation, fingerprint, excluded, run_id)
+    mv = mlflow.register_model(f"runs:/{run_id}/model", config.model_name)
+    for gate, info in result.gates.items():
+        client.set_model_version_tag(config.model_name, mv.version, f"gate.{gate}",
+                                     "passed" if info["passed"] else "failed")
+    return TrainOutcome(run_id, config.model_name, str(mv.version), result, validation, fingerprint)
+
+
+def headline_metrics(result: FitResult) -> dict[str, float]:
+    """The few numbers a reviewer or a field tool wants first."""
+    out = {f"turnout_{k}": result.turnout[k] for k in ("auc", "brier")}
+    for arm in result.model.arms:
+        m = result.arm_metrics[arm.label]
+        out[f"{arm.slug}_qini"] = m["qini"]
+        out[f"{arm.slug}_uplift_at_20"] = m["uplift_at_20"]
+    return out
+
+
+def _log_run(config, config_text, result: FitResult, validation, fingerprint, excluded, run_id) -> None:
+    model = result.model
+    mlflow.set_tags({
+        "persuade.config": config.name,
+        "persuade.learner": result.learner,
+        "persuade.code_version": code_version(),
+        "persuade.validation": "clean",
+        "persuade.data_sha256": fingerprint["sha256"],
+        "persuade.outcome_kind": config.outcome.kind,
+        **{f"gate.{g}": ("passed" if v["passed"] else "failed") for g, v in result.gates.items()},
+    })
+    mlflow.log_params({
+        "learner": result.learner,
+        "learners_compared": ",".join(config.uplift.learners),
+        "pool_arms": config.uplift.pool_arms,
+        "arm_rounds": config.uplift.arm_rounds,
+        "turnout_score_feature": config.uplift.turnout_score_feature,
+        "holdout_fraction": config.split.holdout_fraction,
+        "folds": config.split.folds,
+        "seed": config.split.seed,
+        **{f"final_{k}": v for k, v in config.uplift.final.model_dump().items()},
+        **{f"arm_{k}": v for k, v in config.uplift.arm_params.model_dump().items()},
+        **{f"nuisance_{k}": v for k, v in config.uplift.nuisance.model_dump().items()},
+        **{f"turnout_{k}": v for k, v in config.turnout.params.model_dump().items()},
+        "n_features": len(model.feature_names),
+    })
+    log_metrics_flat(result.flat_metrics())
+    mlflow.log_text(config_text, "config.yaml")
+    log_json(fingerprint, "data/fingerprint.json")
+    log_json({"rows": validation.n_rows, "rows_per_arm": validation.rows_per_arm,
+              "outcome_mean_per_arm": validation.outcome_mean_per_arm,
+              "srm_p_value": validation.srm_p_value}, "data/validation.json")
+    log_json({"features": model.feature_names, "raw_features": model.input_features,
+              "excluded": excluded}, "features.json")
+    log_json(result.gates, "evaluation/gates.json")
+    with temp_dir() as tmp:
+        tmp = Path(tmp)
+        tables = {
+            "selection_cv_qini.csv": result.selection.reset_index(),
+            "holdout_qini.csv": result.holdout.reset_index(),
+            "ate.csv": result.ate,
+            "turnout_calibration.csv": result.calibration,
+        }
+        for arm, table in result.deciles.items():
+            tables[f"deciles_{_slug(model, arm)}.csv"] = table
+        for name, table in tables.items():
+            table.to_csv(tmp / name, index=False)
+            mlflow.log_artifact(str(tmp / name), "evaluation")
+        _log_plots(config, result, tmp / "plots")
+        prep = result.prepared
+        model.metadata = {
+            "name": config.model_name,
+            "run_id": run_id,
+            "config": config.name,
+            "learner": result.learner,
+            "code_version": code_version(),
+            "fingerprint": {k: fingerprint[k] for k in ("sha256", "rows", "rows_per_arm")},
+            "features": model.feature_names,
+            "excluded": excluded,
+            "protected": list(config.protected),
+            "metrics": headline_metrics(result),
+            "gates": {g: v["passed"] for g, v in result.gates.items()},
+            "group_column": config.group_column,
+        }
+        bundle = model.save(tmp / "bundle")
+        example = prep.test[[config.id_column, *model.input_features]].head(5).reset_index(drop=True)
+        log_model(model, bundle, example)
+
+
+def _slug(model, arm: str) -> str:
+    return next(a.slug for a in model.arms if a.label == arm)
+
+
+def _log_plots(config: RunConfig, result: FitResult, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    prep = result.prepared
+    assigned = prep.test[config.arm_column].astype(str).to_numpy()
+    y = prep.test[config.outcome.column].to_numpy(dtype=float)
+    units = "pp" if config.outcome.kind == "turnout" else "points"
+    for arm in config.arm_labels:
+        rows = (assigned == arm) | (assigned == config.control_label)
+        t = (assigned[rows] == arm).astype(float)
+        scores = {name: s[arm].to_numpy()[rows] for name, s in result.test_scores.items()}
+        slug = _slug(result.model, arm)
+        plots.qini_curves(arm, scores, y[rows], t, folder / f"qini_{slug}.png")
+        plots.decile_bars(arm, result.deciles[arm], folder / f"deciles_{slug}.png", units)
+    plots.calibration_plot(result.calibration, folder / "turnout_calibration.png")
+    mlflow.log_artifacts(str(folder), "plots")
