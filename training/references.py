@@ -15,6 +15,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from training.learners.base import n_threads
+
 
 def turnout_05_score(turnout: np.ndarray) -> np.ndarray:
     """Higher for turnout probabilities closer to 0.5."""
@@ -48,7 +50,7 @@ class DefaultTLearner:
         self.models_ = {}
         for label in [self.control, *self.arms]:
             rows = np.asarray(assigned) == label
-            self.models_[label] = cls(random_state=self.seed, n_jobs=2, verbose=-1).fit(X[rows], y[rows])
+            self.models_[label] = cls(random_state=self.seed, n_jobs=n_threads(), verbose=-1).fit(X[rows], y[rows])
         return self
 
     def _mean(self, label: str, X: pd.DataFrame) -> np.ndarray:

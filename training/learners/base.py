@@ -20,6 +20,7 @@ Assignment propensities come from the design (configured shares) in randomized d
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,12 @@ from features.config import GBMParams
 ANY = "__any__"
 
 
-def lgb_params(params: GBMParams, objective: str, seed: int, n_jobs: int = 2) -> dict:
+def n_threads() -> int:
+    """LightGBM threads: ``PERSUADE_THREADS`` or 2 (the cores of the reference machine)."""
+    return int(os.environ.get("PERSUADE_THREADS", "2"))
+
+
+def lgb_params(params: GBMParams, objective: str, seed: int, n_jobs: int | None = None) -> dict:
     """LightGBM ``train`` parameters from a :class:`GBMParams`."""
     return {
         "objective": objective,
@@ -46,7 +52,7 @@ def lgb_params(params: GBMParams, objective: str, seed: int, n_jobs: int = 2) ->
         "bagging_freq": 1 if params.subsample < 1 else 0,
         "feature_fraction": params.colsample_bytree,
         "seed": seed,
-        "num_threads": n_jobs,
+        "num_threads": n_jobs or n_threads(),
         "verbose": -1,
         "deterministic": True,
         "force_col_wise": True,
