@@ -70,7 +70,7 @@ def check_feature_list(config: RunConfig, frame: pd.DataFrame | None = None) -> 
         config.group_column: "the group column",
     }
     if config.turnout.column:
-        roles[config.turnout.column] = "the turnout column"
+        roles.setdefault(config.turnout.column, "the turnout column")
     for col in feats:
         if col in roles:
             problems.append(f"feature {col!r} is {roles[col]} and cannot be a feature")

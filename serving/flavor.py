@@ -16,6 +16,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow
 import pandas as pd
@@ -45,11 +46,14 @@ def pip_requirements() -> list[str]:
 
 def log_model(model: ScoringModel, bundle_dir: Path, input_example: pd.DataFrame, name: str = "model"):
     """Log ``model`` (already saved at ``bundle_dir``) to the active run as a pyfunc."""
+    # Integer columns would make MLflow refuse missing values at inference: declare floats.
+    ints = [c for c in input_example.columns if pd.api.types.is_integer_dtype(input_example[c])]
+    input_example = input_example.astype(dict.fromkeys(ints, "float64"))
     output = model.score(input_example)
     signature = infer_signature(input_example, output)
     return mlflow.pyfunc.log_model(
         name=name,
-        python_model=PersuadePyfunc(),
+        python_model=str(Path(__file__).with_name("pyfunc_model.py")),
         artifacts={"bundle": str(bundle_dir)},
         signature=signature,
         input_example=input_example,

@@ -18,11 +18,14 @@ from features.config import RunConfig
 from features.pipeline import FeaturePipeline
 from serving.bundle import TURNOUT_SCORE, ArmInfo, ScoringModel
 from training.evaluation import (
+    KS,
+    auuc,
     calibration_table,
     decile_table,
     difference_in_means,
     qini_coefficient,
     turnout_metrics,
+    uplift_at_k,
     uplift_metrics,
 )
 from training.learners import LEARNERS, CrossFitNuisance, Design, UpliftLearner
@@ -110,6 +113,22 @@ def _make_learner(name: str, config: RunConfig, design: Design) -> UpliftLearner
     )
 
 
+def holdout_table(
+    test_scores: dict[str, pd.DataFrame], y: np.ndarray, assigned: np.ndarray, arms, control
+) -> pd.DataFrame:
+    """Qini, AUUC and uplift@k of every ranking and arm (index: ranking, arm)."""
+    rows = []
+    for name, scores in test_scores.items():
+        for arm in arms:
+            r = (assigned == arm) | (assigned == control)
+            s, yy, t = scores[arm].to_numpy()[r], y[r], (assigned[r] == arm).astype(float)
+            row = {"ranking": name, "arm": arm, "qini": qini_coefficient(s, yy, t), "auuc": auuc(s, yy, t)}
+            for k in KS:
+                row[f"uplift_at_{int(k * 100)}"] = uplift_at_k(s, yy, t, k)
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["ranking", "arm"])
+
+
 def _arm_qini(scores: pd.DataFrame, y: np.ndarray, assigned: np.ndarray, arms, control) -> dict[str, float]:
     out = {}
     for arm in arms:
@@ -180,11 +199,7 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
 
     progress("hold-out evaluation")
     groups_te = prep.test[config.group_column].to_numpy()
-    holdout_rows = []
-    for name, scores in test_scores.items():
-        for arm, q in _arm_qini(scores, y_te, a_te, arms, control).items():
-            holdout_rows.append({"ranking": name, "arm": arm, "qini": q})
-    holdout = pd.DataFrame(holdout_rows).set_index(["ranking", "arm"])
+    holdout = holdout_table(test_scores, y_te, a_te, arms, control)
     arm_metrics, deciles, ate_rows = {}, {}, []
     chosen_scores = test_scores[chosen]
     for arm in arms:

@@ -67,8 +67,8 @@ def train(config: RunConfig | str | Path, progress: Progress = _noop) -> TrainOu
     experiment_id = ensure_experiment(client, config.name)
     with mlflow.start_run(experiment_id=experiment_id) as run:
         run_id = run.info.run_id
-        _log_run(config, config_text, result, validation, fingerprint, excluded, run_id)
-    mv = mlflow.register_model(f"runs:/{run_id}/model", config.model_name)
+        model_info = _log_run(config, config_text, result, validation, fingerprint, excluded, run_id)
+    mv = mlflow.register_model(model_info.model_uri, config.model_name)
     for gate, info in result.gates.items():
         client.set_model_version_tag(config.model_name, mv.version, f"gate.{gate}",
                                      "passed" if info["passed"] else "failed")
@@ -151,7 +151,7 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
         }
         bundle = model.save(tmp / "bundle")
         example = prep.test[[config.id_column, *model.input_features]].head(5).reset_index(drop=True)
-        log_model(model, bundle, example)
+        return log_model(model, bundle, example)
 
 
 def _slug(model, arm: str) -> str:
