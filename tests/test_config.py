@@ -67,7 +67,7 @@ def test_bad_channel_is_named(tmp_path):
 def test_table_layouts_are_exclusive(tmp_path):
     data = _ggl()
     data["data"] = {"table": "x.parquet", "voter_file": "v.parquet"}
-    with pytest.raises(ConfigError, match="either data.table"):
+    with pytest.raises(ConfigError, match=r"either data\.table"):
         load_config(_write(tmp_path, data))
 
 

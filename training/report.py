@@ -1,0 +1,739 @@
+"""The compliance reviewer's explanation reports (self-contained HTML).
+
+- :class:`ModelReport` (``persuade report --run RUN_ID``): what a training run produced
+  and why it targets whom: the model card, global SHAP for turnout and each arm's
+  uplift, Qini curves and decile tables, calibration, the fairness audit and the
+  consent suppression counts. It is logged to the run at :data:`MODEL_REPORT_ARTIFACT`
+  (``report/model_report.html``), where the service finds the champion's report.
+- :class:`ListReport` (``persuade report --scores scores.parquet``): one scored list:
+  how many voters were scored, suppressed (by reason) and targeted per arm, the top
+  reasons behind targeting, the expected incremental outcomes, and which model, data
+  and consent table produced it (read from the :class:`ScoreProvenance` file that
+  ``persuade score`` writes beside its output).
+
+Reports hold aggregates only: no voter's row, name, phone number, e-mail or address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+import yaml
+from mlflow.tracking import MlflowClient
+from pydantic import ValidationError
+
+from features.config import GBMParams, RunConfig
+from features.consent import (
+    REASON_TEXT,
+    Arms,
+    ConsentTable,
+    EligibilityRules,
+    Reason,
+    arm_deliveries,
+    eligibility_for,
+    needs_consent,
+    rules_table,
+    suppression_counts,
+)
+from features.fingerprint import data_fingerprint
+from features.tables import load_experiment
+from serving.batch import input_columns, open_dataset
+from serving.bundle import CONTROL_ARM, ScoringModel
+from serving.flavor import ModelRef, load_scoring_model
+from training import report_html as h
+from training.fairness import FairnessAudit
+from training.fit import prepare
+from training.tracking import PROJECT_ROOT, configure
+
+REPORT_DIR = "report"
+MODEL_REPORT_ARTIFACT = f"{REPORT_DIR}/model_report.html"
+REPORT_TAG = "persuade.report"
+MAX_DISPLAY = 12
+
+
+def reports_dir() -> Path:
+    """Default folder of written reports: ``$PERSUADE_HOME/reports`` or the project's ``reports/``."""
+    home = os.environ.get("PERSUADE_HOME")
+    return (Path(home) if home else PROJECT_ROOT) / "reports"
+
+
+# -- provenance of a scored list --------------------------------------------------------
+@dataclass
+class ScoreProvenance:
+    """Which model, input and consent table produced a scored list (no personal data).
+
+    Written by ``persuade score`` as ``<output>.provenance.json``.
+    """
+
+    model: dict[str, Any]
+    input: str
+    rows: int
+    scored_at: str
+    consent: dict[str, Any] | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def path_for(scores: str | Path) -> Path:
+        scores = Path(scores)
+        return scores.with_name(scores.name + ".provenance.json")
+
+    def write(self, scores: str | Path) -> Path:
+        path = self.path_for(scores)
+        path.write_text(json.dumps(asdict(self), indent=2, default=str))
+        return path
+
+    @classmethod
+    def read(cls, scores: str | Path) -> ScoreProvenance | None:
+        path = cls.path_for(scores)
+        if not path.exists():
+            return None
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path.name}: not a scoring provenance file ({exc})") from None
+
+
+def score_provenance(ref: ModelRef, model: ScoringModel, input_path: str | Path, rows: int,
+                     consent: dict[str, Any] | None = None) -> ScoreProvenance:
+    """The provenance of a list scored now by ``model`` (``ref``) from ``input_path``."""
+    meta = model.metadata or {}
+    return ScoreProvenance(
+        model=ref.as_dict(),
+        input=str(Path(input_path).resolve()),
+        rows=int(rows),
+        scored_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        consent=consent,
+        training={"run_id": meta.get("run_id"), "data_sha256": (meta.get("fingerprint") or {}).get("sha256"),
+                  "code_version": meta.get("code_version"), "learner": meta.get("learner")},
+    )
+
+
+# -- shared pieces --------------------------------------------------------------------
+def _units(model: ScoringModel) -> tuple[h.Formatter, str]:
+    if model.outcome.get("kind") == "turnout":
+        return h.pp(2), "votes"
+    return h.number(3), "support points"
+
+
+def _numeric(X: pd.DataFrame) -> pd.DataFrame:
+    """Feature values as numbers (category codes) for SHAP's colour scale."""
+    out = X.copy()
+    for col in out.columns:
+        if isinstance(out[col].dtype, pd.CategoricalDtype):
+            codes = out[col].cat.codes.astype(float)
+            out[col] = codes.where(codes >= 0, np.nan)
+    return out.astype(float)
+
+
+def shap_figures(contrib: np.ndarray, X: pd.DataFrame, names: list[str], title: str) -> tuple[bytes, bytes]:
+    """(bar, beeswarm) PNGs of SHAP contributions (last column of ``contrib``: base value)."""
+    import shap  # slow to import: only the model report draws with it
+    explanation = shap.Explanation(values=contrib[:, :-1], base_values=contrib[:, -1],
+                                   data=_numeric(X).to_numpy(), feature_names=names)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    shap.plots.bar(explanation, max_display=MAX_DISPLAY, ax=ax, show=False)
+    ax.set_title(f"{title}: mean |SHAP|", fontsize=11)
+    bar = h.png_bytes(fig)
+    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    shap.plots.beeswarm(explanation, max_display=MAX_DISPLAY, ax=ax, show=False, plot_size=None)
+    ax.set_title(f"{title}: SHAP per voter", fontsize=11)
+    return bar, h.png_bytes(plt.gcf())
+
+
+def _parameter_tables(params: dict[str, str]) -> list[str]:
+    """Run parameters: LightGBM settings per model role side by side, then the others."""
+    roles = {"final": "uplift (final)", "arm": "uplift (per arm)", "nuisance": "outcome (nuisance)",
+             "turnout": "turnout"}
+    grid: dict[str, dict[str, str]] = {}
+    other = {}
+    for key, value in sorted(params.items()):
+        role, _, name = key.partition("_")
+        if role in roles and name in GBMParams.model_fields:
+            grid.setdefault(name, {})[roles[role]] = value
+        else:
+            other[key] = value
+    out = [h.key_values(other)]
+    if grid:
+        frame = pd.DataFrame.from_dict(grid, orient="index").reindex(columns=[r for r in roles.values()])
+        out.append(h.table(frame.rename_axis("LightGBM parameter").reset_index().fillna("-")))
+    return out
+
+
+def _suppression_pivot(counts: pd.DataFrame) -> pd.DataFrame:
+    table = counts.pivot_table(index=["arm", "delivery"], columns="reason", values="voters", aggfunc="sum",
+                               fill_value=0, sort=False)
+    cols = ["eligible", *[r.value for r in Reason if r.value in table.columns]]
+    table = table.reindex(columns=cols).fillna(0).astype(int)
+    table.insert(1, "suppressed", table.drop(columns="eligible").sum(axis=1))
+    table.columns.name = None
+    return table.reset_index()
+
+
+def _reason_legend(counts: pd.DataFrame) -> str:
+    used = [r for r in Reason if r.value in set(counts.reason)]
+    return h.key_values({r.value: REASON_TEXT[r] for r in used}) if used else ""
+
+
+def consent_summary(config: RunConfig, arms: Arms, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Eligibility of every voter of ``frame`` under the run's consent settings.
+
+    Returns the eligibility frame, the suppression counts (arm, delivery, reason,
+    voters) and the HTML of the report's consent section. Without a configured consent
+    table nobody is on a do-not-contact list and nobody has consent: arms that need
+    consent are suppressed for everybody; arms that do not (mail, canvass, live calls)
+    suppress nobody.
+    """
+    spec = config.consent
+    table = None
+    if spec.table is not None:
+        table = ConsentTable.read(config.resolve(spec.table), id_column=config.id_column,
+                                  phone_column=spec.phone_column)
+    rules = EligibilityRules(spec.landline_prerecorded_cap, spec.cap_window_days)
+    eligibility = eligibility_for(frame, arms, table, rules, spec.as_of, config.id_column, spec.phone_column)
+    counts = suppression_counts(eligibility, arms)
+    deliveries = {d for _, _, d in arm_deliveries(arms)}
+    consent_needed = sorted(d.value for d in deliveries if needs_consent(d))
+    body = []
+    if not consent_needed:
+        body.append(h.paragraph(
+            f"Every arm is delivered by {', '.join(sorted(d.value for d in deliveries))}, which needs no consent: "
+            f"no voter is suppressed for lack of consent.", "note"))
+    if table is None:
+        body.append(h.paragraph(
+            "No consent table is configured (consent.table): no do-not-contact list was applied"
+            + (f", and every voter is suppressed from {', '.join(consent_needed)} (no consent on record)."
+               if consent_needed else "."),
+            "warn" if consent_needed else "note"))
+    else:
+        when = spec.as_of.isoformat() if spec.as_of else "the time of this report"
+        body.append(h.paragraph(
+            f"Consent table {Path(spec.table).name} (fingerprint {table.fingerprint()[:16]}…, events: "
+            f"{', '.join(f'{k} {v:,}' for k, v in table.counts().items())}), applied as of {when} to all "
+            f"{len(frame):,} voters of the data; landline prerecorded cap "
+            f"{spec.landline_prerecorded_cap} per {spec.cap_window_days} days.", "note"))
+    rules_shown = rules_table()
+    body += [h.heading("Voters per arm: eligible and suppressed by reason"), h.table(_suppression_pivot(counts)),
+             _reason_legend(counts), h.heading("The rules (first matching row wins)"),
+             h.table(rules_shown[rules_shown.delivery.isin({d.value for d in deliveries})])]
+    return eligibility, counts, "".join(body)
+
+
+# -- the model report -----------------------------------------------------------------
+@dataclass
+class RunArtifacts:
+    """What a training run logged, downloaded."""
+
+    run_id: str
+    folder: Path
+    config: RunConfig
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+    fingerprint: dict[str, Any]
+    validation: dict[str, Any]
+    features: dict[str, Any]
+    gates: dict[str, Any]
+    versions: list[str]
+
+    def csv(self, name: str) -> pd.DataFrame | None:
+        path = self.folder / "evaluation" / name
+        return pd.read_csv(path) if path.exists() else None
+
+    def png(self, name: str) -> bytes | None:
+        path = self.folder / "plots" / name
+        return path.read_bytes() if path.exists() else None
+
+
+def fetch_run(run_id: str, client: MlflowClient, dst: Path, data_root: Path | None = None) -> RunArtifacts:
+    """Download a run's logged artifacts (not its model) and read its config."""
+    try:
+        run = client.get_run(run_id)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises its own types for unknown runs
+        raise LookupError(f"run {run_id!r} not found in the tracking store: {exc}") from None
+    logged = {a.path for a in client.list_artifacts(run_id)}
+    if "config.yaml" not in logged:
+        raise LookupError(f"run {run_id!r} has no config.yaml: not a persuade training run")
+    for part in ("config.yaml", "data", "features.json", "evaluation", "plots"):
+        if part in logged:
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=part, dst_path=str(dst))
+    raw = yaml.safe_load((dst / "config.yaml").read_text())
+    try:
+        config = RunConfig.model_validate({**raw, "base_dir": data_root or PROJECT_ROOT})
+    except ValidationError as exc:
+        raise ValueError(f"run {run_id}: its logged config.yaml no longer validates: {exc}") from None
+    versions = [str(v.version) for v in client.search_model_versions(f"run_id='{run_id}'")]
+
+    def read(name: str) -> dict:
+        path = dst / name
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    return RunArtifacts(run_id, dst, config, dict(run.data.tags), dict(run.data.params), dict(run.data.metrics),
+                        read("data/fingerprint.json"), read("data/validation.json"), read("features.json"),
+                        read("evaluation/gates.json"), versions)
+
+
+class ModelReport:
+    """The explanation report of one training run.
+
+    Parameters
+    ----------
+    shap_rows : int
+        Hold-out rows sampled for the global SHAP plots.
+    seed : int
+        Seed of that sample.
+    data_root : Path, optional
+        Folder against which the run config's relative data paths resolve (default:
+        the project root, as at training time).
+
+    Attributes
+    ----------
+    fairness_ : DataFrame
+        The fairness audit table (after :meth:`build`).
+    suppression_ : DataFrame
+        Consent suppression counts (arm, delivery, reason, voters).
+    card_ : dict
+        The model card's facts.
+    """
+
+    def __init__(self, shap_rows: int = 2000, seed: int = 0, data_root: Path | None = None):
+        self.shap_rows = shap_rows
+        self.seed = seed
+        self.data_root = data_root
+
+    def build(self, run_id: str, client: MlflowClient | None = None) -> str:
+        """The report's HTML for run ``run_id``."""
+        if self.shap_rows < 10:
+            raise ValueError(f"shap_rows must be at least 10, got {self.shap_rows}")
+        client = client or configure()
+        with tempfile.TemporaryDirectory(prefix="persuade-report-") as tmp:
+            run = fetch_run(run_id, client, Path(tmp), self.data_root)
+            model, _ = load_scoring_model(f"runs:/{run_id}/model", Path(tmp) / "model")
+            return self._build(run, model)
+
+    def write(self, run_id: str, output: str | Path | None = None, log_to_run: bool = True,
+              client: MlflowClient | None = None) -> Path:
+        """Build the report, write it to ``output`` and log it to the run (``report/``)."""
+        client = client or configure()
+        text = self.build(run_id, client)
+        output = Path(output) if output else reports_dir() / f"model_report_{run_id}.html"
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+        if log_to_run:
+            with tempfile.TemporaryDirectory(prefix="persuade-report-") as tmp:
+                folder = Path(tmp)
+                (folder / Path(MODEL_REPORT_ARTIFACT).name).write_text(text, encoding="utf-8")
+                self.fairness_.to_csv(folder / "fairness.csv", index=False)
+                self.suppression_.to_csv(folder / "consent_suppression.csv", index=False)
+                for name in ("model_report.html", "fairness.csv", "consent_suppression.csv"):
+                    client.log_artifact(run_id, str(folder / name), REPORT_DIR)
+            client.set_tag(run_id, REPORT_TAG, MODEL_REPORT_ARTIFACT)
+        return output
+
+    # -- sections --------------------------------------------------------------------
+    def _build(self, run: RunArtifacts, model: ScoringModel) -> str:
+        config = run.config
+        frame = load_experiment(config)
+        current = data_fingerprint(frame, config)
+        prep = prepare(frame, config)
+        test = prep.test
+        X = model.transform(test)
+        turnout = model.predict_turnout(X)
+        labels = [a.label for a in model.arms]
+        uplift = pd.DataFrame(model.predict_uplift(X, turnout), columns=labels)
+
+        eligibility, suppression, consent_note = consent_summary(config, model.arms, frame)
+        self.suppression_ = suppression
+        held = eligibility.set_index("voter_id").loc[test[config.id_column].astype(str).to_numpy()]
+        allowed = pd.DataFrame({a.label: held[f"eligible_{a.slug}"].to_numpy(dtype=bool) for a in model.arms})
+        audit = FairnessAudit.from_config(config)
+        self.fairness_ = audit.audit(test, uplift, prep.assigned("test", config),
+                                     test[config.outcome.column].to_numpy(dtype=float), config.control_label, allowed)
+
+        sections = [
+            self._card(run, model, current),
+            self._shap(model, X, turnout),
+            self._evaluation(run, model),
+            self._calibration(run),
+            self._fairness(audit, model),
+            h.Section("consent", "Consent and suppression", consent_note),
+        ]
+        name = run.config.model_name
+        versions = ", ".join(run.versions) or "not registered"
+        return h.page(
+            f"Model report: {name}",
+            f"run {run.run_id} · version {versions} · learner {run.tags.get('persuade.learner', '?')} · "
+            f"generated {datetime.now(UTC).isoformat(timespec='seconds')}",
+            sections,
+            footer="Aggregates only: this report contains no voter's row, name, phone number, e-mail or address.",
+        )
+
+    def _card(self, run: RunArtifacts, model: ScoringModel, current: dict) -> h.Section:
+        config = run.config
+        fp = run.fingerprint
+        data = config.data
+        sources = {k: Path(v).name for k, v in data.model_dump().items() if v is not None}
+        matches = current["sha256"] == fp.get("sha256")
+        self.card_ = {
+            "run id": run.run_id,
+            "registered model": f"{config.model_name} version {', '.join(run.versions) or '-'}",
+            "config": config.name,
+            "outcome": f"{config.outcome.column} ({config.outcome.kind})",
+            "data source": ", ".join(f"{k}: {v}" for k, v in sources.items()),
+            "data fingerprint (sha256)": fp.get("sha256", "?"),
+            "rows": f"{fp.get('rows', 0):,}",
+            "learner": run.tags.get("persuade.learner", "?"),
+            "code version": run.tags.get("persuade.code_version", "?"),
+            "split": f"grouped by {config.group_column}: {config.split.holdout_fraction:.0%} of groups held out, "
+                     f"{config.split.folds} folds, seed {config.split.seed}",
+        }
+        left = [h.key_values(self.card_)]
+        if matches:
+            left.append(h.paragraph("The data read for this report has the fingerprint the run was trained on.",
+                                    "note"))
+        else:
+            left.append(h.paragraph(
+                f"The data read for this report does not match the training fingerprint (now "
+                f"{current['sha256'][:12]}…, {current['rows']:,} rows): the hold-out figures below are computed "
+                f"on the current data.", "bad"))
+        arms = pd.DataFrame([{"arm": label, "channel": spec.channel.value,
+                              "delivery": spec.resolved_delivery.value, "cost": spec.cost,
+                              "rows": fp.get("rows_per_arm", {}).get(label, 0)}
+                             for label, spec in config.arms.items()]
+                            + [{"arm": f"{config.control_label} (control)", "channel": "-", "delivery": "-",
+                                "cost": 0.0, "rows": fp.get("rows_per_arm", {}).get(config.control_label, 0)}])
+        left += [h.heading("Arms and rows per arm"), h.table(arms, {"cost": h.number(2)})]
+        feats = run.features
+        left += [h.heading("Features used"), h.paragraph(", ".join(feats.get("features", model.feature_names)))]
+        excluded = pd.DataFrame([{"column": k, "why it is excluded": v}
+                                 for k, v in feats.get("excluded", {}).items()])
+        left.append(h.heading("Attributes excluded, and why"))
+        left.append(h.table(excluded) if len(excluded) else h.paragraph("None."))
+        right = [h.heading("Learner and parameters"), *_parameter_tables(run.params)]
+        gates = pd.DataFrame([{"gate": g, "passed": v.get("passed"), "detail": v.get("detail", "")}
+                              for g, v in run.gates.items()])
+        if len(gates):
+            right += [h.heading("Promotion gates"),
+                      h.table(gates, row_class=lambda r: "" if r["passed"] else "flag")]
+        body = [h.columns("".join(left), "".join(right))]
+        return h.Section("card", "Model card", "".join(body))
+
+    def _shap(self, model: ScoringModel, X: pd.DataFrame, turnout: np.ndarray) -> h.Section:
+        rng = np.random.default_rng(self.seed)
+        rows = np.sort(rng.choice(len(X), min(self.shap_rows, len(X)), replace=False))
+        Xs = X.iloc[rows]
+        names = list(model.pipeline.output_columns)
+        scale, unit = (100.0, "percentage points") if model.outcome.get("kind") == "turnout" else (1.0, "points")
+        body = [h.paragraph(
+            f"TreeSHAP contributions on {len(rows):,} randomly sampled hold-out voters. Bars: mean absolute "
+            f"contribution (what drives the score overall); beeswarm: one dot per voter, colour = feature value "
+            f"(red high, blue low), position = how much it moved that voter's score. Turnout contributions are "
+            f"in log-odds; uplift contributions are in {unit} and add up to the predicted uplift.")]
+        contrib = np.asarray(model.turnout.predict(Xs, pred_contrib=True))
+        bar, bee = shap_figures(contrib, Xs, names, "Turnout (no contact)")
+        body += [h.heading("Turnout"), h.figures([h.image(bar, "SHAP bar: turnout"),
+                                                   h.image(bee, "SHAP beeswarm: turnout")])]
+        Xu = model.uplift_inputs(Xs, turnout[rows])
+        for arm in model.arms:
+            contrib = model.explain(Xs, arm.label, turnout[rows]) * scale
+            bar, bee = shap_figures(contrib, Xu, model.feature_names,
+                                    f"Uplift of {arm.label} ({'pp' if scale == 100 else 'points'})")
+            body += [h.heading(f"Uplift: {arm.label} ({arm.delivery})"),
+                     h.figures([h.image(bar, f"SHAP bar: {arm.label}"),
+                                h.image(bee, f"SHAP beeswarm: {arm.label}")])]
+        return h.Section("shap", "What drives the scores (global SHAP)", "".join(body))
+
+    def _evaluation(self, run: RunArtifacts, model: ScoringModel) -> h.Section:
+        fmt, _ = _units(model)
+        body = [h.paragraph(
+            "Qini curves of the selected learner against the references (plain T-learner, turnout closest to 0.5, "
+            "random) on the grouped hold-out, and the observed uplift by decile of predicted uplift.")]
+        holdout = run.csv("holdout_qini.csv")
+        if holdout is not None and {"ranking", "arm", "qini"} <= set(holdout.columns):
+            pivot = (holdout.pivot(index="ranking", columns="arm", values="qini") * 1000).reset_index()
+            pivot.columns.name = None
+            body += [h.heading("Hold-out Qini ×1000 by ranking and arm"),
+                     h.table(pivot, {c: h.number(3) for c in pivot.columns if c != "ranking"})]
+        ate = run.csv("ate.csv")
+        if ate is not None:
+            body += [h.heading("Average effect per arm: predicted vs observed (hold-out)"),
+                     h.table(ate, {c: fmt for c in ate.columns if c not in ("arm", "consistent")})]
+        for arm in model.arms:
+            images = [h.image(png, f"{kind}: {arm.label}") for kind, png in (
+                ("Qini curves", run.png(f"qini_{arm.slug}.png")),
+                ("Uplift by decile", run.png(f"deciles_{arm.slug}.png"))) if png is not None]
+            body += [h.heading(f"{arm.label}"), h.figures(images)]
+            deciles = run.csv(f"deciles_{arm.slug}.csv")
+            if deciles is not None:
+                body.append(h.table(deciles, {"predicted_uplift": fmt, "observed_uplift": fmt,
+                                              "observed_se": fmt}))
+        return h.Section("evaluation", "Qini curves and deciles", "".join(body))
+
+    def _calibration(self, run: RunArtifacts) -> h.Section:
+        body = [h.paragraph("Predicted vs observed turnout by decile of predicted probability, on hold-out "
+                            "control voters (after the isotonic correction when the run applied one).")]
+        png = run.png("turnout_calibration.png")
+        if png is not None:
+            body.append(h.figures([h.image(png, "Turnout calibration")]))
+        table = run.csv("turnout_calibration.csv")
+        if table is not None:
+            body.append(h.table(table, {"predicted": h.number(3), "observed": h.number(3)}))
+        auc = run.metrics.get("turnout_auc")
+        brier = run.metrics.get("turnout_brier")
+        if auc is not None:
+            body.append(h.paragraph(f"Turnout AUC {auc:.3f}, Brier score {brier:.4f} (hold-out control)."))
+        return h.Section("calibration", "Turnout calibration", "".join(body))
+
+    def _fairness(self, audit: FairnessAudit, model: ScoringModel) -> h.Section:
+        fmt, _ = _units(model)
+        table = self.fairness_
+        low, high = audit.band
+        flagged = table[table.flag == "outside band"]
+        body = [h.paragraph(
+            f"Each arm (and 'any arm': the best arm's uplift) targets the top {audit.budget_fraction:.0%} of the "
+            f"hold-out voters by predicted uplift, after consent suppression; only voters with a positive predicted "
+            f"uplift are targeted. Per protected group: the targeting rate and its ratio to the reference group "
+            f"(bold), flagged when outside {low:g}–{high:g}; the mean predicted uplift; the observed uplift "
+            f"(arm minus control among the group's hold-out voters, and among its targeted voters). Groups under "
+            f"{audit.min_group_size} voters are shown but not flagged. Protected attributes: "
+            f"{', '.join(audit.attributes) or 'none configured'} (never model features)."),
+        ]
+        if not audit.attributes:
+            body.append(h.paragraph("No protected attributes are configured: nothing to audit.", "warn"))
+        elif len(flagged):
+            body.append(h.paragraph(f"{len(flagged)} group(s) outside the band: "
+                                    + "; ".join(f"{r.arm} / {r.attribute}={r.group} ratio {r.ratio_to_reference:.2f}"
+                                                for r in flagged.itertuples()), "bad"))
+        else:
+            body.append(h.paragraph("No group's targeting ratio is outside the band.", "note"))
+        body.append(h.table(
+            table,
+            {"targeting_rate": h.pct(1), "ratio_to_reference": h.number(2), "mean_predicted_uplift": fmt,
+             "observed_uplift": fmt, "observed_uplift_targeted": fmt},
+            row_class=lambda r: "flag" if r["flag"] == "outside band" else ("ref" if r["reference"] else ""),
+            hide=["reference"]))
+        return h.Section("fairness", "Fairness audit", "".join(body))
+
+
+# -- the list report ------------------------------------------------------------------
+class ListReport:
+    """The explanation report of one scored list.
+
+    Parameters
+    ----------
+    explain_rows : int
+        Targeted voters per arm sampled to tally the top reasons behind targeting.
+    seed : int
+        Seed of that sample.
+    """
+
+    def __init__(self, explain_rows: int = 2000, seed: int = 0):
+        self.explain_rows = explain_rows
+        self.seed = seed
+
+    def build(self, scores_path: str | Path, model_uri: str | None = None,
+              input_path: str | Path | None = None) -> str:
+        """The report's HTML for the scores at ``scores_path``."""
+        scores_path = Path(scores_path)
+        if not scores_path.exists():
+            raise FileNotFoundError(f"scores not found: {scores_path}")
+        scores = pd.read_parquet(scores_path)
+        missing = [c for c in ("voter_id", "best_arm", "best_uplift") if c not in scores.columns]
+        if missing:
+            raise ValueError(f"{scores_path.name}: not a persuade scores file (missing columns {missing})")
+        provenance = ScoreProvenance.read(scores_path)
+        uri = model_uri or (provenance.model.get("uri") if provenance else None)
+        if not uri:
+            raise ValueError(f"{scores_path.name}: no provenance file ({ScoreProvenance.path_for(scores_path).name}); "
+                             "pass --model to say which model scored it")
+        configure()
+        with tempfile.TemporaryDirectory(prefix="persuade-report-") as tmp:
+            model, ref = load_scoring_model(uri, Path(tmp) / "model")
+        source = input_path or (provenance.input if provenance else None)
+        self.summary_ = self._summary(scores, model)
+        sections = [
+            self._provenance(scores_path, scores, model, ref, provenance),
+            self._targeting(scores, model),
+            self._suppression(scores, model),
+            self._reasons(scores, model, Path(source) if source else None),
+        ]
+        return h.page(
+            f"List report: {scores_path.name}",
+            f"{len(scores):,} voters scored by {ref.name or ref.uri} version {ref.version or '-'} · generated "
+            f"{datetime.now(UTC).isoformat(timespec='seconds')}",
+            sections,
+            footer="Aggregates only: this report contains no voter's row, name, phone number, e-mail or address.",
+        )
+
+    def write(self, scores_path: str | Path, output: str | Path | None = None, model_uri: str | None = None,
+              input_path: str | Path | None = None) -> Path:
+        """Build the report and write it (default: ``<scores stem>_report.html`` beside the scores)."""
+        text = self.build(scores_path, model_uri, input_path)
+        scores_path = Path(scores_path)
+        output = Path(output) if output else scores_path.with_name(f"{scores_path.stem}_report.html")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+        return output
+
+    def _summary(self, scores: pd.DataFrame, model: ScoringModel) -> pd.DataFrame:
+        rows = []
+        n = len(scores)
+        for arm in model.arms:
+            elig_col = f"eligible_{arm.slug}"
+            eligible = int(scores[elig_col].sum()) if elig_col in scores.columns else n
+            target = scores.best_arm == arm.label
+            expected = float(scores.loc[target, "best_uplift"].sum())
+            cost = arm.cost * int(target.sum())
+            rows.append({"arm": arm.label, "delivery": arm.delivery, "eligible": eligible,
+                         "suppressed": n - eligible, "targeted": int(target.sum()),
+                         "share_targeted": target.mean() if n else 0.0,
+                         "mean_uplift_targeted": float(scores.loc[target, "best_uplift"].mean()) if target.any()
+                         else float("nan"),
+                         "expected_incremental": expected, "cost": cost,
+                         "cost_per_incremental": cost / expected if expected > 0 else float("nan")})
+        control = scores.best_arm == CONTROL_ARM
+        rows.append({"arm": "control (contact nobody)", "delivery": "-", "eligible": n, "suppressed": 0,
+                     "targeted": int(control.sum()), "share_targeted": control.mean() if n else 0.0,
+                     "mean_uplift_targeted": 0.0, "expected_incremental": 0.0, "cost": 0.0,
+                     "cost_per_incremental": float("nan")})
+        return pd.DataFrame(rows)
+
+    def _provenance(self, scores_path: Path, scores: pd.DataFrame, model: ScoringModel, ref: ModelRef,
+                    provenance: ScoreProvenance | None) -> h.Section:
+        meta = model.metadata or {}
+        facts = {
+            "scores file": scores_path.name,
+            "voters scored": f"{len(scores):,}",
+            "model": f"{ref.name or '-'} version {ref.version or '-'} ({ref.uri})",
+            "training run": ref.run_id or meta.get("run_id", "-"),
+            "training data fingerprint (sha256)": (meta.get("fingerprint") or {}).get("sha256", "-"),
+            "learner": meta.get("learner", "-"),
+            "code version": meta.get("code_version", "-"),
+        }
+        body = []
+        if provenance is not None:
+            facts["input file"] = Path(provenance.input).name
+            facts["scored at"] = provenance.scored_at
+            if provenance.consent:
+                c = provenance.consent
+                facts["consent table"] = (f"{c.get('table')} (fingerprint {str(c.get('fingerprint'))[:16]}…), "
+                                          f"as of {c.get('as_of')}, landline prerecorded cap "
+                                          f"{c.get('landline_prerecorded_cap')} per {c.get('window_days')} days")
+            else:
+                facts["consent table"] = "none applied"
+        else:
+            body.append(h.paragraph("No provenance file was found beside the scores: the model was given on the "
+                                    "command line.", "warn"))
+        return h.Section("provenance", "Which data and model produced this list",
+                         h.key_values(facts) + "".join(body))
+
+    @staticmethod
+    def _budgets(scores: pd.DataFrame, model: ScoringModel,
+                 shares: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)) -> pd.DataFrame:
+        """Expected incremental outcomes and cost when contacting the top share of the list by best uplift."""
+        costs = {a.label: a.cost for a in model.arms}
+        ranked = scores[scores.best_arm != CONTROL_ARM].sort_values("best_uplift", ascending=False, kind="stable")
+        uplift = ranked.best_uplift.to_numpy()
+        cost = ranked.best_arm.map(costs).fillna(0.0).to_numpy(dtype=float)
+        rows = []
+        for share in shares:
+            k = min(round(share * len(scores)), len(ranked))
+            gain, spend = float(uplift[:k].sum()), float(cost[:k].sum())
+            rows.append({"share_of_list": share, "voters_contacted": k, "expected_incremental": gain, "cost": spend,
+                         "cost_per_incremental": spend / gain if gain > 0 else float("nan")})
+        return pd.DataFrame(rows)
+
+    def _targeting(self, scores: pd.DataFrame, model: ScoringModel) -> h.Section:
+        fmt, units = _units(model)
+        s = self.summary_
+        total = float(s.expected_incremental.sum())
+        body = [
+            h.paragraph(f"Each voter is targeted with the arm of the highest positive predicted uplift among the arms "
+                        f"they may get; 'control' means no eligible arm is expected to help. Expected incremental "
+                        f"outcomes: the sum of the targeted voters' predicted uplift, in {units}."),
+            h.table(s, {"share_targeted": h.pct(1), "mean_uplift_targeted": fmt,
+                        "expected_incremental": h.number(1), "cost": h.number(2),
+                        "cost_per_incremental": h.number(2)}),
+            h.paragraph(f"Expected incremental {units} if every targeted voter is contacted: {total:,.1f}.", "note"),
+            h.heading("At a contact budget: the most persuadable voters first"),
+            h.table(self._budgets(scores, model), {"share_of_list": h.pct(0), "expected_incremental": h.number(1),
+                                                   "cost": h.number(2), "cost_per_incremental": h.number(2)}),
+        ]
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        ax.barh(s.arm[::-1], s.targeted[::-1], color="#1d4fa3")
+        ax.set_xlabel("voters targeted")
+        ax.set_title("Targeted voters per arm")
+        body.append(h.figures([h.image(h.png_bytes(fig), "Targeted voters per arm")]))
+        return h.Section("targeting", "Scored, targeted and expected outcomes", "".join(body))
+
+    def _suppression(self, scores: pd.DataFrame, model: ScoringModel) -> h.Section:
+        have = all(f"eligible_{a.slug}" in scores.columns for a in model.arms)
+        if not have:
+            needing = [a.label for a in model.arms if needs_consent(a.delivery)]
+            if needing:
+                text = (f"This list was scored without eligibility (no --consent): nobody was suppressed, and "
+                        f"{', '.join(needing)} must not be used from it (they need consent).")
+            else:
+                text = (f"Every arm is delivered by {', '.join(sorted({a.delivery for a in model.arms}))}, which "
+                        f"needs no consent; no do-not-contact list was applied (score with --consent to apply one).")
+            return h.Section("suppression", "Consent suppression", h.paragraph(text, "bad" if needing else "note"))
+        counts = suppression_counts(scores, model.arms)
+        return h.Section("suppression", "Consent suppression", h.table(_suppression_pivot(counts))
+                         + _reason_legend(counts))
+
+    def _reasons(self, scores: pd.DataFrame, model: ScoringModel, source: Path | None) -> h.Section:
+        title = "Top reasons behind targeting"
+        if source is None or not source.exists():
+            return h.Section("reasons", title, h.paragraph(
+                "The scored input file is not available: pass --input to explain the targeting.", "warn"))
+        fmt, _ = _units(model)
+        dataset = open_dataset(source)
+        features = dataset.to_table(columns=input_columns(model, dataset)).to_pandas()
+        features[model.id_column] = features[model.id_column].astype(str)
+        features = features.drop_duplicates(model.id_column).set_index(model.id_column)
+        rng = np.random.default_rng(self.seed)
+        body = [h.paragraph(
+            f"For up to {self.explain_rows:,} sampled voters targeted with each arm, the feature with the largest "
+            f"positive SHAP contribution to that arm's uplift (the top reason), tallied.")]
+        images = []
+        for arm in model.arms:
+            ids = scores.loc[scores.best_arm == arm.label, "voter_id"].astype(str).to_numpy()
+            ids = ids[pd.Index(ids).isin(features.index)]
+            if len(ids) == 0:
+                body += [h.heading(arm.label), h.paragraph("Nobody is targeted with this arm.")]
+                continue
+            ids = rng.choice(ids, min(self.explain_rows, len(ids)), replace=False)
+            X = model.transform(features.loc[ids].reset_index())
+            contrib = model.explain(X, arm.label)[:, :-1]
+            names = np.asarray(model.feature_names)
+            top = names[contrib.argmax(axis=1)]
+            tally = (pd.DataFrame({"reason": top, "contribution": contrib.max(axis=1)})
+                     .groupby("reason").agg(voters=("contribution", "size"), mean_contribution=("contribution", "mean"))
+                     .sort_values("voters", ascending=False).reset_index())
+            tally.insert(2, "share", tally.voters / len(ids))
+            body += [h.heading(f"{arm.label}: {len(ids):,} targeted voters explained"),
+                     h.table(tally, {"share": h.pct(1), "mean_contribution": fmt})]
+            fig, ax = plt.subplots(figsize=(5.6, 3.2))
+            shown = tally.head(8)[::-1]
+            ax.barh(shown.reason, shown.share * 100, color="#2e7d32")
+            ax.set_xlabel("% of targeted voters")
+            ax.set_title(f"Top reason: {arm.label}")
+            images.append(h.image(h.png_bytes(fig), f"Top reasons: {arm.label}"))
+        body.append(h.figures(images))
+        return h.Section("reasons", title, "".join(body))
+
