@@ -12,7 +12,6 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -20,23 +19,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 import mlflow
 from mlflow.tracking import MlflowClient
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def default_store() -> Path:
-    """Folder of the embedded store (``PERSUADE_HOME``/mlruns or the project's)."""
-    home = os.environ.get("PERSUADE_HOME")
-    return (Path(home) if home else PROJECT_ROOT) / "mlruns"
-
-
-def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else the embedded sqlite store."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    store = default_store()
-    store.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{store.resolve()}/mlflow.db"
+from serving.store import PROJECT_ROOT, default_store, tracking_uri
 
 
 def configure() -> MlflowClient:

@@ -1,0 +1,155 @@
+"""The HTTP API's request and response models (pydantic), its limits and its errors.
+
+The models document the API in the OpenAPI spec (``/docs.json``). Responses of
+``POST /score`` are built as plain dicts by :mod:`serving.scoring` and serialized
+directly (building tens of thousands of pydantic objects per request would cost more
+than scoring); the tests validate them against :class:`ScoreResponse`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from starlette.responses import Response
+
+from serving.limits import MAX_VOTERS
+
+MAX_TOP_K = 50
+
+_SCALAR = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}], "nullable": True}
+VOTER_SCHEMA = {
+    "type": "object",
+    "description": "One voter: `voter_id` and the served model's feature fields (see `GET /model`, "
+                   "`input_features`). Missing features are allowed (treated as unknown); other fields "
+                   "are ignored, and never logged.",
+    "properties": {"voter_id": {"anyOf": [{"type": "string"}, {"type": "integer"}],
+                                "description": "The voter's id in the voter file (not a phone number)."}},
+    "required": ["voter_id"],
+    "additionalProperties": _SCALAR,
+    "example": {"voter_id": "MI-000123", "hh_size": 2, "primary_04": 1, "general_04": 1},
+}
+Voters = Annotated[
+    list[dict[str, Any]],
+    WithJsonSchema({"type": "array", "items": VOTER_SCHEMA, "maxItems": MAX_VOTERS}),
+]
+
+
+class ScoreRequest(BaseModel):
+    """``POST /score``: a segment of voters to score."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"example": {
+        "voters": [VOTER_SCHEMA["example"]], "explain": True, "top_k": 5}})
+
+    voters: Voters = Field(description=f"Voters to score (at most {MAX_VOTERS:,} per request).")
+    explain: bool = Field(default=False, description="Return the top SHAP reasons of every arm's uplift.")
+    top_k: int = Field(default=5, ge=1, le=MAX_TOP_K, description="Reasons per arm and voter.")
+
+
+class ModelRefOut(BaseModel):
+    name: str | None
+    version: str | None
+    run_id: str | None
+
+
+class Reason(BaseModel):
+    feature: str
+    value: float | str | None = Field(description="The voter's value of the feature (null if missing).")
+    contribution: float = Field(description="SHAP contribution to the arm's uplift.")
+
+
+class ArmReasons(BaseModel):
+    base_value: float = Field(description="Base value: base_value plus all contributions equals the uplift.")
+    top: list[Reason] = Field(description="The top_k contributions, largest absolute value first.")
+
+
+class VoterScore(BaseModel):
+    voter_id: str
+    turnout: float = Field(description="P(outcome) without contact.")
+    uplift: dict[str, float] = Field(description="Arm label -> predicted uplift against no contact.")
+    best_arm: str = Field(description="Arm with the largest positive uplift, or `control` if none is positive.")
+    best_uplift: float
+    rank: int = Field(description="1 = most persuadable voter of the request (largest best_uplift).")
+    eligible: dict[str, bool] | None = Field(default=None, description="Arm -> may this voter get it "
+                                             "(present when eligibility rules apply).")
+    ineligible_reasons: dict[str, str | None] | None = None
+    reasons: dict[str, ArmReasons] | None = Field(default=None, description="Arm -> reasons (when explain).")
+
+
+class SegmentSummary(BaseModel):
+    voters: int
+    outcome: str = Field(description="`turnout` (uplift in probability) or `support` (outcome units).")
+    expected_incremental: dict[str, float] = Field(
+        description="Arm -> expected incremental outcomes if every voter of the request got that arm.")
+    mean_uplift: dict[str, float]
+    best_arm_counts: dict[str, int]
+
+
+class ScoreResponse(BaseModel):
+    model: ModelRefOut
+    scores: list[VoterScore]
+    summary: SegmentSummary
+
+
+class ArmOut(BaseModel):
+    label: str
+    slug: str
+    channel: str
+    delivery: str
+    cost: float
+
+
+class ReloadStatus(BaseModel):
+    state: str = Field(description="`ok`, `failed` (a new version was refused; the old one serves) or `loading`.")
+    source: str = Field(description="The model URI the service follows, e.g. models:/persuade-ggl2008@champion.")
+    checked_at: str | None
+    message: str
+    failed_version: str | None
+    changed: bool | None = Field(default=None, description="A new version was swapped in (reload only).")
+
+
+class ModelCard(BaseModel):
+    """``GET /model``: what is being served."""
+
+    name: str | None
+    version: str | None
+    run_id: str | None
+    uri: str
+    loaded_at: str
+    learner: str | None = None
+    outcome: dict[str, str]
+    control_label: str
+    arms: list[ArmOut]
+    input_features: list[str]
+    features: list[str]
+    excluded: dict[str, str]
+    metrics: dict[str, float | None]
+    fingerprint: dict[str, Any]
+    gates: dict[str, bool]
+    reload: ReloadStatus
+
+
+class FieldError(BaseModel):
+    voter: int | None = None
+    field: str | None = None
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    detail: list[FieldError] = []
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    """A JSON response from plain data (already JSON-ready)."""
+    return Response(encode(payload), status_code=status, media_type="application/json")
+
+
+def encode(payload: Any) -> bytes:
+    """Compact JSON bytes (orjson: about 20x faster than ``json`` on a 10,000-voter response)."""
+    return orjson.dumps(payload)
+
+
+def error_response(status: int, error: str, detail: list[dict[str, Any]] | None = None) -> Response:
+    return json_response({"error": error, "detail": detail or []}, status)

@@ -1,0 +1,159 @@
+"""Adaptive batching of small scoring requests (a dialer or texting tool scores one voter).
+
+Small requests are queued and scored together, one vectorized pass per batch in a worker
+thread, so the fixed cost of a pass (building the feature frame, the LightGBM calls) is
+paid once per batch instead of once per request. Each request keeps its own ``explain``,
+``top_k``, rank and summary, and the model it was read with: requests read under
+different models (across a hot swap) are scored apart.
+
+Two ways of forming batches (``PERSUADE_BATCHING``):
+
+``queue`` (default)
+    No waiting: when no batch is running the request is scored at once; requests that
+    arrive while a batch runs form the next batch. The batch size adapts to the load by
+    itself and an idle service adds no latency.
+``bentoml``
+    BentoML's adaptive-batching dispatcher (the CORK dispatcher behind
+    ``@bentoml.api(batchable=True)``), driven directly: ``batchable=True`` itself would turn
+    the request body into a list of inputs, and the API's request shape is fixed. It waits
+    for more requests based on a latency model it fits online, and refuses (503) requests
+    whose estimated latency exceeds ``max_latency_ms``. ``bench/serve_bench.py`` compares both.
+
+A batch that fails is retried request by request, so one bad request fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+
+from serving.voters import VoterBatch
+
+logger = logging.getLogger("persuade.serving")
+STRATEGIES = ("queue", "bentoml")
+
+
+class Overloaded(RuntimeError):
+    """A request waited longer than the batching latency budget."""
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """One small request waiting for its batch."""
+
+    served: Any  # model_holder.ServedModel: the model the request was read with
+    voters: VoterBatch
+    explain: bool
+    top_k: int
+
+
+def score_jobs(jobs: Sequence[ScoreJob]) -> list[dict[str, Any] | Exception]:
+    """Each job's response payload (or its exception), scored in one pass per model."""
+    out: list[dict[str, Any] | Exception | None] = [None] * len(jobs)
+    groups: dict[int, list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault(id(job.served), []).append(i)
+    for members in groups.values():
+        try:
+            for i, payload in zip(members, _score_together([jobs[i] for i in members]), strict=True):
+                out[i] = payload
+        except Exception:  # noqa: BLE001 - isolate the failing request: retry one by one
+            for i in members:
+                try:
+                    out[i] = _score_together([jobs[i]])[0]
+                except Exception as exc:  # noqa: BLE001 - returned to that request only
+                    out[i] = exc
+    return out  # type: ignore[return-value]
+
+
+def _score_together(jobs: Sequence[ScoreJob]) -> list[dict[str, Any]]:
+    scorer = jobs[0].served.scorer
+    batch = VoterBatch.concat([job.voters for job in jobs])
+    scores = scorer.score(batch, explain=any(j.explain for j in jobs), top_k=max(j.top_k for j in jobs))
+    payloads, start = [], 0
+    for job in jobs:
+        stop = start + len(job.voters)
+        payloads.append(scorer.payload(scores.rows(start, stop, job.explain, job.top_k)))
+        start = stop
+    return payloads
+
+
+class ScoreBatcher:
+    """Queue small requests and score them in adaptive batches.
+
+    Parameters
+    ----------
+    strategy : {"queue", "bentoml"}
+        How batches are formed (see the module docstring).
+    max_batch_size : int
+        Most requests in one batch.
+    max_latency_ms : int
+        ``bentoml`` strategy: refuse a request whose estimated wait exceeds this.
+    """
+
+    def __init__(self, strategy: str = "queue", max_batch_size: int = 64, max_latency_ms: int = 2_000):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"batching strategy must be one of {STRATEGIES}, got {strategy!r}")
+        self.strategy = strategy
+        self.max_batch_size = max_batch_size
+        self.max_latency_ms = max_latency_ms
+        self._queue: list[tuple[ScoreJob, asyncio.Future]] = []
+        self._draining = False
+        self._dispatcher = None
+        if strategy == "bentoml":
+            from bentoml._internal.marshal.dispatcher import CorkDispatcher
+
+            self._dispatcher = CorkDispatcher(
+                max_latency_in_ms=max_latency_ms, max_batch_size=max_batch_size,
+                fallback=self._overloaded, get_batch_size=lambda job: 1,
+            )
+            self._dispatch = self._dispatcher(self._run_batch)
+
+    async def score(self, job: ScoreJob) -> dict[str, Any]:
+        """The response payload of ``job``, scored with whatever else is queued."""
+        if self._dispatcher is not None:
+            result = await self._dispatch(job)
+        else:
+            future = asyncio.get_running_loop().create_future()
+            self._queue.append((job, future))
+            if not self._draining:
+                self._draining = True
+                asyncio.get_running_loop().create_task(self._drain())
+            result = await future
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch = self._queue[: self.max_batch_size]
+                del self._queue[: self.max_batch_size]
+                try:
+                    results = await self._run_batch([job for job, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - e.g. the worker thread could not start
+                    results = [exc] * len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._draining = False
+
+    @staticmethod
+    async def _run_batch(jobs: Sequence[ScoreJob]) -> list[dict[str, Any] | Exception]:
+        return await anyio.to_thread.run_sync(score_jobs, jobs)
+
+    @staticmethod
+    def _overloaded() -> dict[str, Any]:
+        raise Overloaded("the service is overloaded: the request waited too long in the queue; retry")
+
+    def shutdown(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.shutdown()
+        for _, future in self._queue:
+            future.cancel()

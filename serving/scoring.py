@@ -1,0 +1,190 @@
+"""Score a segment of voters for the HTTP API: scores, best arm, rank, reasons, summary.
+
+The path of one request (or of one adaptive batch of small requests) is::
+
+    voters (JSON objects) --VoterReader--> VoterBatch --SegmentScorer.score--> SegmentScores
+        --SegmentScorer.payload--> the ``POST /score`` response (plain dicts, then JSON)
+
+Everything is vectorized over the segment. Eligibility is one optional step: an
+:class:`EligibilityRule` marks arms a voter may not get (consent, do-not-contact); such
+an arm never becomes the voter's ``best_arm`` and the response says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from serving.arms import ArmEnsembles
+from serving.bundle import CONTROL_ARM, ArmInfo, ScoringModel, best_arms
+from serving.flavor import ModelRef
+from serving.reasons import TopReasons, display_columns, reasons_records, top_reasons
+from serving.voters import VoterBatch, VoterReader
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    """Which arms each voter may get, and why not.
+
+    Attributes
+    ----------
+    allowed : ndarray of bool, shape (n, n_arms)
+        Columns in the model's arm order.
+    reason : ndarray of object, shape (n, n_arms)
+        A reason code where ``allowed`` is False (None elsewhere).
+    """
+
+    allowed: np.ndarray
+    reason: np.ndarray
+
+    def rows(self, start: int, stop: int) -> Eligibility:
+        return Eligibility(self.allowed[start:stop], self.reason[start:stop])
+
+
+class EligibilityRule(Protocol):
+    """Decides per voter and arm whether the arm may be used (e.g. consent rules)."""
+
+    def __call__(self, voters: VoterBatch, arms: Sequence[ArmInfo]) -> Eligibility: ...
+
+
+@dataclass(frozen=True)
+class SegmentScores:
+    """Scores of ``n`` voters (arrays; arms in the model's order)."""
+
+    ids: np.ndarray
+    turnout: np.ndarray
+    uplift: np.ndarray
+    best_arm: np.ndarray
+    best_uplift: np.ndarray
+    eligibility: Eligibility | None = None
+    reasons: dict[str, TopReasons] | None = None
+    values: list[list[Any]] | None = None  # display values of the model features (whole batch)
+    offset: int = 0  # row of the first voter in ``values``
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self, start: int, stop: int, explain: bool = True, top_k: int | None = None) -> SegmentScores:
+        """Voters ``start:stop`` (one request of a batch), reasons kept only if ``explain``."""
+        reasons = None
+        if explain and self.reasons is not None:
+            reasons = {arm: r.rows(start, stop, top_k) for arm, r in self.reasons.items()}
+        return replace(
+            self, ids=self.ids[start:stop], turnout=self.turnout[start:stop], uplift=self.uplift[start:stop],
+            best_arm=self.best_arm[start:stop], best_uplift=self.best_uplift[start:stop],
+            eligibility=self.eligibility.rows(start, stop) if self.eligibility is not None else None,
+            reasons=reasons, values=self.values if reasons is not None else None, offset=self.offset + start,
+        )
+
+
+class SegmentScorer:
+    """Scores, reasons and the response payload of segments, for one loaded model.
+
+    Parameters
+    ----------
+    model : ScoringModel
+    ref : ModelRef
+        The registered version being served (name, version, run id).
+    eligibility : EligibilityRule, optional
+        Marks arms a voter may not get; none means every arm is allowed.
+    passthrough : sequence of str
+        Request fields the eligibility rule needs besides the features (never logged).
+    """
+
+    def __init__(self, model: ScoringModel, ref: ModelRef, eligibility: EligibilityRule | None = None,
+                 passthrough: Sequence[str] = ()):
+        self.model = model
+        self.ref = ref
+        self.eligibility = eligibility
+        self.reader = VoterReader(model, passthrough)
+        self.arms = [a.label for a in model.arms]
+        self.feature_names = list(model.feature_names)
+        self.model_info = {"name": ref.name, "version": ref.version, "run_id": ref.run_id}
+        self.ensembles = ArmEnsembles(model, probe=model.transform(probe_segment(model).frame(), allow_missing=True))
+
+    def read(self, voters: Sequence[Mapping[str, Any]]) -> VoterBatch:
+        """Validated columns of ``voters`` (raises ``VoterError`` naming index and field)."""
+        return self.reader.read(voters)
+
+    def score(self, batch: VoterBatch, explain: bool = False, top_k: int = 5) -> SegmentScores:
+        """Turnout, uplift per arm, best arm and, if ``explain``, the top-k reasons of every arm."""
+        model, ensembles = self.model, self.ensembles
+        X = model.transform(batch.frame(), allow_missing=True)
+        Xu, turnout = ensembles.inputs(X)
+        uplift = ensembles.uplift(Xu)
+        eligibility = self.eligibility(batch, model.arms) if self.eligibility is not None else None
+        candidates = uplift if eligibility is None else np.where(eligibility.allowed, uplift, np.nan)
+        best_arm, best_uplift = best_arms(candidates, self.arms)
+        reasons = values = None
+        if explain and len(X):
+            contributions = ensembles.contributions(Xu)
+            reasons = {arm: top_reasons(c, top_k) for arm, c in zip(self.arms, contributions, strict=True)}
+            values = display_columns(Xu, self.feature_names, model.pipeline.categories_)
+        return SegmentScores(batch.ids, turnout, uplift, best_arm, best_uplift, eligibility, reasons, values)
+
+    def payload(self, scores: SegmentScores) -> dict[str, Any]:
+        """The ``POST /score`` response for one request's voters (plain JSON-ready dicts)."""
+        n = len(scores)
+        # rank 1 = most persuadable: highest best-arm uplift (ties keep request order)
+        rank = np.empty(n, dtype=np.int64)
+        rank[np.argsort(-scores.best_uplift, kind="stable")] = np.arange(1, n + 1)
+        arms = self.arms
+        uplift_rows = scores.uplift.tolist()
+        records = []
+        for i, (vid, turnout, best, best_uplift, r) in enumerate(zip(
+                scores.ids.tolist(), scores.turnout.tolist(), scores.best_arm.tolist(),
+                scores.best_uplift.tolist(), rank.tolist(), strict=True)):
+            records.append({
+                "voter_id": vid, "turnout": turnout, "uplift": dict(zip(arms, uplift_rows[i], strict=True)),
+                "best_arm": best, "best_uplift": best_uplift, "rank": r,
+            })
+        if scores.eligibility is not None:
+            allowed = scores.eligibility.allowed.tolist()
+            why = scores.eligibility.reason.tolist()
+            for i, record in enumerate(records):
+                record["eligible"] = dict(zip(arms, allowed[i], strict=True))
+                record["ineligible_reasons"] = {a: w for a, ok, w in zip(arms, allowed[i], why[i], strict=True)
+                                                if not ok}
+        if scores.reasons is not None:
+            per_arm = {arm: reasons_records(r, self.feature_names, scores.values, scores.offset)
+                       for arm, r in scores.reasons.items()}
+            for i, record in enumerate(records):
+                record["reasons"] = {arm: per_arm[arm][i] for arm in arms}
+        return {"model": self.model_info, "scores": records, "summary": self.summary(scores)}
+
+    def summary(self, scores: SegmentScores) -> dict[str, Any]:
+        """Voters scored, expected incremental outcomes per arm, mean uplift, best-arm counts."""
+        n = len(scores)
+        total = scores.uplift.sum(axis=0) if n else np.zeros(len(self.arms))
+        labels, counts = np.unique(scores.best_arm.astype(str), return_counts=True)
+        best_counts = dict.fromkeys([*self.arms, CONTROL_ARM], 0)
+        best_counts.update(zip(labels.tolist(), counts.tolist(), strict=True))
+        return {
+            "voters": n,
+            "outcome": self.model.outcome.get("kind", "turnout"),
+            "expected_incremental": dict(zip(self.arms, total.tolist(), strict=True)),
+            "mean_uplift": dict(zip(self.arms, (total / n if n else total).tolist(), strict=True)),
+            "best_arm_counts": best_counts,
+        }
+
+    def score_request(self, voters: Sequence[Mapping[str, Any]], explain: bool = False,
+                      top_k: int = 5) -> dict[str, Any]:
+        """Read, score and build the response of one request (the in-process path)."""
+        return self.payload(self.score(self.read(voters), explain, top_k))
+
+
+def probe_segment(model: ScoringModel, n: int = 12) -> VoterBatch:
+    """A small synthetic segment covering each feature's kinds of values, missing included."""
+    numeric = np.array([0.0, 1.0, np.nan, 2.0, 5.0, 10.0, -1.0, 0.5, 25.0, 50.0, 80.0, 1000.0])
+    columns = {}
+    for name in model.input_features:
+        cats = model.pipeline.categories_.get(name)
+        if cats is not None:
+            choices = [*cats, None]
+            columns[name] = np.array([choices[i % len(choices)] for i in range(n)], dtype=object)
+        else:
+            columns[name] = np.resize(numeric, n)
+    return VoterBatch(np.array([f"probe-{i}" for i in range(n)], dtype=object), columns)

@@ -1,0 +1,119 @@
+"""persuade over HTTP: turnout, uplift per arm and SHAP reasons for field tools (BentoML).
+
+Run it with ``persuade serve`` (or ``bentoml serve serving.service:Persuade --host 127.0.0.1``).
+Environment: ``PERSUADE_MODEL_URI`` (default ``models:/persuade-ggl2008@champion``),
+``PERSUADE_API_KEYS[_FILE]``, ``PERSUADE_ADMIN_KEYS[_FILE]``, ``PERSUADE_RELOAD_SECONDS``
+(alias polling, default 30), ``PERSUADE_WORKERS`` (default 1), ``PERSUADE_MAX_BODY_BYTES``,
+``MLFLOW_TRACKING_URI``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle LightGBM threads must not spin
+
+import anyio.to_thread
+import bentoml
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.responses import Response
+
+from serving.api import (
+    ModelCard,
+    ReloadStatus,
+    ScoreRequest,
+    ScoreResponse,
+    Voters,
+    encode,
+    error_response,
+    json_response,
+)
+from serving.audit import AuditMiddleware, current_record
+from serving.auth import BearerKeyMiddleware, is_open_path
+from serving.batching import Overloaded, ScoreBatcher, ScoreJob
+from serving.limits import MAX_BODY_BYTES, MAX_VOTERS, BodyLimitMiddleware
+from serving.log_privacy import install as keep_requests_out_of_logs
+from serving.model_holder import DEFAULT_MODEL_URI, ModelHolder, model_card
+from serving.voters import VoterError
+
+SMALL_REQUEST = 32  # voters; smaller requests are scored in adaptive batches
+http = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+keep_requests_out_of_logs()
+logging.getLogger("persuade").setLevel(logging.INFO)
+
+
+@bentoml.service(
+    name="persuade", workers=int(os.environ.get("PERSUADE_WORKERS", "1")), traffic={"timeout": 120},
+    logging={"access": {"enabled": False}},  # the audit log is the access log
+    tracing={"excluded_urls": [] if os.environ.get("PERSUADE_TRACING") else [".*"]},
+)
+@bentoml.asgi_app(http, path="/")
+class Persuade:
+    """Persuadability scores and their reasons for dialers, texting and canvassing apps."""
+
+    def __init__(self) -> None:
+        self.holder = ModelHolder(os.environ.get("PERSUADE_MODEL_URI", DEFAULT_MODEL_URI),
+                                  float(os.environ.get("PERSUADE_RELOAD_SECONDS", "30")))
+        self.holder.start()
+        self.batcher = ScoreBatcher(os.environ.get("PERSUADE_BATCHING", "queue"))
+
+    async def __is_ready__(self) -> bool:
+        return self.holder.ready
+
+    @bentoml.api(route="/score", input_spec=ScoreRequest, output_spec=ScoreResponse)
+    async def score(self, voters: Voters, explain: bool = False, top_k: int = 5) -> Response:
+        """Score a segment: turnout, uplift per arm, best arm, rank and (explain) SHAP reasons.
+
+        Needs `Authorization: Bearer <key>` (else 401). Errors: 400 malformed JSON or request
+        shape; 413 more than 10,000 voters or an oversized body; 422 a voter field of the wrong
+        type, `{"error", "detail": [{"voter", "field", "message"}]}`; 503 no model loaded yet.
+        """
+        served, audit = self.holder.current, current_record()
+        if served is None:
+            return error_response(503, "no model is loaded yet: see GET /model and retry")
+        if audit is not None:
+            audit.model, audit.model_version, audit.explain = served.ref.name, served.ref.version, explain
+        if len(voters) > MAX_VOTERS:
+            return error_response(413, f"{len(voters):,} voters in one request; the limit is {MAX_VOTERS:,}")
+        try:
+            if len(voters) <= SMALL_REQUEST:
+                job = ScoreJob(served, served.scorer.read(voters), explain, top_k)
+                body = encode(await self.batcher.score(job))
+            else:
+                body = await anyio.to_thread.run_sync(
+                    lambda: encode(served.scorer.score_request(voters, explain, top_k)))
+        except VoterError as exc:
+            return error_response(422, str(exc), [p.as_dict() for p in exc.problems])
+        except Overloaded as exc:
+            return error_response(503, str(exc))
+        if audit is not None:
+            audit.voters = len(voters)
+        return Response(body, media_type="application/json")
+
+    @bentoml.api(route="/admin/reload", output_spec=ReloadStatus)
+    async def reload(self) -> Response:
+        """Check the model alias now and swap in a new version (admin key)."""
+        return json_response(await anyio.to_thread.run_sync(self.holder.refresh, True))
+
+    @http.get("/model", response_model=ModelCard, responses={503: {"model": ReloadStatus}})
+    async def model(self):
+        """The served model: version, run, arms and channels, features, metrics, reload state."""
+        served, audit = self.holder.current, current_record()
+        if served is None:
+            return JSONResponse(self.holder.status(), status_code=503)
+        if audit is not None:
+            audit.model, audit.model_version = served.ref.name, served.ref.version
+        return model_card(served, self.holder.status())
+
+    @bentoml.on_shutdown
+    def stop(self) -> None:
+        self.holder.stop()
+        self.batcher.shutdown()
+
+
+Persuade.add_asgi_middleware(AuditMiddleware, is_open=is_open_path)  # outermost: audits 401s too
+Persuade.add_asgi_middleware(BearerKeyMiddleware)
+Persuade.add_asgi_middleware(BodyLimitMiddleware,
+                             max_bytes=int(os.environ.get("PERSUADE_MAX_BODY_BYTES", MAX_BODY_BYTES)))

@@ -1,0 +1,353 @@
+"""The HTTP service end to end: a real ``bentoml serve`` subprocess on 127.0.0.1, over HTTP.
+
+The service serves the synthetic campaign's champion from the session's temp MLflow store;
+every expected value is computed in this process with the same registered model
+(``ScoringModel.score`` / ``explain``), so the tests check the HTTP answers against the
+model, not against themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+
+from serving.api import ModelCard, ScoreResponse
+from serving.flavor import load_scoring_model
+from serving.launcher import ServiceProcess, free_port
+from serving.limits import MAX_VOTERS
+
+KEY = "sk-test-" + secrets.token_hex(12)
+ADMIN_KEY = "sk-admin-" + secrets.token_hex(12)
+AUTH = {"Authorization": f"Bearer {KEY}"}
+PII_COLUMNS = ["first_name", "last_name", "phone", "email", "address"]
+MAX_BODY = 2_000_000  # bytes; lowered so that the body limit can be tested cheaply
+
+
+@pytest.fixture(scope="module")
+def service(champion_uri):
+    svc = ServiceProcess(model_uri=champion_uri, api_keys=[KEY], admin_keys=[ADMIN_KEY],
+                         env={"PERSUADE_RELOAD_SECONDS": "0", "PERSUADE_MAX_BODY_BYTES": str(MAX_BODY)})
+    with svc:
+        yield svc
+    svc.cleanup()
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    with httpx.Client(base_url=service.base_url, headers=AUTH, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def model(champion_uri):
+    return load_scoring_model(champion_uri)[0]
+
+
+@pytest.fixture(scope="module")
+def segment(campaign) -> pd.DataFrame:
+    """200 voters of the synthetic voter file, PII columns included (they must be dropped)."""
+    return campaign.voter_file.sample(200, random_state=3).reset_index(drop=True)
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    return json.loads(frame.to_json(orient="records"))
+
+
+def score(client, voters, **options) -> httpx.Response:
+    return client.post("/score", json={"voters": voters, **options})
+
+
+def eventually(check, timeout: float = 30.0):
+    """``check()`` once it is truthy; the server's log lines reach its log file asynchronously."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return result
+
+
+# -- health and auth -------------------------------------------------------------------
+def test_health_endpoints_answer_without_a_key(service):
+    for path in ("/livez", "/readyz"):
+        assert httpx.get(service.base_url + path).status_code == 200
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong-key", f"Basic {KEY}", "Bearer", KEY])
+def test_scoring_and_model_need_a_valid_key(service, header):
+    headers = {"Authorization": header} if header is not None else {}
+    r = httpx.post(f"{service.base_url}/score", json={"voters": [{"voter_id": "1"}]}, headers=headers)
+    assert r.status_code == 401
+    assert "API key" in r.json()["error"]
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    assert httpx.get(f"{service.base_url}/model", headers=headers).status_code == 401
+
+
+def test_reload_needs_an_admin_key(client):
+    r = client.post("/admin/reload")
+    assert r.status_code == 403
+    assert "admin" in r.json()["error"]
+
+
+def test_audit_log_has_key_id_never_the_key(service, client, segment):
+    assert httpx.get(f"{service.base_url}/model", headers={"Authorization": "Bearer not-a-key"}).status_code == 401
+    assert score(client, records(segment.head(7))).status_code == 200
+
+    def scored() -> list[dict]:
+        lines = [json.loads(line) for line in service.log.splitlines() if line.startswith('{"audit"')]
+        return [a for a in lines if a["path"] == "/score" and a["status"] == 200 and a["voters"] == 7]
+
+    assert eventually(scored), "no audit line for the request"
+    lines = [json.loads(line) for line in service.log.splitlines() if line.startswith('{"audit"')]
+    assert KEY not in service.log and ADMIN_KEY not in service.log
+    line = scored()[-1]
+    assert line["key_id"] == hashlib.sha256(KEY.encode()).hexdigest()[:12]
+    assert line["model"] == "persuade-synthetic-voted" and line["model_version"]
+    assert line["latency_ms"] > 0 and line["time"].endswith("Z")
+    assert set(line) == {"audit", "method", "path", "time", "status", "key_id", "model", "model_version",
+                         "voters", "explain", "latency_ms"}
+    refused = [a for a in lines if a["status"] == 401]
+    assert refused and all(a["key_id"] is None for a in refused)
+
+
+# -- scores ----------------------------------------------------------------------------
+def test_scores_are_the_models_scores(client, model, segment):
+    r = score(client, records(segment))
+    assert r.status_code == 200
+    body = ScoreResponse.model_validate(r.json())
+    expected = model.score(segment, allow_missing=True)
+    assert [s.voter_id for s in body.scores] == segment["voter_id"].tolist()
+    got_turnout = np.array([s.turnout for s in body.scores])
+    np.testing.assert_allclose(got_turnout, expected["turnout"], rtol=0, atol=1e-9)
+    for arm in model.arms:
+        got = np.array([s.uplift[arm.label] for s in body.scores])
+        np.testing.assert_allclose(got, expected[f"uplift_{arm.slug}"], rtol=0, atol=1e-9)
+    assert [s.best_arm for s in body.scores] == expected["best_arm"].tolist()
+    best = np.array([s.best_uplift for s in body.scores])
+    ranks = np.array([s.rank for s in body.scores])
+    assert sorted(ranks) == list(range(1, len(segment) + 1))
+    assert np.all(np.diff(best[np.argsort(ranks)]) <= 0), "rank 1 must be the largest best_uplift"
+    assert body.model.name == "persuade-synthetic-voted" and body.model.run_id
+    assert all(s.reasons is None for s in body.scores)
+
+
+def test_summary_adds_up(client, segment):
+    body = score(client, records(segment.head(50))).json()
+    uplift = pd.DataFrame([s["uplift"] for s in body["scores"]])
+    summary = body["summary"]
+    assert summary["voters"] == 50 and summary["outcome"] == "turnout"
+    for arm in uplift.columns:
+        assert summary["expected_incremental"][arm] == pytest.approx(uplift[arm].sum(), abs=1e-9)
+        assert summary["mean_uplift"][arm] == pytest.approx(uplift[arm].mean(), abs=1e-12)
+    assert sum(summary["best_arm_counts"].values()) == 50
+    best = pd.Series([s["best_arm"] for s in body["scores"]]).value_counts()
+    assert all(summary["best_arm_counts"][arm] == n for arm, n in best.items())
+
+
+def test_reasons_add_up_to_the_uplift(client, model, segment):
+    voters = records(segment.head(60))
+    n_features = len(model.feature_names)
+    body = score(client, voters, explain=True, top_k=n_features).json()
+    short = score(client, voters, explain=True, top_k=3).json()
+    for voter, full, top3 in zip(voters, body["scores"], short["scores"], strict=True):
+        assert set(full["reasons"]) == {a.label for a in model.arms}
+        for arm, reasons in full["reasons"].items():
+            contributions = [r["contribution"] for r in reasons["top"]]
+            assert len(contributions) == n_features
+            assert reasons["base_value"] + sum(contributions) == pytest.approx(full["uplift"][arm], abs=1e-6)
+            sizes = np.abs(contributions)
+            assert np.all(np.diff(sizes) <= 0), "reasons must be sorted by absolute contribution"
+            assert top3["reasons"][arm]["top"] == reasons["top"][:3]
+            for r in reasons["top"]:
+                if r["feature"] in ("age", "hh_size", "party_score"):
+                    assert r["value"] == pytest.approx(voter[r["feature"]])
+                if r["feature"] == "urbanicity":
+                    assert r["value"] == voter["urbanicity"]
+
+
+def test_reasons_match_the_models_explanation(client, model, segment):
+    part = segment.head(20)
+    body = score(client, records(part), explain=True, top_k=1).json()
+    X = model.transform(part, allow_missing=True)
+    for arm in model.arms:
+        contributions = model.explain(X, arm.label)
+        top = np.abs(contributions[:, :-1]).argmax(axis=1)
+        for i, s in enumerate(body["scores"]):
+            reason = s["reasons"][arm.label]
+            assert reason["base_value"] == pytest.approx(contributions[i, -1], abs=1e-9)
+            assert reason["top"][0]["feature"] == model.feature_names[top[i]]
+            assert reason["top"][0]["contribution"] == pytest.approx(contributions[i, top[i]], abs=1e-9)
+
+
+def test_missing_features_allowed_and_extra_fields_ignored(client, model, segment):
+    voters = records(segment.head(5))
+    with_extra = [{**v, "favourite_color": "teal", "notes": {"any": ["thing"]}} for v in voters]
+    assert score(client, with_extra).json()["scores"] == score(client, voters).json()["scores"]
+    bare = score(client, [{"voter_id": "only-an-id"}, {"voter_id": 42, "age": None}]).json()["scores"]
+    expected = model.score(pd.DataFrame({"voter_id": ["only-an-id", "42"]}), allow_missing=True)
+    assert [s["voter_id"] for s in bare] == ["only-an-id", "42"]
+    np.testing.assert_allclose([s["turnout"] for s in bare], expected["turnout"], atol=1e-9)
+
+
+def test_empty_segment(client):
+    body = score(client, []).json()
+    assert body["scores"] == [] and body["summary"]["voters"] == 0
+
+
+# -- errors ----------------------------------------------------------------------------
+def test_wrong_type_is_422_naming_voter_and_field(service, client, segment):
+    voters = records(segment.head(8))
+    voters[3]["age"] = "forty-two"
+    voters[5]["hh_size"] = [1, 2]
+    voters[6]["urbanicity"] = {"kind": "urban"}
+    del voters[7]["voter_id"]
+    r = score(client, voters)
+    assert r.status_code == 422
+    detail = {(d["voter"], d["field"]): d["message"] for d in r.json()["detail"]}
+    assert set(detail) == {(3, "age"), (5, "hh_size"), (6, "urbanicity"), (7, "voter_id")}
+    assert "number" in detail[(3, "age")] and "forty" not in r.text
+    assert "voter 3" in r.json()["error"] and "'age'" in r.json()["error"]
+    assert client.get("/model").status_code == 200  # still serving
+
+
+def test_more_than_the_limit_is_413(client):
+    r = score(client, [{"voter_id": str(i)} for i in range(MAX_VOTERS + 1)])
+    assert r.status_code == 413
+    assert f"{MAX_VOTERS:,}" in r.json()["error"]
+
+
+def test_oversized_body_is_413_before_parsing(client):
+    big = b'{"voters": [' + b",".join([b'{"voter_id": "x", "note": "' + b"a" * 1000 + b'"}'] * 2100) + b"]}"
+    assert len(big) > MAX_BODY
+    headers = {"Content-Type": "application/json"}
+    r = client.post("/score", content=big, headers=headers)
+    assert r.status_code == 413 and "larger than" in r.json()["error"]
+    r = client.post("/score", content=iter([big[:1_000_000], big[1_000_000:]]), headers=headers)  # chunked
+    assert r.status_code == 413
+    assert score(client, [{"voter_id": "after"}]).status_code == 200
+
+
+def test_malformed_json_is_400(client):
+    r = client.post("/score", content=b'{"voters": [{"voter_id": "1", ', headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert "Invalid JSON" in r.text
+    r = client.post("/score", json={"voters": "not a list"})
+    assert r.status_code == 400
+    assert r.json()["detail"][0]["loc"] == ["voters"]
+    r = client.post("/score", json={"voters": [], "top_k": 0})
+    assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["top_k"]
+
+
+def test_pii_never_reaches_the_log_or_a_response(service, client, segment):
+    part = segment.head(30)
+    secrets_sent = [str(v) for col in PII_COLUMNS for v in part[col]]
+    responses = [score(client, records(part), explain=True).text]
+    bad = records(part.head(3))
+    bad[1]["age"] = part["phone"].iloc[1]  # a phone number where a number belongs
+    responses.append(score(client, bad).text)
+    phone, email = part["phone"].iloc[2], part["email"].iloc[2]
+    broken = f'{{"voters": [{{"voter_id": "x", "phone": "{phone}", "email": "{email}"'.encode()
+    responses.append(client.post("/score", content=broken, headers={"Content-Type": "application/json"}).text)
+    assert eventually(lambda: "request body rejected" in service.log)  # logged without its content
+    log = service.log
+    leaked = [s for s in secrets_sent if s in log or any(s in body for body in responses)]
+    assert not leaked, f"PII leaked: {leaked[:3]}"
+
+
+def test_concurrent_single_voter_requests(client, model, segment):
+    """Dialer-style traffic: many one-voter requests at once, answered in adaptive batches."""
+    part = segment.head(48)
+    expected = model.score(part, allow_missing=True)
+    voters = records(part)
+
+    def one(i):
+        return score(client, [voters[i]], explain=bool(i % 2), top_k=1 + i % 4).json()
+
+    with ThreadPoolExecutor(16) as pool:
+        bodies = list(pool.map(one, range(len(voters))))
+    for i, body in enumerate(bodies):
+        (s,) = body["scores"]
+        assert s["voter_id"] == voters[i]["voter_id"] and s["rank"] == 1
+        assert s["turnout"] == pytest.approx(expected["turnout"].iloc[i], abs=1e-9)
+        assert body["summary"]["voters"] == 1
+        if i % 2:
+            assert all(len(r["top"]) == 1 + i % 4 for r in s["reasons"].values())
+        else:
+            assert "reasons" not in s
+
+
+# -- model card and docs ---------------------------------------------------------------
+def test_model_card(client, trained, model):
+    card = ModelCard.model_validate(client.get("/model").json())
+    assert (card.name, card.version, card.run_id) == (trained.model_name, trained.version, trained.run_id)
+    assert {a.label: a.channel for a in card.arms} == {"Mail": "mail", "Phone": "phone", "Text": "text",
+                                                       "Canvass": "canvass"}
+    assert card.features == model.feature_names and card.input_features == model.input_features
+    assert set(PII_COLUMNS) <= set(card.excluded) and "sex" in card.excluded
+    assert card.fingerprint["sha256"] == trained.fingerprint["sha256"]
+    assert card.metrics and card.reload.state == "ok"
+
+
+def test_openapi_documents_the_api(service):
+    spec = httpx.get(f"{service.base_url}/docs.json").json()
+    body = spec["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"voters", "explain", "top_k"} <= set(body["properties"])
+    assert body["properties"]["voters"]["maxItems"] == MAX_VOTERS
+    assert "get" in spec["paths"]["/model"]
+
+
+@pytest.mark.parametrize("mode", [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE])
+def test_no_server_errors(service, mode):
+    """Schemathesis against the service's own OpenAPI spec, with a valid key: never a 5xx.
+
+    Positive cases follow the spec; negative ones break it on purpose (they must get a 4xx),
+    for the operations that take a body (the others have nothing to break).
+    """
+    schema = schemathesis.openapi.from_url(f"{service.base_url}/docs.json", headers=AUTH)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.path for op in operations} >= {"/score", "/model", "/admin/reload"}
+    if mode == schemathesis.GenerationMode.NEGATIVE:
+        operations = [op for op in operations if len(list(op.body))]
+        assert {op.path for op in operations} >= {"/score"}
+    failures: list[str] = []
+    for operation in operations:
+        fuzz(operation, mode, service.base_url, failures)
+    assert not failures, failures[:5]
+
+
+def test_persuade_serve_runs_the_service(champion_uri, trained):
+    """``persuade serve --model URI --host 127.0.0.1 --port N`` serves the model for real."""
+    port = free_port()
+    persuade = shutil.which("persuade") or str(Path(sys.executable).with_name("persuade"))
+    command = [persuade, "serve", "--model", champion_uri, "--host", "127.0.0.1", "--port", str(port)]
+    svc = ServiceProcess(api_keys=[KEY], port=port, command=command)
+    with svc, httpx.Client(base_url=svc.base_url, headers=AUTH, timeout=60) as client:
+        assert client.get("/model").json()["version"] == trained.version
+        assert score(client, [{"voter_id": "cli-1", "age": 50}]).status_code == 200
+    assert f"serving {champion_uri}" in svc.log
+    svc.cleanup()
+
+
+def fuzz(operation, mode, base_url: str, failures: list[str]) -> None:
+    """Up to 25 generated requests to one operation; 5xx answers are appended to ``failures``."""
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def check(case):
+        response = case.call(base_url=base_url, headers=AUTH, timeout=120)
+        if response.status_code >= 500:
+            failures.append(f"{operation.method.upper()} {operation.path}: {response.status_code} "
+                            f"{response.text[:200]}")
+
+    check()

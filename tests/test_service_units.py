@@ -1,0 +1,207 @@
+"""The pieces of the service in-process: reasons, voter reading, keys, arm sharing, logs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from serving.arms import ArmEnsembles, shared_trees
+from serving.audit import AuditRecord
+from serving.auth import KeyRing
+from serving.flavor import load_scoring_model
+from serving.log_privacy import PrivacyFilter
+from serving.model_holder import SmokeCheckError, smoke_check
+from serving.reasons import top_reasons
+from serving.scoring import SegmentScorer
+from serving.voters import VoterError, VoterReader
+
+
+@pytest.fixture(scope="module")
+def loaded(champion_uri):
+    return load_scoring_model(champion_uri)
+
+
+# -- reasons ---------------------------------------------------------------------------
+def test_top_reasons_are_the_largest_by_absolute_size():
+    rng = np.random.default_rng(0)
+    contributions = rng.normal(size=(500, 12))
+    reasons = top_reasons(contributions, 4)
+    phi = contributions[:, :-1]
+    np.testing.assert_array_equal(reasons.base_value, contributions[:, -1])
+    expected = np.sort(np.abs(phi), axis=1)[:, ::-1][:, :4]
+    np.testing.assert_array_equal(np.abs(reasons.contribution), expected)
+    np.testing.assert_array_equal(np.take_along_axis(phi, reasons.feature, axis=1), reasons.contribution)
+
+
+def test_all_reasons_add_up_and_ties_keep_feature_order():
+    contributions = np.array([[0.5, -0.5, 0.0, 0.25, 1.0]])
+    reasons = top_reasons(contributions, 10)  # more than the 4 features: all of them
+    assert reasons.feature.tolist() == [[0, 1, 3, 2]]
+    assert reasons.base_value[0] + reasons.contribution.sum() == pytest.approx(1.25)
+    with pytest.raises(ValueError, match="k must be"):
+        top_reasons(contributions, 0)
+    with pytest.raises(ValueError, match="n_features"):
+        top_reasons(np.zeros(3), 2)
+
+
+# -- reading voters --------------------------------------------------------------------
+def test_voter_reader_keeps_ids_and_features_only(loaded):
+    model, _ = loaded
+    reader = VoterReader(model)
+    batch = reader.read([
+        {"voter_id": 7, "age": "51", "hh_size": True, "urbanicity": "urban", "phone": "(212) 555-0147",
+         "email": "x@example.org", "primary_18": None},
+        {"voter_id": "B", "age": 30.5},
+    ])
+    assert batch.ids.tolist() == ["7", "B"]
+    assert set(batch.columns) == set(model.input_features)
+    assert batch.columns["age"].tolist() == [51.0, 30.5]
+    assert batch.columns["hh_size"][0] == 1.0 and np.isnan(batch.columns["primary_18"]).all()
+    assert batch.columns["urbanicity"].tolist() == ["urban", None]
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("age", "(212) 555-0147", "non-numeric string"),
+    ("age", float("inf"), "finite"),
+    ("age", "1e999", "finite"),
+    ("age", 10**400, "finite"),
+    ("age", {"years": 3}, "an object"),
+    ("hh_size", [1], "an array"),
+    ("urbanicity", ["urban"], "an array"),
+    ("voter_id", None, "is required"),
+    ("voter_id", 1.5, "string or an integer"),
+    ("voter_id", True, "string or an integer"),
+])
+def test_voter_reader_names_voter_and_field(loaded, field, value, message):
+    reader = VoterReader(loaded[0])
+    voters = [{"voter_id": "ok", "age": 40}, {"voter_id": "ok2", "age": 41}]
+    voters[1][field] = value
+    with pytest.raises(VoterError) as info:
+        reader.read(voters)
+    (problem,) = info.value.problems
+    assert (problem.voter, problem.field) == (1, field)
+    assert message in problem.message
+    assert "555" not in str(info.value)
+
+
+# -- keys ------------------------------------------------------------------------------
+def test_key_ring_from_keys_and_digest_files(tmp_path):
+    digest = hashlib.sha256(b"file-key").hexdigest()
+    keys_file = tmp_path / "keys.sha256"
+    keys_file.write_text(f"# field team keys\n{digest}  # dialer\n\n")
+    ring = KeyRing.from_env({"PERSUADE_API_KEYS": "a-key, b-key", "PERSUADE_API_KEYS_FILE": str(keys_file),
+                             "PERSUADE_ADMIN_KEYS": "root-key"})
+    assert ring.identify("file-key") == (digest[:12], False)
+    assert ring.identify("a-key")[0] == hashlib.sha256(b"a-key").hexdigest()[:12]
+    assert ring.identify("root-key")[1] is True
+    assert ring.identify("nope") == (None, False) and ring.identify("") == (None, False)
+    keys_file.write_text("not-a-digest\n")
+    with pytest.raises(ValueError, match="line 1"):
+        KeyRing.from_env({"PERSUADE_API_KEYS_FILE": str(keys_file)})
+
+
+def test_no_keys_refuses_everything(caplog):
+    with caplog.at_level(logging.WARNING):
+        ring = KeyRing.from_env({})
+    assert ring.identify("anything") == (None, False)
+    assert "refused" in caplog.text
+
+
+# -- arms that share trees -------------------------------------------------------------
+def test_shared_arm_computation_is_each_arms_own(loaded, campaign):
+    model, _ = loaded
+    X = model.transform(campaign.voter_file.head(3000), allow_missing=True)
+    ensembles = ArmEnsembles(model, probe=X.head(50))
+    assert ensembles.fast and ensembles.shared.n_trees > 0  # pooled arms share their shape
+    Xu, turnout = ensembles.inputs(X)
+    np.testing.assert_allclose(turnout, model.predict_turnout(X), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ensembles.uplift(Xu), model.predict_uplift(X), rtol=0, atol=1e-12)
+    for arm, c in zip(ensembles.labels, ensembles.contributions(Xu), strict=True):
+        np.testing.assert_allclose(c, model.explain(X, arm), rtol=0, atol=1e-12)
+
+
+def test_arms_without_shared_trees_are_explained_one_by_one(loaded, campaign):
+    model, _ = loaded
+    labels = [a.label for a in model.arms]
+    # Swap two arms' ensembles for unrelated ones: no common prefix with the others.
+    other = dict(model.uplift)
+    other[labels[0]], other[labels[1]] = model.turnout, model.uplift[labels[0]]
+    changed = type(model)(**{**model.__dict__, "uplift": other})
+    assert shared_trees([changed.uplift[a] for a in labels]) is None
+    X = changed.transform(campaign.voter_file.head(500), allow_missing=True)
+    ensembles = ArmEnsembles(changed, probe=X.head(20))
+    Xu, _ = ensembles.inputs(X)
+    for arm, c in zip(labels, ensembles.contributions(Xu), strict=True):
+        np.testing.assert_allclose(c, changed.explain(X, arm), rtol=0, atol=1e-12)
+
+
+# -- smoke check -----------------------------------------------------------------------
+def test_smoke_check_passes_a_good_model_and_refuses_nan_turnout(loaded):
+    model, ref = loaded
+    smoke_check(SegmentScorer(model, ref))
+    broken = type(model)(**{**model.__dict__, "calibration": ([0.0, 1.0], [np.nan, np.nan])})
+    with pytest.raises(SmokeCheckError, match="turnout"):
+        smoke_check(SegmentScorer(broken, ref))
+
+
+def test_in_process_scorer_matches_the_model(loaded, campaign):
+    model, ref = loaded
+    voters = campaign.voter_file.head(300)
+    payload = SegmentScorer(model, ref).score_request(json.loads(voters.to_json(orient="records")), explain=True)
+    expected = model.score(voters, allow_missing=True)
+    np.testing.assert_allclose([s["turnout"] for s in payload["scores"]], expected["turnout"], atol=1e-9)
+    assert [s["best_arm"] for s in payload["scores"]] == expected["best_arm"].tolist()
+
+
+# -- logs ------------------------------------------------------------------------------
+class _Body(BaseModel):
+    age: int
+
+
+def test_privacy_filter_drops_request_input_and_scrubs_the_rest():
+    handler_output = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            handler_output.append(self.format(record))
+
+    handler = Collect()
+    handler.addFilter(PrivacyFilter())
+    logger = logging.getLogger("persuade.test.privacy")
+    logger.addHandler(handler)
+    try:
+        try:
+            _Body.model_validate_json(b'{"age": "call me at (212) 555-0147"}')
+        except ValidationError:
+            logger.error("Exception on /score [POST]", exc_info=True)
+        try:
+            raise RuntimeError("could not use jane.roe@example.org")
+        except RuntimeError:
+            logger.error("failed for %s", "+12125550147", exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    text = "\n".join(handler_output)
+    assert "555-0147" not in text and "jane.roe@example.org" not in text and "+12125550147" not in text
+    assert "request body rejected" in text and "RuntimeError" in text and "[email]" in text
+
+
+def test_audit_line_holds_no_request_content():
+    record = AuditRecord(method="POST", path="/score", status=200, key_id="abc123", voters=3, explain=True)
+    line = json.loads(record.line())
+    assert line["audit"] == "persuade" and line["voters"] == 3 and line["key_id"] == "abc123"
+    assert set(line) == {"audit", "method", "path", "time", "status", "key_id", "model", "model_version",
+                         "voters", "explain", "latency_ms"}
+
+
+def test_frame_of_a_batch_is_the_pipeline_input(loaded):
+    model, _ = loaded
+    batch = VoterReader(model).read([{"voter_id": "a", "age": 30, "urbanicity": "rural"}])
+    frame = batch.frame()
+    assert isinstance(frame, pd.DataFrame) and list(frame.columns) == model.input_features
+    assert model.transform(frame, allow_missing=True).shape == (1, len(model.pipeline.output_columns))
