@@ -7,6 +7,7 @@ error (``extra="forbid"``) so that a typo never silently falls back to a default
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
@@ -34,6 +35,7 @@ class Delivery(StrEnum):
     live_call = "live_call"
     autodialed_call = "autodialed_call"
     prerecorded_call = "prerecorded_call"
+    ai_voice_call = "ai_voice_call"  # an artificial (AI-generated) voice: the rules of prerecorded calls
     text = "text"
 
 
@@ -141,6 +143,18 @@ class TurnoutSpec(_Strict):
     )
 
 
+class ContactRateSpec(_Strict):
+    """The contact log's attempt/contact flags: the contact-rate model P(reached | attempted).
+
+    Fitted per channel when the experiment frame has ``reached_column`` (phone and
+    canvass logs usually do); a channel whose attempts were all reached needs none.
+    """
+
+    attempted_column: str = "attempted"
+    reached_column: str = "reached"
+    params: GBMParams = GBMParams(n_estimators=100, num_leaves=15, min_child_samples=200)
+
+
 class GatesSpec(_Strict):
     qini_bootstrap: int = Field(default=200, ge=20)
     min_rows_per_arm: int = Field(default=200, ge=1)
@@ -151,6 +165,20 @@ class AuditSpec(_Strict):
     budget_fraction: float = Field(default=0.2, gt=0, le=1)
     band: tuple[float, float] = (0.8, 1.25)
     age_bands: list[int] = Field(default_factory=lambda: [30, 45, 65])
+    reference: dict[str, str] = Field(
+        default_factory=dict, description="reference group per protected attribute (default: the largest group)"
+    )
+    min_group_size: int = Field(default=100, ge=1, description="smaller groups are reported but not flagged")
+
+
+class ConsentSpec(_Strict):
+    """Where the consent table is and the rules' settings (see features/consent.py)."""
+
+    table: Path | None = None
+    phone_column: str = "phone"
+    landline_prerecorded_cap: int = Field(default=3, ge=0, description="prerecorded calls per window, no consent")
+    cap_window_days: int = Field(default=30, ge=1)
+    as_of: datetime | None = Field(default=None, description="decision time (default: now)")
 
 
 class RunConfig(_Strict):
@@ -166,6 +194,7 @@ class RunConfig(_Strict):
     control_share: float | None = Field(default=None, gt=0, lt=1)
     outcome: OutcomeSpec
     turnout: TurnoutSpec = TurnoutSpec()
+    contact_rate: ContactRateSpec = ContactRateSpec()
     group_column: str
     features: list[str] = Field(min_length=1)
     derived_features: list[str] = Field(default_factory=list)
@@ -175,6 +204,7 @@ class RunConfig(_Strict):
     uplift: UpliftSpec = UpliftSpec()
     gates: GatesSpec = GatesSpec()
     audit: AuditSpec = AuditSpec()
+    consent: ConsentSpec = ConsentSpec()
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")

@@ -63,6 +63,7 @@ class SyntheticCampaign:
     contact_log: pd.DataFrame
     outcomes: pd.DataFrame
     truth: pd.DataFrame
+    consent: pd.DataFrame | None = None
 
     @property
     def flat(self) -> pd.DataFrame:
@@ -76,15 +77,18 @@ class SyntheticCampaign:
         self.voter_file.to_parquet(folder / "voter_file.parquet", index=False)
         self.contact_log.to_parquet(folder / "contact_log.parquet", index=False)
         self.outcomes.to_parquet(folder / "outcomes.parquet", index=False)
-        cfg = synthetic_config(folder, outcome=outcome)
+        if self.consent is not None:
+            self.consent.to_parquet(folder / "consent.parquet", index=False)
+        cfg = synthetic_config(folder, outcome=outcome, consent=self.consent is not None)
         path = folder / f"synthetic_{outcome}.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return path
 
 
-def synthetic_config(folder: str | Path, outcome: str = "voted") -> dict:
-    """A run config (as a dict) for a campaign written to ``folder``."""
+def synthetic_config(folder: str | Path, outcome: str = "voted", consent: bool = False) -> dict:
+    """A run config (as a dict) for a campaign written to ``folder`` (with its consent table if ``consent``)."""
     folder = Path(folder).resolve()
+    extra = {"consent": {"table": str(folder / "consent.parquet"), "as_of": SYNTHETIC_AS_OF}} if consent else {}
     return {
         "name": f"synthetic-{outcome}",
         "model_name": f"persuade-synthetic-{outcome}",
@@ -114,6 +118,7 @@ def synthetic_config(folder: str | Path, outcome: str = "voted") -> dict:
             "arm_params": {"n_estimators": 60, "learning_rate": 0.05, "num_leaves": 4, "min_child_samples": 300},
         },
         "split": {"holdout_fraction": 0.2, "folds": 5, "seed": 7},
+        **extra,
     }
 
 
@@ -124,7 +129,7 @@ def _phone_numbers(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.array([f"({a}) {e}-{x:04d}" for a, e, x in zip(area, exch, line, strict=True)])
 
 
-def make_campaign(n: int = 50_000, seed: int = 0) -> SyntheticCampaign:
+def make_campaign(n: int = 50_000, seed: int = 0, effect_scale: float = 1.0) -> SyntheticCampaign:
     """Generate a synthetic randomized contact program.
 
     Parameters
@@ -133,6 +138,8 @@ def make_campaign(n: int = 50_000, seed: int = 0) -> SyntheticCampaign:
         Number of voters.
     seed : int
         Seed of the generator; the same seed gives the same tables.
+    effect_scale : float
+        Multiplies every true effect (0 gives a program in which contact moves nobody).
     """
     rng = np.random.default_rng(seed)
     ids = np.array([f"SYN-{i:08d}" for i in range(n)])
@@ -162,6 +169,7 @@ def make_campaign(n: int = 50_000, seed: int = 0) -> SyntheticCampaign:
         "Text": 0.01 + 0.08 * bump + 0.10 * (age < 35),
         "Canvass": 0.04 + 0.22 * bump * (1 + 0.5 * (hh >= 2)),
     }
+    reached_effect = {k: effect_scale * v for k, v in reached_effect.items()}
     p_reach = {"Mail": np.ones(n), "Phone": p_reach_phone, "Text": np.ones(n), "Canvass": p_reach_canvass}
     # Support (0-10): persuasion moves it, most among cross-pressured voters (party ~ 0.5).
     support0 = 10 * party + 0.8 * np.sin(age / 9.0) + 0.5 * (urban == "suburban")
@@ -173,6 +181,7 @@ def make_campaign(n: int = 50_000, seed: int = 0) -> SyntheticCampaign:
         "Canvass": 0.5 + 1.5 * cross,
     }
 
+    support_effect = {k: effect_scale * v for k, v in support_effect.items()}
     labels = [CONTROL, *ARMS]
     shares = [CONTROL_SHARE, *(a["share"] for a in ARMS.values())]
     arm = rng.choice(labels, n, p=shares)
@@ -213,4 +222,72 @@ def make_campaign(n: int = 50_000, seed: int = 0) -> SyntheticCampaign:
         truth[f"tau_support_{slug}"] = p_reach[label] * support_effect[label]
         truth[f"p_reach_{slug}"] = p_reach[label]
         truth[f"tau_reached_voted_{slug}"] = itt
-    return SyntheticCampaign(voter_file, contact_log, outcomes, truth)
+    return SyntheticCampaign(voter_file, contact_log, outcomes, truth, make_consent_table(voter_file, seed))
+
+
+SYNTHETIC_AS_OF = "2026-10-01T00:00:00+00:00"
+_KEYWORD_SPELLINGS = ["STOP", "stop", "Stop", "QUIT", "END", "REVOKE", "opt out", "Opt-Out", "CANCEL", "unsubscribe"]
+_CONSENT_SOURCES = ["voter_provided", "written", "opt_in_keyword", "verbal", "third_party"]
+
+
+def make_consent_table(voter_file: pd.DataFrame, seed: int = 0, as_of: str = SYNTHETIC_AS_OF) -> pd.DataFrame:
+    """A seeded consent table for a synthetic voter file (one row per event).
+
+    Line types come from a (pretend) carrier lookup keyed by phone number; consent to
+    texts and to automated calls from sign-up forms, keyed by voter id or by phone;
+    revocations are replies with an opt-out keyword, keyed by phone, some followed by a
+    new consent (only the voter's own opt-in or written consent restores eligibility);
+    a few voters are on the internal do-not-contact list; some landlines got
+    prerecorded calls in the weeks before ``as_of``. Phone numbers are written in
+    other spellings than the voter file's, so the join must normalize them. The
+    columns are those of :class:`features.consent.ConsentTable`.
+
+    Parameters
+    ----------
+    voter_file : DataFrame
+        ``voter_id`` and ``phone`` columns.
+    seed : int
+        Seed of the generator (a stream of its own: the campaign's tables do not change).
+    as_of : str
+        Every timestamp is before it.
+    """
+    rng = np.random.default_rng([seed, 3])
+    n = len(voter_file)
+    ids = voter_file["voter_id"].to_numpy()
+    digits = voter_file["phone"].str.replace(r"\D", "", regex=True).to_numpy()
+    spelled = np.where(rng.random(n) < 0.5, np.char.add("+1", digits.astype(str)),
+                       [f"{d[:3]}.{d[3:6]}.{d[6:]}" for d in digits])
+    end = pd.Timestamp(as_of)
+    frames = []
+
+    def rows(mask: np.ndarray, event: str, by_phone: np.ndarray | bool, days: tuple[float, float] | None,
+             **cols: object) -> None:
+        k = int(mask.sum())
+        phone_key = np.broadcast_to(np.asarray(by_phone), (n,))[mask]
+        when = (end - pd.to_timedelta(rng.uniform(*days, k), unit="D")) if days else pd.NaT
+        frames.append(pd.DataFrame({
+            "voter_id": np.where(phone_key, None, ids[mask]),
+            "phone": np.where(phone_key, spelled[mask], None),
+            "event": event, "timestamp": when,
+            **{c: (v[mask] if isinstance(v, np.ndarray) else v) for c, v in cols.items()},
+        }))
+
+    known_line = rng.random(n) < 0.85
+    cell = rng.random(n) < 0.7
+    rows(known_line, "line_type", True, None, line_type=np.where(cell, "cell", "landline"))
+    sources = rng.choice(_CONSENT_SOURCES, n, p=[0.45, 0.25, 0.15, 0.05, 0.10])
+    rows(rng.random(n) < 0.35, "consent", rng.random(n) < 0.5, (120, 700), scope="texts", source=sources)
+    rows(rng.random(n) < 0.20, "consent", False, (120, 700), scope=rng.choice(["calls", "all"], n), source=sources)
+    revoked = rng.random(n) < 0.06
+    rows(revoked, "revocation", True, (60, 110), keyword=rng.choice(_KEYWORD_SPELLINGS, n))
+    again = revoked & (rng.random(n) < 0.3)
+    rows(again, "consent", rng.random(n) < 0.5, (1, 50), scope="texts",
+         source=rng.choice(["opt_in_keyword", "voter_provided"], n))
+    rows(rng.random(n) < 0.015, "do_not_contact", False, (1, 400), source="internal")
+    called = known_line & ~cell & (rng.random(n) < 0.3)
+    for _ in range(5):
+        rows(called & (rng.random(n) < 0.6), "prerecorded_call", True, (0, 45))
+    table = pd.concat(frames, ignore_index=True)
+    table["timestamp"] = pd.to_datetime(table["timestamp"], utc=True)
+    columns = ["voter_id", "phone", "event", "line_type", "scope", "source", "keyword", "timestamp"]
+    return table.reindex(columns=columns).sample(frac=1.0, random_state=seed).reset_index(drop=True)

@@ -7,6 +7,8 @@ A :class:`ScoringModel` is a directory::
     turnout.txt            LightGBM booster: P(turnout) without contact
     turnout_calibration.json   isotonic correction points (or null)
     uplift/<arm_slug>.txt  one LightGBM regressor per arm: the uplift itself
+    contact_rate/<channel>.txt  optional: P(reached | attempted) per channel (phone, canvass);
+                           its experiment rates are in the manifest's ``contact_rate``
 
 Boosters are LightGBM's own text format, not pickles. Each uplift booster predicts the
 uplift directly, so its TreeSHAP contributions (``pred_contrib``) plus the base value
@@ -67,6 +69,13 @@ class ScoringModel:
         (``turnout_score``), appended after the pipeline's columns.
     metadata : dict
         Name, run id, metrics, fingerprint, excluded attributes (free form, JSON).
+    contact_rate : dict of str to lightgbm.Booster
+        Channel -> classifier of P(reached | attempted) from the contact log (optional;
+        a channel without one is taken as always reached).
+    contact_rate_info : dict of str to dict
+        Channel -> the experiment's ``attempt_rate`` (attempted / assigned) and
+        ``reached_rate`` (reached / attempted), used to turn intent-to-treat uplift into
+        the uplift of a reached voter (see :mod:`serving.planning`).
     """
 
     pipeline: FeaturePipeline
@@ -79,6 +88,8 @@ class ScoringModel:
     calibration: tuple[list[float], list[float]] | None = None
     turnout_score_feature: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
+    contact_rate: dict[str, lgb.Booster] = field(default_factory=dict)
+    contact_rate_info: dict[str, dict[str, float]] = field(default_factory=dict)
 
     # -- scoring -----------------------------------------------------------------
     @property
@@ -123,6 +134,10 @@ class ScoringModel:
         Xu = self.uplift_inputs(X, turnout)
         return np.asarray(self.uplift[arm].predict(Xu, pred_contrib=True))
 
+    def predict_contact_rate(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
+        """P(reached | attempted) per channel that has a contact-rate model."""
+        return {channel: booster.predict(X) for channel, booster in self.contact_rate.items()}
+
     def score(self, frame: pd.DataFrame, allow_missing: bool = False) -> pd.DataFrame:
         """Turnout, uplift per arm, best arm and best uplift for each row of ``frame``.
 
@@ -159,12 +174,18 @@ class ScoringModel:
             "turnout_score_feature": self.turnout_score_feature,
             "metadata": self.metadata,
         }
+        if self.contact_rate:
+            manifest["contact_rate"] = {c: self.contact_rate_info.get(c, {}) for c in self.contact_rate}
         (path / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default))
         (path / "pipeline.json").write_text(json.dumps(self.pipeline.to_dict(), indent=2))
         self.turnout.save_model(str(path / "turnout.txt"))
         (path / "turnout_calibration.json").write_text(json.dumps(self.calibration))
         for arm in self.arms:
             self.uplift[arm.label].save_model(str(path / "uplift" / f"{arm.slug}.txt"))
+        if self.contact_rate:  # optional part: older readers ignore it, older bundles lack it
+            (path / "contact_rate").mkdir(exist_ok=True)
+            for channel, booster in self.contact_rate.items():
+                booster.save_model(str(path / "contact_rate" / f"{channel}.txt"))
         return path
 
     @classmethod
@@ -186,6 +207,9 @@ class ScoringModel:
             calibration=tuple(calibration) if calibration else None,
             turnout_score_feature=bool(manifest.get("turnout_score_feature", False)),
             metadata=manifest.get("metadata", {}),
+            contact_rate={c: lgb.Booster(model_file=str(path / "contact_rate" / f"{c}.txt"))
+                          for c in manifest.get("contact_rate", {})},
+            contact_rate_info=manifest.get("contact_rate", {}),
         )
 
 

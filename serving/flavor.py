@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -46,11 +47,12 @@ def pip_requirements() -> list[str]:
 
 def log_model(model: ScoringModel, bundle_dir: Path, input_example: pd.DataFrame, name: str = "model"):
     """Log ``model`` (already saved at ``bundle_dir``) to the active run as a pyfunc."""
-    # Integer columns would make MLflow refuse missing values at inference: declare floats.
-    ints = [c for c in input_example.columns if pd.api.types.is_integer_dtype(input_example[c])]
-    input_example = input_example.astype(dict.fromkeys(ints, "float64"))
     output = model.score(input_example)
-    signature = infer_signature(input_example, output)
+    with warnings.catch_warnings():
+        # MLflow hints that integer columns cannot hold missing values: voter files carry
+        # integer counts, and int64 inputs would not pass a float64 signature either.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        signature = infer_signature(input_example, output)
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=str(Path(__file__).with_name("pyfunc_model.py")),

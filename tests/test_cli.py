@@ -14,7 +14,7 @@ from training.cli import main
 
 @pytest.fixture(scope="module")
 def runner():
-    return CliRunner()
+    return CliRunner(env={"COLUMNS": "250"})  # rich wraps tables to the terminal width
 
 
 def test_train_logged_everything_a_reviewer_needs(trained):

@@ -37,6 +37,11 @@ def main() -> None:
               help="YAML run config (see configs/).")
 def train(config_path: Path) -> None:
     """Train, evaluate on the grouped hold-out, log to MLflow and register the model."""
+    _train(config_path)
+
+
+def _train(config_path: Path):
+    """The train command's work (progress bar, tables, gates); returns the TrainOutcome."""
     from training.run import STEPS
     from training.run import train as run_train
 
@@ -69,6 +74,7 @@ def train(config_path: Path) -> None:
     from training.tracking import tracking_uri
 
     console.print(f"\nlook at it: [bold]mlflow ui --backend-store-uri {tracking_uri()}[/]")
+    return outcome
 
 
 def _print_result(result, validation) -> None:
@@ -173,7 +179,7 @@ def runs(limit: int, experiment: str | None) -> None:
     found = client.search_runs(exp_ids, order_by=["attributes.start_time DESC"], max_results=limit)
     table = Table(title="recent runs")
     for col in ("run id", "config", "started", "learner", "best arm Qini x1000", "turnout AUC", "gates"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "run id")
     for r in found:
         qinis = {k: v for k, v in r.data.metrics.items() if k.endswith("_qini") and not k.startswith("ref_")}
         best = max(qinis.items(), key=lambda kv: kv[1]) if qinis else None
@@ -193,10 +199,27 @@ def runs(limit: int, experiment: str | None) -> None:
 @main.command()
 @click.option("--model", "model_uri", default="models:/persuade-ggl2008@champion", show_default=True)
 @click.option("--input", "input_path", required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--output", "output_path", required=True, type=click.Path(path_type=Path),
+              help="Parquet file (local engine) or parquet folder (spark engine).")
 @click.option("--chunk-size", default=200_000, show_default=True, help="Rows per streamed chunk.")
-def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int) -> None:
-    """Score a voter file (parquet or CSV) into a parquet file, streaming in chunks."""
+@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
+              help="local: stream on this machine; spark: a pandas UDF on a Spark session (pip install '.[spark]').")
+@click.option("--spark-master", default="local[2]", show_default=True,
+              help="Spark master for --engine spark: local[N] or a cluster URL (spark://host:7077, yarn, k8s://...).")
+@click.option("--explain", "explain", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Top K SHAP reasons per voter for its highest-uplift arm (reason_arm, reason_<i>, "
+                   "reason_<i>_contribution).")
+@click.option("--consent", "consent_path", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Consent table: apply eligibility (eligible_<arm>, suppression_<arm>; never best arm when not).")
+@click.option("--as-of", "as_of", default=None, help="Consent decision time (ISO 8601; default: now, UTC).")
+@click.option("--prerecorded-cap", default=3, show_default=True, type=click.IntRange(min=0),
+              help="Prerecorded calls a landline may get without consent per 30 days.")
+@click.option("--phone-column", default="phone", show_default=True,
+              help="Phone column of the input, read (and hashed) only to join the consent table.")
+def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int, engine: str, spark_master: str,
+          explain: int, consent_path: Path | None, as_of: str | None, prerecorded_cap: int,
+          phone_column: str) -> None:
+    """Score a voter file (parquet or CSV) into parquet, streaming in chunks (or on Spark)."""
     from serving.batch import count_rows, score_file
     from serving.flavor import load_scoring_model
     from training.tracking import configure
@@ -209,6 +232,15 @@ def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int) 
         _fail(exc)
     except Exception as exc:  # noqa: BLE001 - MLflow's own errors for unknown models
         _fail(LookupError(f"cannot load model {model_uri!r}: {exc}"))
+    transform, consent_info = None, None
+    if consent_path is not None:
+        if engine != "local":
+            _fail(ValueError("--consent works with --engine local"))
+        try:
+            transform, consent_info = _eligibility_transform(model, input_path, consent_path, as_of,
+                                                             prerecorded_cap, phone_column)
+        except USER_ERRORS as exc:
+            _fail(exc)
     started = time.perf_counter()
     with Progress(TextColumn("[bold]scoring"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"),
                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console) as bar:
@@ -220,13 +252,226 @@ def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int) 
             bar.update(task, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f} rows/s")
 
         try:
-            stats = score_file(model, input_path, output_path, chunk_size, on_chunk=advance)
-        except USER_ERRORS as exc:
+            if engine == "spark":
+                from serving.spark import score_dataset
+
+                stats = score_dataset(model, input_path, output_path, master=spark_master, explain=explain,
+                                      chunk_size=chunk_size, on_chunk=advance)
+            else:
+                stats = score_file(model, input_path, output_path, chunk_size, on_chunk=advance, explain=explain,
+                                   transform=transform)
+        except (*USER_ERRORS, ImportError) as exc:
             bar.stop()
             _fail(exc)
     elapsed = time.perf_counter() - started
     console.print(f"scored {stats.rows:,} voters with {ref.name or ref.uri} v{ref.version or '-'} "
                   f"in {elapsed:.1f} s -> {stats.output}")
+    if engine == "local":
+        from training.report import score_provenance
+
+        score_provenance(ref, model, input_path, stats.rows, consent_info).write(stats.output)
+    if consent_info is not None:
+        console.print(f"eligibility applied: consent table {consent_info['table']} as of {consent_info['as_of']}")
+    else:
+        from features.consent import needs_consent
+
+        needing = [a.label for a in model.arms if needs_consent(a.delivery)]
+        if needing:
+            err.print(f"[yellow]warning:[/] scored without --consent: arms {needing} need consent and "
+                      f"must not be used from this list", highlight=False)
+
+
+def _eligibility_transform(model, input_path: Path, consent_path: Path, as_of: str | None, cap: int,
+                           phone_column: str):
+    """The score transform that applies eligibility, and what it applies (for provenance)."""
+    from datetime import UTC, datetime
+
+    from features.consent import Eligibility, apply_eligibility
+
+    eligibility = Eligibility.from_path(consent_path, cap, as_of=as_of or datetime.now(UTC),
+                                        phone_column=phone_column)
+    table = eligibility.for_voter_file(input_path, model.arms, model.id_column)
+
+    def transform(chunk, scores):
+        return apply_eligibility(scores, table, model.arms)
+
+    return transform, eligibility.describe()
+
+
+# -- report --------------------------------------------------------------------------
+@main.command()
+@click.option("--run", "run_id", default=None, help="Model report of this training run (also logged to the run).")
+@click.option("--scores", "scores_path", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="List report of this scored file (from persuade score).")
+@click.option("--output", "output_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="HTML file to write (default: reports/model_report_<run>.html, or <scores>_report.html).")
+@click.option("--model", "model_uri", default=None,
+              help="List report: the model that scored the list (default: from the scores' provenance file).")
+@click.option("--input", "input_path", default=None, type=click.Path(exists=True, path_type=Path),
+              help="List report: the scored voter file, to explain targeting (default: from provenance).")
+@click.option("--shap-rows", default=2000, show_default=True, type=click.IntRange(min=10),
+              help="Voters sampled for SHAP (per report, or per arm for a list).")
+@click.option("--data-root", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Model report: folder the run config's relative data paths resolve against (default: project).")
+def report(run_id: str | None, scores_path: Path | None, output_path: Path | None, model_uri: str | None,
+           input_path: Path | None, shap_rows: int, data_root: Path | None) -> None:
+    """Explanation report (one self-contained HTML file) of a training run or of a scored list."""
+    if (run_id is None) == (scores_path is None):
+        _fail(ValueError("give exactly one of --run RUN_ID or --scores FILE"))
+    from mlflow.exceptions import MlflowException
+
+    from training.report import MODEL_REPORT_ARTIFACT, ListReport, ModelReport
+    from training.tracking import configure
+
+    client = configure()
+    try:
+        if run_id is not None:
+            path = ModelReport(shap_rows=shap_rows, data_root=data_root).write(run_id, output_path, client=client)
+        else:
+            path = ListReport(explain_rows=shap_rows).write(scores_path, output_path, model_uri, input_path)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    except MlflowException as exc:  # unknown run or model
+        _fail(LookupError(f"cannot build the report: {exc}"))
+    if run_id is not None:
+        click.echo(f"logged to run {run_id} as {MODEL_REPORT_ARTIFACT}")
+        click.echo(f"model report: {path.resolve()}")
+    else:
+        click.echo(f"list report: {path.resolve()}")
+
+
+
+# -- serve ---------------------------------------------------------------------------
+@main.command()
+@click.option("--model", "model_uri", default="models:/persuade-ggl2008@champion", show_default=True,
+              help="Model to serve; an @alias is followed when it moves.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
+@click.option("--port", default=3000, show_default=True, type=click.IntRange(1, 65535))
+def serve(model_uri: str, host: str, port: int) -> None:
+    """Serve scores and SHAP reasons to field tools over HTTP (BentoML) until Ctrl-C.
+
+    API keys: PERSUADE_API_KEYS (comma-separated) or PERSUADE_API_KEYS_FILE (sha256 digests);
+    admin keys for POST /admin/reload: PERSUADE_ADMIN_KEYS[_FILE].
+    """
+    from serving.launcher import serve_command, service_env
+
+    env = service_env(model_uri)
+    if not (env.get("PERSUADE_API_KEYS") or env.get("PERSUADE_API_KEYS_FILE")):
+        err.print("[yellow]warning:[/] no PERSUADE_API_KEYS or PERSUADE_API_KEYS_FILE: every scoring request "
+                  "will be refused (401)", highlight=False)
+    console.print(f"serving {model_uri} on http://{host}:{port}  (API docs: /docs.json; Ctrl-C stops)",
+                  highlight=False)
+    command = serve_command(host, port)
+    os.execvpe(command[0], command, env)
+
+
+# -- demo ----------------------------------------------------------------------------
+@main.command()
+@click.option("--config", "config_path", default=Path("configs/ggl2008.yaml"), show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", default=Path("reports"), show_default=True, type=click.Path(path_type=Path),
+              help="Folder for the sample segment, its scores and the reports.")
+def demo(config_path: Path, out_dir: Path) -> None:
+    """The main job end to end: train, promote, serve, score over HTTP, reports."""
+    from training.demo import run_demo
+    from training.promotion import PromotionRefused
+
+    try:
+        run_demo(config_path, console, _train, out_dir)
+    except PromotionRefused as exc:
+        err.print(f"[bold red]refused:[/] {exc}", highlight=False)
+        sys.exit(1)
+    except USER_ERRORS as exc:
+        _fail(exc)
+
+
+# -- plan ----------------------------------------------------------------------------
+@main.command()
+@click.option("--model", "model_uri", default="models:/persuade-ggl2008@champion", show_default=True)
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Voters to plan for (parquet or CSV): the id column and the model's features.")
+@click.option("--budget", required=True, type=click.FloatRange(min=0, min_open=True),
+              help="Total cost allowed, in the units of the costs (GGL: postcards).")
+@click.option("--costs", "costs_path", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Costs per arm, capacity and contact rate per channel (configs/costs.yaml); "
+                   "default: the run config's costs, no capacities.")
+@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Parquet file: one row per contacted voter in priority order.")
+@click.option("--consent", "consent_path", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Consent table: arms a voter may not get are never planned.")
+@click.option("--as-of", "as_of", default=None, help="Consent decision time (ISO 8601; default: now, UTC).")
+@click.option("--chunk-size", default=200_000, show_default=True, help="Rows per streamed chunk.")
+def plan(model_uri: str, input_path: Path, budget: float, costs_path: Path | None, output_path: Path,
+         consent_path: Path | None, as_of: str | None, chunk_size: int) -> None:
+    """Choose whom to contact, with which arm, within the budget (maximum expected gain)."""
+    from serving.batch import count_rows
+    from serving.flavor import load_scoring_model
+    from serving.planning import (
+        ProgramCosts,
+        eligibility_arrays,
+        gains_from_file,
+        load_costs,
+        plan_from_gains,
+        write_plan,
+    )
+    from training.tracking import configure
+
+    configure()
+    try:
+        costs = load_costs(costs_path) if costs_path is not None else ProgramCosts()
+        model, ref = load_scoring_model(model_uri)
+        total = count_rows(input_path)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    except Exception as exc:  # noqa: BLE001 - MLflow's own errors for unknown models
+        _fail(LookupError(f"cannot load model {model_uri!r}: {exc}"))
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
+                  TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("expected gains", total=total)
+        try:
+            ids, gains = gains_from_file(model, input_path, costs, chunk_size, on_chunk=lambda n: bar.advance(task, n))
+            reasons = None
+            if consent_path is not None:
+                from datetime import UTC, datetime
+
+                from features.consent import Eligibility
+
+                table = Eligibility.from_path(consent_path, as_of=as_of or datetime.now(UTC)).for_voter_file(
+                    input_path, model.arms, model.id_column)
+                allowed, reasons = eligibility_arrays(table, ids, model)
+                gains = gains.restrict(allowed)
+            solve = bar.add_task("allocating", total=1)
+            result = plan_from_gains(model, ids, gains, budget, costs, reasons)
+            bar.update(solve, completed=1)
+        except USER_ERRORS as exc:
+            bar.stop()
+            _fail(exc)
+    write_plan(result, output_path, {"model": ref.as_dict(), "input": str(input_path),
+                                     "costs": str(costs_path) if costs_path else None,
+                                     "consent": str(consent_path) if consent_path else None})
+    _print_plan(result, output_path)
+
+
+def _print_plan(result, output_path: Path) -> None:
+    summary = result.summary()
+    table = Table(title=f"plan: {len(result.table):,} contacts, "
+                        f"{summary['spent']:,.2f} of {summary['budget']:,.2f} spent")
+    for col in ("channel", "attempts", "cost", "expected gain", "expected reached"):
+        table.add_column(col, justify="left" if col == "channel" else "right")
+    for channel, c in summary["channels"].items():
+        table.add_row(channel, f"{c['attempts']:,}", f"{c['cost']:,.2f}", f"{c['expected_gain']:,.2f}",
+                      f"{c['expected_reached']:,.1f}")
+    console.print(table)
+    interval = summary["interval"]
+    ci = f" [95% interval {interval['low']:,.1f}, {interval['high']:,.1f}]" if interval else ""
+    console.print(f"expected incremental {summary['outcome']}: {summary['total_expected_gain']:,.1f}{ci}")
+    solver = summary["solver"]
+    console.print(f"optimality: LP bound {solver['lp_bound']:,.2f}, gap {solver['gap']:.4f} "
+                  f"({solver['rel_gap']:.2e} relative)")
+    console.print("voters: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in summary["suppression"].items()))
+    if summary["not_allowed"]:
+        console.print("arms not allowed: " + ", ".join(f"{k} {v:,}" for k, v in summary["not_allowed"].items()))
+    console.print(f"-> {output_path}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import pandas as pd
 from features.config import RunConfig
 from features.pipeline import FeaturePipeline
 from serving.bundle import TURNOUT_SCORE, ArmInfo, ScoringModel
+from training.contact_rate import ContactRateReport, fit_contact_rate
 from training.evaluation import (
     KS,
     auuc,
@@ -87,6 +88,7 @@ class FitResult:
     test_scores: dict[str, pd.DataFrame]
     prepared: Prepared
     gates: dict[str, dict] = field(default_factory=dict)
+    contact_rate: ContactRateReport | None = None
 
     def flat_metrics(self) -> dict[str, float]:
         out: dict[str, float] = {f"turnout_{k}": v for k, v in self.turnout.items()}
@@ -147,6 +149,7 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
 
     progress("split and feature transform")
     prep = prepare(frame, config)
+    contact = fit_contact_rate(prep, config)  # P(reached | attempted) when the log has the flags
     a_tr, a_te = prep.assigned("train", config), prep.assigned("test", config)
     y_tr = prep.train[config.outcome.column].to_numpy(dtype=float)
     y_te = prep.test[config.outcome.column].to_numpy(dtype=float)
@@ -235,11 +238,13 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
         calibration=turnout.calibration,
         turnout_score_feature=config.uplift.turnout_score_feature,
     )
+    if contact is not None:
+        model.contact_rate, model.contact_rate_info = contact.model.boosters_, contact.model.info_
     result = FitResult(
         model=model, learner=chosen, selection=selection, holdout=holdout, arm_metrics=arm_metrics,
         ate=ate, deciles=deciles, turnout=turnout_eval,
         calibration=calibration_table(p_test[ctrl_te], y_turn_te[ctrl_te]),
-        test_scores=test_scores, prepared=prep,
+        test_scores=test_scores, prepared=prep, contact_rate=contact,
     )
     result.gates = evaluate_gates(result)
     return result

@@ -18,7 +18,9 @@ from features.pii import find_pii_columns
 from features.schema import ValidationReport, validate_experiment
 from features.tables import load_experiment
 from serving.flavor import log_model
+from serving.planning import effect_bins
 from training import plots
+from training.contact_rate import log_contact_rate
 from training.fit import FitResult, Progress, _noop, fit_and_evaluate
 from training.tracking import code_version, configure, ensure_experiment, log_json, log_metrics_flat, temp_dir
 
@@ -112,6 +114,8 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
         "n_features": len(model.feature_names),
     })
     log_metrics_flat(result.flat_metrics())
+    if result.contact_rate is not None:
+        log_contact_rate(result.contact_rate)
     mlflow.log_text(config_text, "config.yaml")
     log_json(fingerprint, "data/fingerprint.json")
     log_json({"rows": validation.n_rows, "rows_per_arm": validation.rows_per_arm,
@@ -148,6 +152,7 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
             "metrics": headline_metrics(result),
             "gates": {g: v["passed"] for g, v in result.gates.items()},
             "group_column": config.group_column,
+            "uplift_deciles": effect_bins(result.deciles),  # the plan's interval (serving.planning)
         }
         bundle = model.save(tmp / "bundle")
         example = prep.test[[config.id_column, *model.input_features]].head(5).reset_index(drop=True)

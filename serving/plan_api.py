@@ -1,0 +1,158 @@
+"""``POST /plan``: its request and response models (pydantic) and the call that answers it.
+
+The endpoint takes the same voters as ``POST /score`` plus a budget and, optionally, the
+program's costs and channel limits (the shape of ``configs/costs.yaml``), and answers
+with the ordered contact list of each channel (call, text, mail, canvass), the expected
+gain of every contact, the plan's total expected incremental outcomes with a 95%
+interval, the suppression counts and the solver's optimality certificate.
+
+:func:`plan_payload` does the work on voters already read by the service's
+``VoterReader`` (which validates fields and drops everything that is not a feature);
+the service wires it in a few lines (see docs/notes/issue-4-readme.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from serving.api import VOTER_SCHEMA, ModelRefOut, Voters
+from serving.bundle import ScoringModel
+from serving.flavor import ModelRef
+from serving.limits import MAX_VOTERS
+from serving.planning import ProgramCosts, expected_gains, plan_from_gains
+
+
+class PlanRequest(BaseModel):
+    """``POST /plan``: a segment of voters, a budget and the program's costs."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {
+        "voters": [VOTER_SCHEMA["example"]], "budget": 5000,
+        "costs": {"arms": {"Neighbors": {"cost": 1}}, "channels": {"mail": {"capacity": 4000}}}}})
+
+    voters: Voters = Field(description=f"Voters to plan for (at most {MAX_VOTERS:,} per request), as in /score.")
+    budget: float = Field(gt=0, allow_inf_nan=False, description="Total cost allowed, in the units of the costs.")
+    costs: ProgramCosts | None = Field(
+        default=None, description="Cost per attempt by arm, capacity and contact rate by channel "
+                                  "(default: the costs of the model's run config, no capacity limits).")
+
+
+class PlannedContact(BaseModel):
+    voter_id: str
+    arm: str
+    expected_gain: float = Field(description="Expected incremental outcome of this attempt.")
+    p_reached: float = Field(description="Probability that the attempt reaches the voter (1 for mail).")
+    cost: float
+    priority: int = Field(description="1 = first contact of the whole plan (highest gain per cost).")
+
+
+class ChannelPlan(BaseModel):
+    attempts: int
+    cost: float
+    expected_gain: float
+    expected_reached: float
+    contacts: list[PlannedContact] = Field(description="In priority order.")
+
+
+class GainInterval(BaseModel):
+    low: float
+    high: float
+    level: float = 0.95
+
+
+class Suppression(BaseModel):
+    """Every voter of the request once, and the (voter, arm) pairs not allowed by reason."""
+
+    contacted: int
+    not_eligible: int = Field(description="Only arms with a positive expected gain were not allowed (consent).")
+    no_positive_gain: int = Field(description="No arm is expected to help: never contacted.")
+    over_budget: int = Field(description="A positive allowed gain, but the budget or a capacity went further "
+                                         "elsewhere.")
+    not_allowed: dict[str, int] = Field(default_factory=dict, description="(voter, arm) pairs by reason code.")
+
+
+class SolverReport(BaseModel):
+    method: str
+    value: float = Field(description="Total expected gain of the plan.")
+    lp_bound: float = Field(description="No plan within the budget and capacities can gain more.")
+    gap: float
+    rel_gap: float
+    fractional_voters: int
+    candidates: int
+    columns: int
+    lp_solves: int
+
+
+class PlanResponse(BaseModel):
+    model: ModelRefOut
+    outcome: str
+    voters: int
+    budget: float
+    spent: float
+    total_expected_gain: float
+    interval: GainInterval | None = Field(description="95% interval of the total (null without hold-out deciles).")
+    contacts_per_arm: dict[str, int]
+    channels: dict[str, ChannelPlan] = Field(description="Channel -> its ordered contact list.")
+    suppression: Suppression
+    solver: SolverReport
+
+
+class VoterColumns(Protocol):
+    """Voters read by ``serving.voters.VoterReader`` (``VoterBatch``)."""
+
+    ids: np.ndarray
+
+    def frame(self) -> pd.DataFrame: ...
+
+
+class ArmEligibility(Protocol):
+    """Which arms each voter may get (``serving.scoring.Eligibility``)."""
+
+    allowed: np.ndarray
+    reason: np.ndarray
+
+
+def plan_payload(
+    model: ScoringModel,
+    ref: ModelRef,
+    voters: VoterColumns,
+    budget: float,
+    costs: ProgramCosts | None = None,
+    eligibility: ArmEligibility | None = None,
+) -> dict[str, Any]:
+    """The ``POST /plan`` response (plain JSON-ready dicts, shaped as :class:`PlanResponse`).
+
+    Raises
+    ------
+    serving.planning.PlanError
+        Costs or limits that do not fit the model (the message names the field).
+    """
+    X = model.transform(voters.frame(), allow_missing=True)
+    allowed = None if eligibility is None else eligibility.allowed
+    gains = expected_gains(model, X, costs, allowed)
+    reasons = None if eligibility is None else eligibility.reason
+    plan = plan_from_gains(model, voters.ids, gains, budget, costs, reasons)
+    summary = plan.summary()
+    channels: dict[str, Any] = {}
+    for channel, part in plan.table.groupby("channel", sort=True):  # the table is in priority order
+        channels[str(channel)] = {**summary["channels"][str(channel)], "contacts": _records(part)}
+    return {
+        "model": {"name": ref.name, "version": ref.version, "run_id": ref.run_id},
+        "outcome": summary["outcome"], "voters": summary["voters"], "budget": summary["budget"],
+        "spent": summary["spent"], "total_expected_gain": summary["total_expected_gain"],
+        "interval": summary["interval"], "contacts_per_arm": summary["contacts_per_arm"],
+        "channels": channels,
+        "suppression": {**summary["suppression"], "not_allowed": summary["not_allowed"]},
+        "solver": {k: v for k, v in summary["solver"].items() if k in SolverReport.model_fields},
+    }
+
+
+def _records(part: pd.DataFrame) -> list[dict[str, Any]]:
+    rows = part[["voter_id", "arm", "expected_gain", "p_reached", "cost"]].to_dict("records")
+    for row, position in zip(rows, part.index.tolist(), strict=True):
+        row["voter_id"] = str(row["voter_id"])
+        row["priority"] = int(position) + 1
+    return rows

@@ -1,0 +1,114 @@
+"""``persuade demo``: the main job end to end on the bundled GGL data.
+
+Train -> log to MLflow under mlruns/ -> register -> promote (gates) -> start the
+service on 127.0.0.1 -> score a sample segment over HTTP -> write the explanation
+reports -> print where to look. Each step runs the same code as the CLI command of
+the same name.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from features.config import RunConfig, load_config
+from features.tables import load_experiment
+
+SAMPLE_SIZE = 500
+
+
+def sample_segment(config: RunConfig, n: int = SAMPLE_SIZE, seed: int = 2006) -> pd.DataFrame:
+    """A segment a field tool might send: ids and raw feature columns, nothing else."""
+    frame = load_experiment(config)
+    cols = [config.id_column, *config.features]
+    return frame[cols].sample(n=n, random_state=seed).reset_index(drop=True)
+
+
+def score_over_http(base_url: str, key: str, segment: pd.DataFrame, top_k: int = 3) -> dict:
+    """POST the segment to /score with explanations; return the JSON response."""
+    body = {"voters": segment.to_dict(orient="records"), "explain": True, "top_k": top_k}
+    resp = httpx.post(f"{base_url}/score", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+    resp.raise_for_status()
+    return resp.json()
+
+
+def print_response(console: Console, response: dict) -> None:
+    """The response summary a field director would look at first."""
+    m = response["model"]
+    console.print(f"scored {len(response['scores'])} voters over HTTP with {m['name']} v{m['version']} "
+                  f"(run {m['run_id']})")
+    summary = response.get("summary", {})
+    table = Table(title="segment summary")
+    table.add_column("arm")
+    table.add_column("mean uplift (pp)", justify="right")
+    table.add_column("expected extra votes if all got it", justify="right")
+    for arm, mean in summary.get("mean_uplift", {}).items():
+        table.add_row(arm, f"{mean * 100:.2f}", f"{summary.get('expected_incremental', {}).get(arm, float('nan')):.1f}")
+    console.print(table)
+    top = sorted(response["scores"], key=lambda s: s["rank"])[:5]
+    t = Table(title="top 5 voters of the segment")
+    for col in ("rank", "voter_id", "turnout", "best arm", "uplift (pp)", "top reasons (best arm)"):
+        t.add_column(col)
+    for s in top:
+        reasons = s.get("reasons", {}).get(s["best_arm"], {}).get("top", [])
+        text = "; ".join(f"{r['feature']}={r['value']} ({r['contribution'] * 100:+.2f})" for r in reasons)
+        t.add_row(str(s["rank"]), s["voter_id"], f"{s['turnout']:.2f}", s["best_arm"],
+                  f"{s['best_uplift'] * 100:.2f}", text)
+    console.print(t)
+
+
+def run_demo(config_path: Path, console: Console, train: Callable[[Path], object], out_dir: Path) -> dict[str, Path]:
+    """Run the demo; ``train`` is the CLI's training step (with its progress bar and tables)."""
+    from serving.batch import score_file
+    from serving.flavor import load_scoring_model
+    from serving.launcher import ServiceProcess
+    from training.promotion import promote
+    from training.report import ListReport, ModelReport, score_provenance
+    from training.tracking import configure
+
+    config = load_config(config_path)
+    outcome = train(config_path)
+    client = configure()
+    console.rule("promote")
+    p = promote(config.model_name, version=outcome.version, client=client)
+    console.print(f"promoted {p.name} version {p.version} to @{p.alias}"
+                  + (f" (was version {p.previous})" if p.previous else ""))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    segment = sample_segment(config)
+    segment_path = out_dir / "sample_segment.parquet"
+    segment.to_parquet(segment_path, index=False)
+    uri = f"models:/{config.model_name}@champion"
+
+    console.rule("serve and score over HTTP")
+    key = secrets.token_urlsafe(16)
+    with ServiceProcess(model_uri=uri, api_keys=[key]) as svc:
+        console.print(f"service up on {svc.base_url} (bentoml serve, loopback only)")
+        response = score_over_http(svc.base_url, key, segment)
+    print_response(console, response)
+    http_scores = out_dir / "sample_segment_http_response.json"
+    http_scores.write_text(httpx.Response(200, json=response).text)
+
+    console.rule("reports")
+    model, ref = load_scoring_model(uri)
+    scores_path = out_dir / "sample_segment_scores.parquet"
+    stats = score_file(model, segment_path, scores_path)
+    score_provenance(ref, model, segment_path, stats.rows, None).write(scores_path)
+    model_report = ModelReport().write(outcome.run_id, out_dir / "model_report.html", client=client)
+    list_report = ListReport().write(scores_path, out_dir / "list_report.html", uri, segment_path)
+    paths = {"model report": model_report.resolve(), "list report": list_report.resolve(),
+             "scored list": scores_path.resolve(), "HTTP response": http_scores.resolve()}
+    from training.tracking import tracking_uri
+
+    console.rule("where to look")
+    console.print(f"run id         {outcome.run_id}")
+    console.print(f"MLflow UI      .venv/bin/mlflow ui --backend-store-uri {tracking_uri()}")
+    for label, path in paths.items():
+        console.print(f"{label:<14} {path}")
+    return paths
