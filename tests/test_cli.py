@@ -69,7 +69,7 @@ def test_score_writes_one_row_per_voter(runner, trained, campaign, tmp_path, cha
     assert list(scores.columns) == ["voter_id", "turnout", "uplift_mail", "uplift_phone", "uplift_text",
                                     "uplift_canvass", "best_arm", "best_uplift"]
     assert scores.voter_id.tolist() == voters.voter_id.tolist()
-    uplift = scores.filter(like="uplift_").drop(columns="best_uplift")
+    uplift = scores[[c for c in scores.columns if c.startswith("uplift_")]]
     assert ((scores.best_arm == "control") == (uplift.max(axis=1) <= 0)).all()
     assert (scores.best_uplift >= 0).all() and scores.turnout.between(0, 1).all()
     assert not {"phone", "first_name", "email"} & set(scores.columns)
