@@ -128,6 +128,9 @@ class ModelCard(BaseModel):
     fingerprint: dict[str, Any]
     gates: dict[str, bool]
     reload: ReloadStatus
+    consent: dict[str, Any] | None = Field(
+        default=None, description="The consent table in force: file name, fingerprint, event counts, "
+                                  "as_of, the landline cap, and the last re-read error if any.")
 
 
 class FieldError(BaseModel):

@@ -23,7 +23,7 @@ from serving.api import VOTER_SCHEMA, ModelRefOut, Voters
 from serving.bundle import ScoringModel
 from serving.flavor import ModelRef
 from serving.limits import MAX_VOTERS
-from serving.planning import ProgramCosts, expected_gains, plan_from_gains
+from serving.planning import PositiveNumber, ProgramCosts, expected_gains, plan_from_gains
 
 
 class PlanRequest(BaseModel):
@@ -34,7 +34,7 @@ class PlanRequest(BaseModel):
         "costs": {"arms": {"Neighbors": {"cost": 1}}, "channels": {"mail": {"capacity": 4000}}}}})
 
     voters: Voters = Field(description=f"Voters to plan for (at most {MAX_VOTERS:,} per request), as in /score.")
-    budget: float = Field(gt=0, allow_inf_nan=False, description="Total cost allowed, in the units of the costs.")
+    budget: PositiveNumber = Field(description="Total cost allowed, in the units of the costs.")
     costs: ProgramCosts | None = Field(
         default=None, description="Cost per attempt by arm, capacity and contact rate by channel "
                                   "(default: the costs of the model's run config, no capacity limits).")

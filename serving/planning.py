@@ -48,7 +48,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -56,7 +56,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 from scipy.optimize import linprog
 
 from features.config import Channel, ConfigError, _describe
@@ -72,18 +72,25 @@ class PlanError(ValueError):
 
 
 # -- program costs ------------------------------------------------------------------------
+# "> 0" as OpenAPI 3.0 (BentoML's spec) spells it: minimum plus a boolean exclusiveMinimum
+PositiveNumber = Annotated[float, Field(gt=0, allow_inf_nan=False),
+                           WithJsonSchema({"type": "number", "minimum": 0, "exclusiveMinimum": True})]
+Share = Annotated[float, Field(gt=0, le=1),
+                  WithJsonSchema({"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 1})]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ArmCost(_Strict):
-    cost: float = Field(gt=0, description="cost of one attempt with this arm, in budget units")
+    cost: PositiveNumber = Field(description="cost of one attempt with this arm, in budget units")
 
 
 class ChannelLimits(_Strict):
     capacity: int | None = Field(default=None, ge=0, description="attempts available on this channel")
-    contact_rate: float | None = Field(
-        default=None, gt=0, le=1,
+    contact_rate: Share | None = Field(
+        default=None,
         description="expected share of attempts that reach the voter in this program (default: as in the "
                     "experiment); needs the model's contact-rate model for the channel",
     )

@@ -4,7 +4,8 @@ Run it with ``persuade serve`` (or ``bentoml serve serving.service:Persuade --ho
 Environment: ``PERSUADE_MODEL_URI`` (default ``models:/persuade-ggl2008@champion``),
 ``PERSUADE_API_KEYS[_FILE]``, ``PERSUADE_ADMIN_KEYS[_FILE]``, ``PERSUADE_RELOAD_SECONDS``
 (alias polling, default 30), ``PERSUADE_WORKERS`` (default 1), ``PERSUADE_MAX_BODY_BYTES``,
-``MLFLOW_TRACKING_URI``.
+``PERSUADE_CONSENT_TABLE`` (+ ``PERSUADE_HASH_KEY``, ``PERSUADE_CONSENT_AS_OF``,
+``PERSUADE_PRERECORDED_CAP``; see serving/eligibility.py), ``MLFLOW_TRACKING_URI``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle LightGBM threads mus
 import anyio.to_thread
 import bentoml
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.responses import Response
 
 from serving.api import (
+    ErrorResponse,
     ModelCard,
     ReloadStatus,
     ScoreRequest,
@@ -33,9 +35,14 @@ from serving.api import (
 from serving.audit import AuditMiddleware, current_record
 from serving.auth import BearerKeyMiddleware, is_open_path
 from serving.batching import Overloaded, ScoreBatcher, ScoreJob
+from serving.eligibility import ConsentEligibility
 from serving.limits import MAX_BODY_BYTES, MAX_VOTERS, BodyLimitMiddleware
 from serving.log_privacy import install as keep_requests_out_of_logs
 from serving.model_holder import DEFAULT_MODEL_URI, ModelHolder, model_card
+from serving.model_report import REPORT_CSP, ReportNotFound, fetch_model_report
+from serving.plan_api import PlanRequest, PlanResponse, plan_payload
+from serving.planning import PlanError, ProgramCosts
+from serving.scoring import SegmentScorer
 from serving.voters import VoterError
 
 SMALL_REQUEST = 32  # voters; smaller requests are scored in adaptive batches
@@ -54,8 +61,11 @@ class Persuade:
     """Persuadability scores and their reasons for dialers, texting and canvassing apps."""
 
     def __init__(self) -> None:
-        self.holder = ModelHolder(os.environ.get("PERSUADE_MODEL_URI", DEFAULT_MODEL_URI),
-                                  float(os.environ.get("PERSUADE_RELOAD_SECONDS", "30")))
+        self.consent = ConsentEligibility.from_env()  # a consent table that cannot be read stops start-up
+        self.holder = ModelHolder(
+            os.environ.get("PERSUADE_MODEL_URI", DEFAULT_MODEL_URI),
+            float(os.environ.get("PERSUADE_RELOAD_SECONDS", "30")),
+            scorer_factory=lambda model, ref: SegmentScorer(model, ref, self.consent, self.consent.passthrough))
         self.holder.start()
         self.batcher = ScoreBatcher(os.environ.get("PERSUADE_BATCHING", "queue"))
 
@@ -66,9 +76,11 @@ class Persuade:
     async def score(self, voters: Voters, explain: bool = False, top_k: int = 5) -> Response:
         """Score a segment: turnout, uplift per arm, best arm, rank and (explain) SHAP reasons.
 
-        Needs `Authorization: Bearer <key>` (else 401). Errors: 400 malformed JSON or request
-        shape; 413 more than 10,000 voters or an oversized body; 422 a voter field of the wrong
-        type, `{"error", "detail": [{"voter", "field", "message"}]}`; 503 no model loaded yet.
+        Consent rules apply first: an arm a voter may not get is never their best arm, and
+        `eligible`/`ineligible_reasons` say why per arm. Needs `Authorization: Bearer <key>`
+        (else 401). Errors: 400 malformed JSON or request shape; 413 more than 10,000 voters
+        or an oversized body; 422 a voter field of the wrong type,
+        `{"error", "detail": [{"voter", "field", "message"}]}`; 503 no model loaded yet.
         """
         served, audit = self.holder.current, current_record()
         if served is None:
@@ -92,6 +104,53 @@ class Persuade:
             audit.voters = len(voters)
         return Response(body, media_type="application/json")
 
+    @bentoml.api(route="/plan", input_spec=PlanRequest, output_spec=PlanResponse)
+    async def plan(self, voters: Voters, budget: float, costs: ProgramCosts | None = None) -> Response:
+        """Whom to contact with which arm within `budget`: ordered lists per channel.
+
+        Consent rules apply as for /score. The answer has each channel's contacts in
+        priority order with their expected gain, the total expected incremental outcomes
+        with a 95% interval, suppression counts and the solver's optimality bound.
+        Errors as for /score; 422 also for costs that do not fit the model (names the field).
+        """
+        served, audit = self.holder.current, current_record()
+        if served is None:
+            return error_response(503, "no model is loaded yet: see GET /model and retry")
+        if audit is not None:
+            audit.model, audit.model_version = served.ref.name, served.ref.version
+        if len(voters) > MAX_VOTERS:
+            return error_response(413, f"{len(voters):,} voters in one request; the limit is {MAX_VOTERS:,}")
+
+        def answer() -> bytes:
+            scorer = served.scorer
+            batch = scorer.read(voters)
+            allowed = scorer.eligibility(batch, served.model.arms) if scorer.eligibility is not None else None
+            return encode(plan_payload(served.model, served.ref, batch, budget, costs, allowed))
+
+        try:
+            body = await anyio.to_thread.run_sync(answer)
+        except VoterError as exc:
+            return error_response(422, str(exc), [p.as_dict() for p in exc.problems])
+        except PlanError as exc:
+            return error_response(422, str(exc), [{"field": str(exc).split(":", 1)[0], "message": str(exc)}])
+        if audit is not None:
+            audit.voters = len(voters)
+        return Response(body, media_type="application/json")
+
+    @http.get("/report", response_class=HTMLResponse, responses={404: {"model": ErrorResponse}})
+    async def report(self):
+        """The model report of the served model's run (HTML, self-contained), for reviewers."""
+        served, audit = self.holder.current, current_record()
+        if served is None:
+            return JSONResponse(self.holder.status(), status_code=503)
+        if audit is not None:
+            audit.model, audit.model_version = served.ref.name, served.ref.version
+        try:
+            html = await anyio.to_thread.run_sync(fetch_model_report, served.ref.run_id)
+        except ReportNotFound as exc:
+            return error_response(404, str(exc))
+        return HTMLResponse(html, headers={"Content-Security-Policy": REPORT_CSP, "Cache-Control": "no-store"})
+
     @bentoml.api(route="/admin/reload", output_spec=ReloadStatus)
     async def reload(self) -> Response:
         """Check the model alias now and swap in a new version (admin key)."""
@@ -105,7 +164,7 @@ class Persuade:
             return JSONResponse(self.holder.status(), status_code=503)
         if audit is not None:
             audit.model, audit.model_version = served.ref.name, served.ref.version
-        return model_card(served, self.holder.status())
+        return {**model_card(served, self.holder.status()), "consent": self.consent.describe()}
 
     @bentoml.on_shutdown
     def stop(self) -> None:

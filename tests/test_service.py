@@ -24,6 +24,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
+from features.consent import Eligibility as ConsentRules
+from features.phones import PhoneHasher
+from features.synthetic import SYNTHETIC_AS_OF
 from serving.api import ModelCard, ScoreResponse
 from serving.flavor import load_scoring_model
 from serving.launcher import ServiceProcess, free_port
@@ -34,15 +37,31 @@ ADMIN_KEY = "sk-admin-" + secrets.token_hex(12)
 AUTH = {"Authorization": f"Bearer {KEY}"}
 PII_COLUMNS = ["first_name", "last_name", "phone", "email", "address"]
 MAX_BODY = 2_000_000  # bytes; lowered so that the body limit can be tested cheaply
+HASH_KEY = "test-hash-key-" + secrets.token_hex(8)
 
 
 @pytest.fixture(scope="module")
-def service(champion_uri):
+def consent_table(campaign_dir, tmp_path_factory) -> Path:
+    """A copy of the campaign's consent table that the service reads (tests may change it)."""
+    path = tmp_path_factory.mktemp("consent") / "consent.parquet"
+    shutil.copy(campaign_dir / "consent.parquet", path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def service(champion_uri, consent_table):
     svc = ServiceProcess(model_uri=champion_uri, api_keys=[KEY], admin_keys=[ADMIN_KEY],
-                         env={"PERSUADE_RELOAD_SECONDS": "0", "PERSUADE_MAX_BODY_BYTES": str(MAX_BODY)})
+                         env={"PERSUADE_RELOAD_SECONDS": "0", "PERSUADE_MAX_BODY_BYTES": str(MAX_BODY),
+                              "PERSUADE_CONSENT_TABLE": str(consent_table), "PERSUADE_HASH_KEY": HASH_KEY,
+                              "PERSUADE_CONSENT_AS_OF": SYNTHETIC_AS_OF})
     with svc:
         yield svc
     svc.cleanup()
+
+
+def consent_rules(path: Path) -> ConsentRules:
+    """The service's consent decision, made in this process with ``features.consent``."""
+    return ConsentRules.from_path(path, as_of=SYNTHETIC_AS_OF, hasher=PhoneHasher(HASH_KEY))
 
 
 @pytest.fixture(scope="module")
@@ -122,17 +141,19 @@ def test_audit_log_has_key_id_never_the_key(service, client, segment):
 
 
 # -- scores ----------------------------------------------------------------------------
-def test_scores_are_the_models_scores(client, model, segment):
+def test_scores_are_the_models_scores(client, model, segment, consent_table):
     r = score(client, records(segment))
     assert r.status_code == 200
     body = ScoreResponse.model_validate(r.json())
-    expected = model.score(segment, allow_missing=True)
+    expected = consent_rules(consent_table).apply(model.score(segment, allow_missing=True), segment, model.arms)
+    raw = model.score(segment, allow_missing=True)
     assert [s.voter_id for s in body.scores] == segment["voter_id"].tolist()
     got_turnout = np.array([s.turnout for s in body.scores])
     np.testing.assert_allclose(got_turnout, expected["turnout"], rtol=0, atol=1e-9)
     for arm in model.arms:
         got = np.array([s.uplift[arm.label] for s in body.scores])
-        np.testing.assert_allclose(got, expected[f"uplift_{arm.slug}"], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(got, raw[f"uplift_{arm.slug}"], rtol=0, atol=1e-9)
+        assert [s.eligible[arm.label] for s in body.scores] == expected[f"eligible_{arm.slug}"].tolist()
     assert [s.best_arm for s in body.scores] == expected["best_arm"].tolist()
     best = np.array([s.best_uplift for s in body.scores])
     ranks = np.array([s.rank for s in body.scores])
@@ -285,6 +306,157 @@ def test_concurrent_single_voter_requests(client, model, segment):
             assert all(len(r["top"]) == 1 + i % 4 for r in s["reasons"].values())
         else:
             assert "reasons" not in s
+
+
+# -- consent and eligibility -----------------------------------------------------------
+def test_an_ineligible_arm_is_never_the_best_arm(client, model, segment, consent_table):
+    """Voters whose top-uplift arm is Text but who may not be texted get another arm, with the reason."""
+    voters = segment
+    body = score(client, records(voters)).json()["scores"]
+    raw = model.score(voters, allow_missing=True)
+    decided = consent_rules(consent_table).for_voters(voters, model.arms)
+    text_top = raw[[f"uplift_{a.slug}" for a in model.arms]].to_numpy().argmax(axis=1) == \
+        [a.label for a in model.arms].index("Text")
+    blocked = text_top & ~decided["eligible_text"].to_numpy()
+    assert blocked.sum() >= 5, "the segment must hold voters whose best arm would be a text they may not get"
+    for i in np.flatnonzero(blocked):
+        s = body[i]
+        assert s["best_arm"] != "Text" and s["eligible"]["Text"] is False
+        assert s["ineligible_reasons"]["Text"] == decided["suppression_text"].iloc[i]
+        assert s["ineligible_reasons"]["Text"] in {"no_consent", "revoked", "landline_cannot_text",
+                                                   "do_not_contact"}
+    for s in body:
+        assert s["best_arm"] == "control" or s["eligible"][s["best_arm"]]
+
+
+def test_consent_changes_take_effect_without_a_restart(client, segment, consent_table):
+    """A do-not-contact row (by voter id) and a STOP reply (by phone) apply to the next requests."""
+    original = pd.read_parquet(consent_table)
+    before = score(client, records(segment.head(40))).json()["scores"]
+    texted = [i for i, s in enumerate(before) if s["eligible"]["Text"]]
+    mailed = [i for i, s in enumerate(before) if s["eligible"]["Mail"]]
+    assert texted and mailed
+    stop_voter, dnc_voter = segment.iloc[texted[0]], segment.iloc[next(i for i in mailed if i != texted[0])]
+    when = pd.Timestamp(SYNTHETIC_AS_OF) - pd.Timedelta(hours=1)
+    added = pd.DataFrame([
+        {"voter_id": None, "phone": stop_voter["phone"], "event": "revocation", "keyword": "STOP", "timestamp": when},
+        {"voter_id": dnc_voter["voter_id"], "phone": None, "event": "do_not_contact", "source": "internal",
+         "timestamp": when},
+    ])
+    try:
+        pd.concat([original, added], ignore_index=True).to_parquet(consent_table, index=False)
+
+        def changed():
+            got = score(client, records(pd.DataFrame([stop_voter, dnc_voter]))).json()["scores"]
+            return got if got[0]["eligible"]["Text"] is False and got[1]["eligible"]["Mail"] is False else None
+
+        got = eventually(changed, timeout=20)
+        assert got, "the consent change was not applied"
+        assert got[0]["ineligible_reasons"]["Text"] == "revoked" and got[0]["best_arm"] != "Text"
+        assert all(r == "do_not_contact" for r in got[1]["ineligible_reasons"].values())
+        assert set(got[1]["ineligible_reasons"]) == set(got[1]["uplift"]) and got[1]["best_arm"] == "control"
+        assert client.get("/model").json()["consent"]["events"]["do_not_contact"] == \
+            int((original.event == "do_not_contact").sum()) + 1
+    finally:
+        original.to_parquet(consent_table, index=False)
+    assert eventually(lambda: client.get("/model").json()["consent"]["events"]["do_not_contact"]
+                      == int((original.event == "do_not_contact").sum()), timeout=20)
+
+
+def test_an_unreadable_consent_change_keeps_the_last_good_table(client, segment, consent_table):
+    good = consent_table.read_bytes()
+    expected = score(client, records(segment.head(20))).json()["scores"]
+    try:
+        consent_table.write_bytes(b"not a parquet file")
+        assert eventually(lambda: client.get("/model").json()["consent"]["error"], timeout=20)
+        assert score(client, records(segment.head(20))).json()["scores"] == expected
+    finally:
+        consent_table.write_bytes(good)
+    assert eventually(lambda: client.get("/model").json()["consent"]["error"] is None, timeout=20)
+
+
+# -- POST /plan ------------------------------------------------------------------------
+def plan(client, voters, budget, costs=None) -> httpx.Response:
+    return client.post("/plan", json={"voters": voters, "budget": budget,
+                                      **({"costs": costs} if costs is not None else {})})
+
+
+def test_plan_is_the_in_process_plan_and_respects_consent(client, model, segment, consent_table, trained):
+    from serving.eligibility import ConsentEligibility
+    from serving.flavor import ModelRef
+    from serving.plan_api import PlanResponse, plan_payload
+    from serving.planning import ProgramCosts
+    from serving.voters import VoterReader
+
+    voters = records(segment)
+    costs = {"channels": {"phone": {"capacity": 20}}}
+    r = plan(client, voters, 60, costs)
+    assert r.status_code == 200, r.text
+    body = PlanResponse.model_validate(r.json())
+    batch = VoterReader(model, ("phone",)).read(voters)
+    rule = ConsentEligibility(consent_table, SYNTHETIC_AS_OF, hasher=PhoneHasher(HASH_KEY))
+    ref = ModelRef(uri="", name=trained.model_name, version=trained.version, run_id=trained.run_id)
+    expected = plan_payload(model, ref, batch, 60, ProgramCosts.model_validate(costs), rule(batch, model.arms))
+    assert body.total_expected_gain == pytest.approx(expected["total_expected_gain"], abs=1e-9)
+    assert body.spent <= 60 + 1e-9 and body.solver.value <= body.solver.lp_bound + 1e-9
+    assert body.channels.get("phone") is None or body.channels["phone"].attempts <= 20
+    got = [(c.voter_id, c.arm) for ch in body.channels.values() for c in ch.contacts]
+    want = [(c["voter_id"], c["arm"]) for ch in expected["channels"].values() for c in ch["contacts"]]
+    assert sorted(got) == sorted(want) and got
+    decided = consent_rules(consent_table).for_voters(segment, model.arms).set_index("voter_id")
+    slug = {a.label: a.slug for a in model.arms}
+    assert all(decided.loc[v, f"eligible_{slug[a]}"] for v, a in got), "a suppressed arm was planned"
+    assert body.suppression.contacted == len(got)
+    assert sum(body.suppression.model_dump(exclude={"not_allowed"}).values()) == len(segment)
+    for channel in body.channels.values():
+        assert [c.priority for c in channel.contacts] == sorted(c.priority for c in channel.contacts)
+        assert all(c.expected_gain > 0 for c in channel.contacts)
+
+
+@pytest.mark.parametrize(("payload", "status", "needle"), [
+    ({"budget": 10, "costs": {"arms": {"Billboard": {"cost": 1}}}}, 422, "costs.arms"),
+    ({"budget": -5}, 400, "budget"),
+    ({"budget": 10, "costs": {"channels": {"phone": {"capacity": "many"}}}}, 400, "capacity"),
+    ({"budget": 10, "voters": [{"voter_id": "a", "age": "old"}]}, 422, "age"),
+])
+def test_plan_errors_name_the_field(client, segment, payload, status, needle):
+    request = {"voters": records(segment.head(5)), **payload}
+    r = client.post("/plan", json=request)
+    assert r.status_code == status, r.text
+    assert needle in r.text
+
+
+def test_plan_needs_a_key(service):
+    r = httpx.post(f"{service.base_url}/plan", json={"voters": [], "budget": 1})
+    assert r.status_code == 401
+
+
+# -- GET /report -----------------------------------------------------------------------
+def test_report_serves_the_served_runs_model_report(service, client, trained, tmp_path, monkeypatch):
+    import mlflow
+
+    from serving.model_report import MODEL_REPORT_ARTIFACT, ReportNotFound, fetch_model_report
+
+    assert httpx.get(f"{service.base_url}/report").status_code == 401
+    try:
+        logged = fetch_model_report(trained.run_id)
+    except ReportNotFound:
+        r = client.get("/report")
+        assert r.status_code == 404 and f"persuade report --run {trained.run_id}" in r.json()["error"]
+        from training.report import ModelReport
+
+        monkeypatch.setenv("PERSUADE_HASH_KEY", HASH_KEY)  # the report counts suppressions of the run's table
+        ModelReport(shap_rows=300).write(trained.run_id, tmp_path / "model.html")
+        logged = fetch_model_report(trained.run_id)
+    r = client.get("/report")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+    assert r.content == logged and trained.run_id.encode() in r.content
+    with mlflow.start_run() as bare:
+        pass
+    with pytest.raises(ReportNotFound, match=MODEL_REPORT_ARTIFACT):
+        fetch_model_report(bare.info.run_id)
 
 
 # -- model card and docs ---------------------------------------------------------------

@@ -5,21 +5,28 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from features.consent import ConsentError
+from features.phones import HASH_KEY_ENV, MissingHashKeyError, PhoneHasher
 from serving.arms import ArmEnsembles, shared_trees
 from serving.audit import AuditRecord
 from serving.auth import KeyRing
+from serving.bundle import ArmInfo
+from serving.eligibility import ConsentEligibility
 from serving.flavor import load_scoring_model
 from serving.log_privacy import PrivacyFilter
 from serving.model_holder import SmokeCheckError, smoke_check
 from serving.reasons import top_reasons
 from serving.scoring import SegmentScorer
-from serving.voters import VoterError, VoterReader
+from serving.voters import VoterBatch, VoterError, VoterReader
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +212,84 @@ def test_frame_of_a_batch_is_the_pipeline_input(loaded):
     frame = batch.frame()
     assert isinstance(frame, pd.DataFrame) and list(frame.columns) == model.input_features
     assert model.transform(frame, allow_missing=True).shape == (1, len(model.pipeline.output_columns))
+
+
+# -- the service's consent rule ----------------------------------------------------------
+ARMS = [ArmInfo("Mail", "mail", "mail"), ArmInfo("Text", "text", "text"),
+        ArmInfo("Robo", "phone", "prerecorded_call")]
+WHEN = "2026-10-01T00:00:00+00:00"
+
+
+def _batch(ids, phones=None) -> VoterBatch:
+    passthrough = {"phone": np.array(phones, dtype=object)} if phones is not None else {}
+    return VoterBatch(np.array(ids, dtype=object), {}, passthrough)
+
+
+def _table(tmp_path, rows) -> Path:
+    path = tmp_path / "consent.csv"
+    pd.DataFrame(rows).reindex(columns=["voter_id", "phone", "event", "line_type", "scope", "source",
+                                        "keyword", "timestamp"]).to_csv(path, index=False)
+    return path
+
+
+def test_without_a_table_only_consent_free_deliveries_are_allowed():
+    decided = ConsentEligibility(None)(_batch(["a", "b"]), ARMS)
+    assert decided.allowed.tolist() == [[True, False, False], [True, False, False]]
+    assert decided.reason.tolist() == [[None, "no_consent", "no_consent"]] * 2
+
+
+def test_consent_rule_joins_by_id_and_by_hashed_phone(tmp_path):
+    path = _table(tmp_path, [
+        {"voter_id": "a", "event": "consent", "scope": "texts", "source": "written", "timestamp": "2026-01-01"},
+        {"phone": "(517) 555-0100", "event": "revocation", "keyword": "stop", "timestamp": "2026-02-01"},
+        {"voter_id": "c", "event": "do_not_contact", "source": "internal"},
+        {"voter_id": "d", "event": "consent", "scope": "texts", "source": "written", "timestamp": "2026-01-01"},
+        {"phone": "+15175550199", "event": "line_type", "line_type": "landline"},
+    ])
+    rule = ConsentEligibility(path, WHEN, hasher=PhoneHasher("unit-test-hash-key-0123"))
+    # "a" twice: once with the revoked number, once with none; each row is decided on its own phone
+    batch = _batch(["a", "a", "c", "d", "e"], ["517.555.0100", None, None, {"not": "a phone"}, "5175550199"])
+    decided = rule(batch, ARMS)
+    assert decided.allowed[:, 1].tolist() == [False, True, False, True, False]
+    assert decided.reason[:, 1].tolist() == ["revoked", None, "do_not_contact", None, "landline_cannot_text"]
+    assert decided.reason[2].tolist() == ["do_not_contact"] * 3
+    assert decided.allowed[4].tolist() == [True, False, True]  # a landline under the prerecorded cap
+    assert rule.describe()["events"]["revocation"] == 1 and rule.describe()["error"] is None
+
+
+def test_consent_rule_refuses_a_bad_table_or_a_missing_key(tmp_path, monkeypatch):
+    with pytest.raises(ConsentError, match="not found"):
+        ConsentEligibility(tmp_path / "missing.parquet")
+    bad = _table(tmp_path, [{"voter_id": "a", "event": "consent", "scope": "texts", "source": "written"}])
+    with pytest.raises(ConsentError, match="timestamp"):
+        ConsentEligibility(bad)
+    monkeypatch.delenv(HASH_KEY_ENV, raising=False)
+    by_phone = _table(tmp_path, [{"phone": "+15175550100", "event": "do_not_contact", "source": "internal"}])
+    with pytest.raises(MissingHashKeyError):
+        ConsentEligibility(by_phone)
+
+
+def test_consent_rule_rereads_a_changed_table_and_keeps_the_last_good_one(tmp_path, monkeypatch):
+    monkeypatch.setattr("serving.eligibility.CHECK_EVERY_SECONDS", 0.0)
+    path = _table(tmp_path, [{"voter_id": "a", "event": "consent", "scope": "texts", "source": "written",
+                              "timestamp": "2026-01-01"}])
+    rule = ConsentEligibility(path, WHEN, hasher=PhoneHasher("unit-test-hash-key-0123"))
+    assert rule(_batch(["a"]), ARMS).allowed[0, 1]
+    _table(tmp_path, [{"voter_id": "a", "event": "consent", "scope": "texts", "source": "written",
+                       "timestamp": "2026-01-01"},
+                      {"voter_id": "a", "event": "revocation", "keyword": "QUIT", "timestamp": "2026-03-01"}])
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert rule(_batch(["a"]), ARMS).reason[0, 1] == "revoked"
+    path.write_text("voter_id,event\na,teleport\n")
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
+    assert rule(_batch(["a"]), ARMS).reason[0, 1] == "revoked"  # the last good table stays in force
+    assert "teleport" in rule.describe()["error"]
+
+
+def test_consent_rule_without_phones_joins_by_id_only(tmp_path):
+    path = _table(tmp_path, [
+        {"phone": "+15175550100", "event": "do_not_contact", "source": "internal"},
+        {"voter_id": "b", "event": "do_not_contact", "source": "internal"},
+    ])
+    decided = ConsentEligibility(path, WHEN, hasher=PhoneHasher("unit-test-hash-key-0123"))(_batch(["a", "b"]), ARMS)
+    assert decided.allowed[:, 0].tolist() == [True, False]

@@ -347,15 +347,21 @@ def report(run_id: str | None, scores_path: Path | None, output_path: Path | Non
               help="Model to serve; an @alias is followed when it moves.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
 @click.option("--port", default=3000, show_default=True, type=click.IntRange(1, 65535))
-def serve(model_uri: str, host: str, port: int) -> None:
-    """Serve scores and SHAP reasons to field tools over HTTP (BentoML) until Ctrl-C.
+@click.option("--consent", "consent_path", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Consent table applied to every /score and /plan (re-read when the file changes); "
+                   "default PERSUADE_CONSENT_TABLE. Without one, deliveries that need consent are suppressed.")
+def serve(model_uri: str, host: str, port: int, consent_path: Path | None) -> None:
+    """Serve scores, plans, SHAP reasons and the model report over HTTP (BentoML) until Ctrl-C.
 
     API keys: PERSUADE_API_KEYS (comma-separated) or PERSUADE_API_KEYS_FILE (sha256 digests);
-    admin keys for POST /admin/reload: PERSUADE_ADMIN_KEYS[_FILE].
+    admin keys for POST /admin/reload: PERSUADE_ADMIN_KEYS[_FILE]. Phone-keyed consent rows
+    need PERSUADE_HASH_KEY.
     """
     from serving.launcher import serve_command, service_env
 
     env = service_env(model_uri)
+    if consent_path is not None:
+        env["PERSUADE_CONSENT_TABLE"] = str(consent_path.resolve())
     if not (env.get("PERSUADE_API_KEYS") or env.get("PERSUADE_API_KEYS_FILE")):
         err.print("[yellow]warning:[/] no PERSUADE_API_KEYS or PERSUADE_API_KEYS_FILE: every scoring request "
                   "will be refused (401)", highlight=False)

@@ -56,13 +56,12 @@ from features.tables import load_experiment
 from serving.batch import input_columns, open_dataset
 from serving.bundle import CONTROL_ARM, ScoringModel
 from serving.flavor import ModelRef, load_scoring_model
+from serving.model_report import MODEL_REPORT_ARTIFACT, REPORT_DIR
 from training import report_html as h
 from training.fairness import FairnessAudit
 from training.fit import prepare
 from training.tracking import PROJECT_ROOT, configure
 
-REPORT_DIR = "report"
-MODEL_REPORT_ARTIFACT = f"{REPORT_DIR}/model_report.html"
 REPORT_TAG = "persuade.report"
 MAX_DISPLAY = 12
 
