@@ -1,11 +1,16 @@
-"""Contact planning: the allocation against an exact MILP, the expected gains, the CLI and /plan."""
+"""Contact planning: the allocation against an exact MILP, the expected gains, the CLI, /plan and its report."""
 
 from __future__ import annotations
 
+import base64
+import html as htmllib
+import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 from click.testing import CliRunner
@@ -18,6 +23,7 @@ from serving.api import encode
 from serving.flavor import load_scoring_model
 from serving.plan_api import PlanRequest, PlanResponse, plan_payload
 from serving.planning import (
+    PLAN_METADATA_KEY,
     Allocator,
     ChannelLimits,
     PlanError,
@@ -330,3 +336,174 @@ def test_plan_payload_matches_the_response_model(model, champion_uri, voters):
     assert response.solver.lp_bound >= response.total_expected_gain
     text = encode(payload).decode()
     assert not any(name in text for name in set(voters.head(800).last_name))
+
+
+# -- the plan report ---------------------------------------------------------------------------
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _fact(html: str, key: str) -> str:
+    """The value of ``key`` in the report's key-value tables (the same wherever it is shown)."""
+    found = re.findall(rf"<tr><th>{re.escape(htmllib.escape(key))}</th><td>(.*?)</td></tr>", html)
+    assert len(set(found)) == 1, (key, found)
+    return htmllib.unescape(found[0])
+
+
+def _amount(text: str) -> float:
+    return float(text.split()[0].replace(",", ""))
+
+
+def _table_after(html: str, heading: str) -> pd.DataFrame:
+    """The first table after ``heading``, as text cells."""
+    part = html[html.index(heading):]
+    part = part[:part.index("</table>")]
+    rows = [[htmllib.unescape(re.sub("<[^>]+>", "", cell)) for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row)]
+            for row in re.findall(r"<tr[^>]*>(.*?)</tr>", part)]
+    head, *body = rows
+    return pd.DataFrame(body, columns=head)
+
+
+def _plan_report(plan_path: Path, out: Path, *extra: str):
+    result = CliRunner().invoke(main, ["report", "--scores", str(plan_path), "--output", str(out),
+                                       "--shap-rows", "60", *extra])
+    result.output_text = " ".join(result.output.split())  # rich wraps long lines
+    return result
+
+
+@pytest.fixture(scope="module")
+def planned(champion_uri, voters, tmp_path_factory) -> Path:
+    """A plan made with ``persuade plan`` under a consent table (50 voters on do-not-contact)."""
+    folder = tmp_path_factory.mktemp("planned")
+    voters.to_parquet(folder / "voters.parquet")
+    pd.DataFrame({"voter_id": voters.voter_id.iloc[:50], "event": "do_not_contact"}).to_parquet(
+        folder / "consent.parquet")
+    (folder / "costs.yaml").write_text("channels:\n  mail: {capacity: 700}\n  phone: {capacity: 120}\n")
+    out = folder / "plan.parquet"
+    result = CliRunner().invoke(main, ["plan", "--model", champion_uri, "--input", str(folder / "voters.parquet"),
+                                       "--budget", "1200", "--costs", str(folder / "costs.yaml"),
+                                       "--consent", str(folder / "consent.parquet"),
+                                       "--as-of", "2026-10-01T00:00:00Z", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_plan_report_shows_the_plans_totals_suppression_and_model(planned, trained, voters, tmp_path):
+    out = tmp_path / "x.html"
+    result = _plan_report(planned, out)
+    assert result.exit_code == 0, result.output
+    assert f"list report: {out.resolve()}" in result.output_text
+    html = out.read_text(encoding="utf-8")
+    summary = read_plan_summary(planned)
+    plan = pd.read_parquet(planned)
+    assert summary["provenance"]["model"]["uri"] == f"models:/{trained.model_name}/{trained.version}"
+    assert Path(summary["provenance"]["input"]).is_absolute()
+    assert summary["provenance"]["consent_applied"]["as_of"].startswith("2026-10-01")
+
+    # the totals are the plan's
+    assert _fact(html, "voters considered") == f"{len(voters):,}" == f"{summary['voters']:,}"
+    assert _fact(html, "voters contacted") == f"{summary['suppression']['contacted']:,}" == f"{len(plan):,}"
+    assert _amount(_fact(html, "budget")) == 1200
+    assert _amount(_fact(html, "spent")) == pytest.approx(summary["spent"], abs=0.005)
+    assert _amount(_fact(html, "expected incremental votes")) == pytest.approx(summary["total_expected_gain"],
+                                                                               abs=0.005)
+    interval = summary["interval"]
+    assert _fact(html, "95% interval") == f"{interval['low']:,.2f} to {interval['high']:,.2f}"
+    assert _amount(_fact(html, "LP bound (no plan gains more)")) == pytest.approx(summary["solver"]["lp_bound"],
+                                                                                  abs=0.005)
+    assert f"{summary['solver']['rel_gap']:.2e} relative" in _fact(html, "gap to the bound")
+    assert "rows add up to its stored summary" in html
+
+    # per arm and per channel
+    arms = _table_after(html, "<h3>Contacts per arm</h3>").set_index("arm")
+    for label in ("Mail", "Phone", "Text", "Canvass"):
+        assert int(arms.loc[label, "contacts"].replace(",", "")) == summary["contacts_per_arm"].get(label, 0)
+    assert int(arms.loc["total", "contacts"].replace(",", "")) == len(plan)
+    assert _amount(arms.loc["total", "cost"]) == pytest.approx(summary["spent"], abs=0.005)
+    assert arms.loc["Text", "contacts"] == "0"  # nobody consented to texts
+    channels = _table_after(html, "<h3>Contacts per channel</h3>").set_index("channel")
+    assert set(channels.index) == set(summary["channels"])
+    for channel, totals in summary["channels"].items():
+        assert int(channels.loc[channel, "attempts"].replace(",", "")) == totals["attempts"]
+        assert _amount(channels.loc[channel, "expected_incremental"]) == pytest.approx(totals["expected_gain"],
+                                                                                      abs=0.005)
+    assert int(channels.loc["mail", "attempts"].replace(",", "")) <= 700
+    assert len(channels) >= 2  # the mail capacity sends the rest of the budget to other channels
+
+    # suppressed, by reason
+    outcomes = _table_after(html, "<h3>Every voter considered, once</h3>").set_index("outcome")
+    for key, count in summary["suppression"].items():
+        assert int(outcomes.loc[key, "voters"].replace(",", "")) == count
+    pairs = _table_after(html, "<h3>(voter, arm) pairs not allowed, by reason</h3>").set_index("reason")
+    assert summary["not_allowed"]["do_not_contact"] == 50 * 4
+    for reason, count in summary["not_allowed"].items():
+        assert int(pairs.loc[reason, "voter_arm_pairs"].replace(",", "")) == count
+    assert "on the internal do-not-contact list" in html  # the legend of the reason codes
+
+    # the model and its run
+    assert f"{trained.model_name} version {trained.version}" in html
+    assert _fact(html, "training run") == trained.run_id
+    assert _fact(html, "consent table").startswith("consent.parquet (fingerprint ")
+
+    # the reasons behind the contacts, and the pictures
+    for label, n in summary["contacts_per_arm"].items():
+        tally = _table_after(html, f"<h3>{label}: {min(n, 60):,} contacted voters explained</h3>")
+        assert set(tally.reason) <= set(trained.result.model.feature_names)
+        assert sum(int(v) for v in tally.voters) == min(n, 60)
+    sources = re.findall(r'<img src="([^"]+)"', html)
+    assert len(sources) >= 2 + len(summary["contacts_per_arm"])
+    for src in sources:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1], validate=True).startswith(PNG_MAGIC)
+    assert 'alt="Expected gain along the priority order"' in html
+
+    # aggregates only
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)
+    assert "SYN-" not in text
+    for column in ("voter_id", "first_name", "last_name", "phone", "email", "address"):
+        leaked = [v for v in voters[column].astype(str).unique() if v in text]
+        assert not leaked, (column, leaked[:3])
+
+
+def _with_provenance(src: Path, dst: Path, **changes) -> Path:
+    """A copy of a plan file whose stored provenance has ``changes`` (None deletes a key)."""
+    table = pq.read_table(src)
+    meta = dict(table.schema.metadata)
+    stored = json.loads(meta[PLAN_METADATA_KEY])
+    provenance = {**stored["provenance"], **changes}
+    stored["provenance"] = {k: v for k, v in provenance.items() if v is not None}
+    meta[PLAN_METADATA_KEY] = json.dumps(stored).encode()
+    pq.write_table(table.replace_schema_metadata(meta), dst)
+    return dst
+
+
+def test_plan_report_finds_its_model_by_name_and_version_or_asks_for_it(planned, trained, tmp_path):
+    model = read_plan_summary(planned)["provenance"]["model"]
+    no_uri = _with_provenance(planned, tmp_path / "no_uri.parquet", model={**model, "uri": None},
+                              consent_applied=None, consent=None)
+    result = _plan_report(no_uri, tmp_path / "a.html")
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "a.html").read_text(encoding="utf-8")
+    assert f"(models:/{trained.model_name}/{trained.version})" in html
+    assert "This plan was made without eligibility (no --consent)" in html  # no consent table recorded
+    assert "Text (0 contacts planned) must not be used from it" in html
+
+    no_model = _with_provenance(planned, tmp_path / "no_model.parquet", model={})
+    result = _plan_report(no_model, tmp_path / "b.html")
+    assert result.exit_code == 2 and not (tmp_path / "b.html").exists()
+    assert "no_model.parquet: the plan's provenance names no model" in result.output_text
+    assert "pass --model" in result.output_text and "Traceback" not in result.output_text
+    result = _plan_report(no_model, tmp_path / "b.html", "--model", f"models:/{trained.model_name}/{trained.version}")
+    assert result.exit_code == 0, result.output
+
+
+def test_report_of_a_parquet_that_is_neither_scores_nor_a_plan_is_a_clear_error(champion_uri, tmp_path):
+    bad = tmp_path / "bad.parquet"
+    pd.DataFrame({"voter_id": ["a"], "arm": ["Mail"]}).to_parquet(bad)
+    result = _plan_report(bad, tmp_path / "x.html", "--model", champion_uri)
+    assert result.exit_code == 2 and not (tmp_path / "x.html").exists()
+    assert "bad.parquet: not a persuade scores file or plan" in result.output_text
+    assert "persuade.plan metadata" in result.output_text and "Traceback" not in result.output_text
+    text = tmp_path / "notes.parquet"
+    text.write_text("voter_id,best_arm\n")
+    result = _plan_report(text, tmp_path / "x.html", "--model", champion_uri)
+    assert result.exit_code == 2 and "notes.parquet: not a parquet file" in result.output_text

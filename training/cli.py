@@ -302,20 +302,21 @@ def _eligibility_transform(model, input_path: Path, consent_path: Path, as_of: s
 @main.command()
 @click.option("--run", "run_id", default=None, help="Model report of this training run (also logged to the run).")
 @click.option("--scores", "scores_path", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="List report of this scored file (from persuade score).")
+              help="List report of this scored file (from persuade score) or contact plan (from persuade plan).")
 @click.option("--output", "output_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
-              help="HTML file to write (default: reports/model_report_<run>.html, or <scores>_report.html).")
+              help="HTML file to write (default: reports/model_report_<run>.html, or <list>_report.html).")
 @click.option("--model", "model_uri", default=None,
-              help="List report: the model that scored the list (default: from the scores' provenance file).")
+              help="List report: the model that scored or planned the list (default: from its provenance).")
 @click.option("--input", "input_path", default=None, type=click.Path(exists=True, path_type=Path),
-              help="List report: the scored voter file, to explain targeting (default: from provenance).")
+              help="List report: the scored or planned voter file, to explain targeting (default: from "
+                   "provenance).")
 @click.option("--shap-rows", default=2000, show_default=True, type=click.IntRange(min=10),
               help="Voters sampled for SHAP (per report, or per arm for a list).")
 @click.option("--data-root", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Model report: folder the run config's relative data paths resolve against (default: project).")
 def report(run_id: str | None, scores_path: Path | None, output_path: Path | None, model_uri: str | None,
            input_path: Path | None, shap_rows: int, data_root: Path | None) -> None:
-    """Explanation report (one self-contained HTML file) of a training run or of a scored list."""
+    """Explanation report (one self-contained HTML file) of a training run, a scored list or a contact plan."""
     if (run_id is None) == (scores_path is None):
         _fail(ValueError("give exactly one of --run RUN_ID or --scores FILE"))
     from mlflow.exceptions import MlflowException
@@ -436,14 +437,15 @@ def plan(model_uri: str, input_path: Path, budget: float, costs_path: Path | Non
         task = bar.add_task("expected gains", total=total)
         try:
             ids, gains = gains_from_file(model, input_path, costs, chunk_size, on_chunk=lambda n: bar.advance(task, n))
-            reasons = None
+            reasons, consent_info = None, None
             if consent_path is not None:
                 from datetime import UTC, datetime
 
                 from features.consent import Eligibility
 
-                table = Eligibility.from_path(consent_path, as_of=as_of or datetime.now(UTC)).for_voter_file(
-                    input_path, model.arms, model.id_column)
+                eligibility = Eligibility.from_path(consent_path, as_of=as_of or datetime.now(UTC))
+                table = eligibility.for_voter_file(input_path, model.arms, model.id_column)
+                consent_info = eligibility.describe()
                 allowed, reasons = eligibility_arrays(table, ids, model)
                 gains = gains.restrict(allowed)
             solve = bar.add_task("allocating", total=1)
@@ -452,9 +454,9 @@ def plan(model_uri: str, input_path: Path, budget: float, costs_path: Path | Non
         except USER_ERRORS as exc:
             bar.stop()
             _fail(exc)
-    write_plan(result, output_path, {"model": ref.as_dict(), "input": str(input_path),
-                                     "costs": str(costs_path) if costs_path else None,
-                                     "consent": str(consent_path) if consent_path else None})
+    from training.report import plan_provenance
+
+    write_plan(result, output_path, plan_provenance(ref, model, input_path, costs_path, consent_path, consent_info))
     _print_plan(result, output_path)
 
 

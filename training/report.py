@@ -9,7 +9,12 @@
   how many voters were scored, suppressed (by reason) and targeted per arm, the top
   reasons behind targeting, the expected incremental outcomes, and which model, data
   and consent table produced it (read from the :class:`ScoreProvenance` file that
-  ``persuade score`` writes beside its output).
+  ``persuade score`` writes beside its output). Given a contact plan
+  (``persuade plan``, recognised by its ``persuade.plan`` metadata) it reports the plan
+  instead: voters considered, suppressed by reason and contacted per arm and channel,
+  budget and spend, the expected incremental outcomes with their interval, the
+  solver's bound and gap, the top reasons behind the contacts, and its provenance
+  (:func:`plan_provenance`).
 
 Reports hold aggregates only: no voter's row, name, phone number, e-mail or address.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +40,8 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
@@ -57,6 +65,7 @@ from serving.batch import input_columns, open_dataset
 from serving.bundle import CONTROL_ARM, ScoringModel
 from serving.flavor import ModelRef, load_scoring_model
 from serving.model_report import MODEL_REPORT_ARTIFACT, REPORT_DIR
+from serving.planning import PLAN_METADATA_KEY, SUPPRESSION_KEYS, read_plan_summary
 from training import report_html as h
 from training.fairness import FairnessAudit
 from training.fit import prepare
@@ -64,6 +73,7 @@ from training.tracking import PROJECT_ROOT, configure
 
 REPORT_TAG = "persuade.report"
 MAX_DISPLAY = 12
+PRIVACY_FOOTER = "Aggregates only: this report contains no voter's row, name, phone number, e-mail or address."
 
 
 def reports_dir() -> Path:
@@ -108,19 +118,53 @@ class ScoreProvenance:
             raise ValueError(f"{path.name}: not a scoring provenance file ({exc})") from None
 
 
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _training_facts(model: ScoringModel) -> dict[str, Any]:
+    """What the model's metadata says about its training run (for provenance)."""
+    meta = model.metadata or {}
+    return {"run_id": meta.get("run_id"), "data_sha256": (meta.get("fingerprint") or {}).get("sha256"),
+            "code_version": meta.get("code_version"), "learner": meta.get("learner")}
+
+
 def score_provenance(ref: ModelRef, model: ScoringModel, input_path: str | Path, rows: int,
                      consent: dict[str, Any] | None = None) -> ScoreProvenance:
     """The provenance of a list scored now by ``model`` (``ref``) from ``input_path``."""
-    meta = model.metadata or {}
-    return ScoreProvenance(
-        model=ref.as_dict(),
-        input=str(Path(input_path).resolve()),
-        rows=int(rows),
-        scored_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        consent=consent,
-        training={"run_id": meta.get("run_id"), "data_sha256": (meta.get("fingerprint") or {}).get("sha256"),
-                  "code_version": meta.get("code_version"), "learner": meta.get("learner")},
-    )
+    return ScoreProvenance(model=ref.as_dict(), input=str(Path(input_path).resolve()), rows=int(rows),
+                           scored_at=_now(), consent=consent, training=_training_facts(model))
+
+
+def plan_provenance(ref: ModelRef, model: ScoringModel, input_path: str | Path, costs_path: str | Path | None = None,
+                    consent_path: str | Path | None = None,
+                    consent: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The provenance of a contact plan made now (stored in the plan file by ``write_plan``).
+
+    Parameters
+    ----------
+    ref : ModelRef
+        The model version that planned (its ``uri`` lets the list report load it again).
+    model : ScoringModel
+    input_path : str or Path
+        The voter file planned for (stored resolved: the list report re-reads it).
+    costs_path, consent_path : str or Path, optional
+        The costs file and consent table given to ``persuade plan``.
+    consent : dict, optional
+        What the consent layer applied (``features.consent.Eligibility.describe``).
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``model``, ``input``, ``costs``, ``consent``, ``consent_applied``,
+        ``planned_at``, ``training`` (no personal data).
+    """
+    def resolved(path: str | Path | None) -> str | None:
+        return str(Path(path).resolve()) if path is not None else None
+
+    return {"model": ref.as_dict(), "input": resolved(input_path), "costs": resolved(costs_path),
+            "consent": resolved(consent_path), "consent_applied": consent, "planned_at": _now(),
+            "training": _training_facts(model)}
 
 
 # -- shared pieces --------------------------------------------------------------------
@@ -184,8 +228,10 @@ def _suppression_pivot(counts: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def _reason_legend(counts: pd.DataFrame) -> str:
-    used = [r for r in Reason if r.value in set(counts.reason)]
+def _reason_legend(codes: Iterable[str]) -> str:
+    """What each consent reason code among ``codes`` means."""
+    codes = set(codes)
+    used = [r for r in Reason if r.value in codes]
     return h.key_values({r.value: REASON_TEXT[r] for r in used}) if used else ""
 
 
@@ -228,7 +274,7 @@ def consent_summary(config: RunConfig, arms: Arms, frame: pd.DataFrame) -> tuple
             f"{spec.landline_prerecorded_cap} per {spec.cap_window_days} days.", "note"))
     rules_shown = rules_table()
     body += [h.heading("Voters per arm: eligible and suppressed by reason"), h.table(_suppression_pivot(counts)),
-             _reason_legend(counts), h.heading("The rules (first matching row wins)"),
+             _reason_legend(counts.reason), h.heading("The rules (first matching row wins)"),
              h.table(rules_shown[rules_shown.delivery.isin({d.value for d in deliveries})])]
     return eligibility, counts, "".join(body)
 
@@ -379,7 +425,7 @@ class ModelReport:
             f"run {run.run_id} · version {versions} · learner {run.tags.get('persuade.learner', '?')} · "
             f"generated {datetime.now(UTC).isoformat(timespec='seconds')}",
             sections,
-            footer="Aggregates only: this report contains no voter's row, name, phone number, e-mail or address.",
+            footer=PRIVACY_FOOTER,
         )
 
     def _card(self, run: RunArtifacts, model: ScoringModel, current: dict) -> h.Section:
@@ -530,8 +576,188 @@ class ModelReport:
 
 
 # -- the list report ------------------------------------------------------------------
+SCORES_COLUMNS = ("voter_id", "best_arm", "best_uplift")
+PLAN_COLUMNS = ("voter_id", "arm", "channel", "expected_gain", "p_reached", "cost")
+PLAN_SUMMARY_KEYS = ("voters", "budget", "spent", "total_expected_gain", "suppression", "solver")
+PLAN_OUTCOMES = {
+    "contacted": "planned to be contacted",
+    "not_eligible": "every arm with a positive expected gain is one they may not get",
+    "no_positive_gain": "no arm is expected to help",
+    "over_budget": "a positive expected gain with an allowed arm, but the budget or a channel's capacity went "
+                   "to better uses",
+}
+
+
+@dataclass
+class ListFile:
+    """A list to report on: scores (``persuade score``) or a contact plan (``persuade plan``).
+
+    Attributes
+    ----------
+    path : Path
+    table : DataFrame
+        The file's rows (scores per voter, or the plan's contacts in priority order).
+    plan : dict or None
+        A plan's stored summary and provenance (:func:`serving.planning.read_plan_summary`);
+        None for scores.
+    """
+
+    path: Path
+    table: pd.DataFrame
+    plan: dict[str, Any] | None = None
+
+    @classmethod
+    def read(cls, path: str | Path) -> ListFile:
+        """Read a scores or plan parquet file; anything else is a ``ValueError`` naming the file.
+
+        Parameters
+        ----------
+        path : str or Path
+            A plan is recognised by its ``persuade.plan`` metadata, scores by their columns.
+
+        Returns
+        -------
+        ListFile
+        """
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"list not found: {path}")
+        try:
+            metadata = pq.read_schema(str(path)).metadata or {}
+        except (pa.ArrowException, OSError) as exc:
+            raise ValueError(f"{path.name}: not a parquet file ({exc})") from None
+        plan = read_plan_summary(path) if PLAN_METADATA_KEY in metadata else None
+        table = pd.read_parquet(path)
+        if plan is None:
+            missing = [c for c in SCORES_COLUMNS if c not in table.columns]
+            if missing:
+                raise ValueError(f"{path.name}: not a persuade scores file or plan (missing the score columns "
+                                 f"{missing}, and no {PLAN_METADATA_KEY.decode()} metadata)")
+            return cls(path, table)
+        missing = [c for c in PLAN_COLUMNS if c not in table.columns]
+        missing += [f"summary.{k}" for k in PLAN_SUMMARY_KEYS if k not in plan]
+        if missing:
+            raise ValueError(f"{path.name}: not a complete persuade plan (missing {missing})")
+        return cls(path, table, plan)
+
+
+def _model_uri(given: str | None, recorded: Mapping[str, Any] | None, missing: str) -> str:
+    """The model to report with: ``given``, else the recorded URI, else ``models:/name/version``."""
+    if given:
+        return given
+    recorded = recorded or {}
+    if recorded.get("uri"):
+        return str(recorded["uri"])
+    if recorded.get("name") and recorded.get("version"):
+        return f"models:/{recorded['name']}/{recorded['version']}"
+    raise ValueError(f"{missing}; pass --model to say which model produced it")
+
+
+def _load_model(uri: str) -> tuple[ScoringModel, ModelRef]:
+    configure()
+    with tempfile.TemporaryDirectory(prefix="persuade-report-") as tmp:
+        return load_scoring_model(uri, Path(tmp) / "model")
+
+
+def _model_facts(model: ScoringModel, ref: ModelRef) -> dict[str, str]:
+    """The model card's short form: version, training run, data fingerprint, learner, code."""
+    meta = model.metadata or {}
+    return {
+        "model": f"{ref.name or '-'} version {ref.version or '-'} ({ref.uri})",
+        "training run": ref.run_id or meta.get("run_id", "-"),
+        "training data fingerprint (sha256)": (meta.get("fingerprint") or {}).get("sha256", "-"),
+        "learner": meta.get("learner", "-"),
+        "code version": meta.get("code_version", "-"),
+    }
+
+
+def _model_mismatch(ref: ModelRef, recorded: Mapping[str, Any] | None) -> list[str]:
+    """A warning when the model given is not the version the provenance records."""
+    if not recorded or not recorded.get("version") or ref.version is None:
+        return []
+    if (recorded.get("name"), str(recorded["version"])) == (ref.name, str(ref.version)):
+        return []
+    return [h.paragraph(
+        f"The provenance records {recorded.get('name') or '-'} version {recorded['version']}, but this report was "
+        f"built with {ref.name or ref.uri} version {ref.version} (--model): the reasons below are that model's.",
+        "warn")]
+
+
+def _consent_text(consent: Mapping[str, Any] | None) -> str:
+    """One line on the consent table applied (``Eligibility.describe``), or ``none applied``."""
+    if not consent:
+        return "none applied"
+    return (f"{consent.get('table')} (fingerprint {str(consent.get('fingerprint'))[:16]}…), as of "
+            f"{consent.get('as_of')}, landline prerecorded cap {consent.get('landline_prerecorded_cap')} per "
+            f"{consent.get('window_days')} days")
+
+
+def _without_consent(model: ScoringModel, made: str, command: str, used: Mapping[str, int] | None = None) -> str:
+    """The call-out of a list made without eligibility (``made``: "This list was scored", ...).
+
+    ``used`` (arm -> contacts) names how many contacts a plan makes with arms that need consent.
+    """
+    needing = [a.label for a in model.arms if needs_consent(a.delivery)]
+    if needing:
+        arms = ", ".join(f"{a} ({used.get(a, 0):,} contacts planned)" if used is not None else a for a in needing)
+        return h.paragraph(f"{made} without eligibility (no --consent): nobody was suppressed, and {arms} must not "
+                           f"be used from it (they need consent).", "bad")
+    return h.paragraph(f"Every arm is delivered by {', '.join(sorted({a.delivery for a in model.arms}))}, which "
+                       f"needs no consent; no do-not-contact list was applied ({command} with --consent to apply "
+                       f"one).", "note")
+
+
+def _per_incremental(cost: float, gain: float) -> float:
+    return cost / gain if gain > 0 else float("nan")
+
+
+def _bar_chart(labels: Iterable[str], values: Iterable[float], xlabel: str, title: str, color: str = "#1d4fa3",
+               size: tuple[float, float] = (6.4, 3.6)) -> bytes:
+    """A horizontal bar chart (first label on top) as PNG bytes."""
+    fig, ax = plt.subplots(figsize=size)
+    ax.barh(list(labels)[::-1], list(values)[::-1], color=color)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return h.png_bytes(fig)
+
+
+def _priority_steps(table: pd.DataFrame, budget: float,
+                    shares: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 1.0)) -> pd.DataFrame:
+    """Contacts, cost and expected gain of the plan's priority order cut at shares of the budget."""
+    cost = table.cost.to_numpy(dtype=float).cumsum()
+    gain = table.expected_gain.to_numpy(dtype=float).cumsum()
+    rows = []
+    for share in shares:
+        k = int(np.searchsorted(cost, share * budget * (1 + 1e-12), side="right"))
+        spend, expected = (float(cost[k - 1]), float(gain[k - 1])) if k else (0.0, 0.0)
+        rows.append({"share_of_budget": share, "contacts": k, "cost": spend, "expected_incremental": expected,
+                     "cost_per_incremental": _per_incremental(spend, expected)})
+    return pd.DataFrame(rows)
+
+
+def _priority_chart(table: pd.DataFrame, plan: Mapping[str, Any], units: str) -> bytes:
+    """Cumulative expected gain against cumulative cost along the plan's priority order."""
+    x = np.r_[0.0, table.cost.to_numpy(dtype=float).cumsum()]
+    y = np.r_[0.0, table.expected_gain.to_numpy(dtype=float).cumsum()]
+    fig, ax = plt.subplots(figsize=(6.8, 4.2))
+    ax.plot(x, y, color="#1d4fa3", lw=2, label="plan, highest gain per cost first")
+    ax.axvline(plan["budget"], color="#777", ls="--", lw=1, label=f"budget {plan['budget']:,.0f}")
+    bound = plan["solver"].get("lp_bound")
+    if bound is not None:
+        ax.axhline(bound, color="#2e7d32", ls=":", lw=1.2, label="LP bound: no plan gains more")
+    interval = plan.get("interval")
+    if interval:
+        ax.errorbar([x[-1]], [y[-1]], yerr=[[max(y[-1] - interval["low"], 0)], [max(interval["high"] - y[-1], 0)]],
+                    fmt="o", color="#c62828", capsize=4, label="total, 95% interval")
+    ax.set_xlabel("cumulative cost (budget units)")
+    ax.set_ylabel(f"cumulative expected incremental {units}")
+    ax.set_title("Expected gain along the priority order")
+    ax.legend(fontsize=8, loc="upper left")  # the curve is concave: nothing above it on the left
+    return h.png_bytes(fig)
+
+
 class ListReport:
-    """The explanation report of one scored list.
+    """The explanation report of one scored list or contact plan.
 
     Parameters
     ----------
@@ -539,6 +765,13 @@ class ListReport:
         Targeted voters per arm sampled to tally the top reasons behind targeting.
     seed : int
         Seed of that sample.
+
+    Attributes
+    ----------
+    summary_ : DataFrame
+        Per arm (after :meth:`build`): voters eligible, suppressed and targeted, expected
+        incremental outcomes and cost for scores; contacts, cost, expected incremental
+        outcomes and expected reached for a plan.
     """
 
     def __init__(self, explain_rows: int = 2000, seed: int = 0):
@@ -547,47 +780,76 @@ class ListReport:
 
     def build(self, scores_path: str | Path, model_uri: str | None = None,
               input_path: str | Path | None = None) -> str:
-        """The report's HTML for the scores at ``scores_path``."""
-        scores_path = Path(scores_path)
-        if not scores_path.exists():
-            raise FileNotFoundError(f"scores not found: {scores_path}")
-        scores = pd.read_parquet(scores_path)
-        missing = [c for c in ("voter_id", "best_arm", "best_uplift") if c not in scores.columns]
-        if missing:
-            raise ValueError(f"{scores_path.name}: not a persuade scores file (missing columns {missing})")
-        provenance = ScoreProvenance.read(scores_path)
-        uri = model_uri or (provenance.model.get("uri") if provenance else None)
-        if not uri:
-            raise ValueError(f"{scores_path.name}: no provenance file ({ScoreProvenance.path_for(scores_path).name}); "
-                             "pass --model to say which model scored it")
-        configure()
-        with tempfile.TemporaryDirectory(prefix="persuade-report-") as tmp:
-            model, ref = load_scoring_model(uri, Path(tmp) / "model")
-        source = input_path or (provenance.input if provenance else None)
-        self.summary_ = self._summary(scores, model)
-        sections = [
-            self._provenance(scores_path, scores, model, ref, provenance),
-            self._targeting(scores, model),
-            self._suppression(scores, model),
-            self._reasons(scores, model, Path(source) if source else None),
-        ]
-        return h.page(
-            f"List report: {scores_path.name}",
-            f"{len(scores):,} voters scored by {ref.name or ref.uri} version {ref.version or '-'} · generated "
-            f"{datetime.now(UTC).isoformat(timespec='seconds')}",
-            sections,
-            footer="Aggregates only: this report contains no voter's row, name, phone number, e-mail or address.",
-        )
+        """The report's HTML for the scores or the plan at ``scores_path``.
+
+        Parameters
+        ----------
+        scores_path : str or Path
+            Scores (``persuade score``) or a contact plan (``persuade plan``).
+        model_uri : str, optional
+            The model that produced the list (default: from its provenance).
+        input_path : str or Path, optional
+            The voter file it was made from, to explain the targeting (default: from its
+            provenance).
+
+        Returns
+        -------
+        str
+            A self-contained HTML document (aggregates only).
+        """
+        listed = ListFile.read(scores_path)
+        if listed.plan is not None:
+            return self._build_plan(listed, model_uri, input_path)
+        return self._build_scores(listed, model_uri, input_path)
 
     def write(self, scores_path: str | Path, output: str | Path | None = None, model_uri: str | None = None,
               input_path: str | Path | None = None) -> Path:
-        """Build the report and write it (default: ``<scores stem>_report.html`` beside the scores)."""
+        """Build the report and write it (default: ``<list stem>_report.html`` beside the list)."""
         text = self.build(scores_path, model_uri, input_path)
         scores_path = Path(scores_path)
         output = Path(output) if output else scores_path.with_name(f"{scores_path.stem}_report.html")
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text, encoding="utf-8")
         return output
+
+    @staticmethod
+    def _page(title: str, subtitle: str, ref: ModelRef, sections: list[h.Section]) -> str:
+        return h.page(title, f"{subtitle} by {ref.name or ref.uri} version {ref.version or '-'} · generated {_now()}",
+                      sections, footer=PRIVACY_FOOTER)
+
+    @staticmethod
+    def _provenance(title: str, head: Mapping[str, str], model: ScoringModel, ref: ModelRef,
+                    recorded: Mapping[str, Any] | None, tail: Mapping[str, str], notes: list[str]) -> h.Section:
+        facts = {**head, **_model_facts(model, ref), **tail}
+        return h.Section("provenance", title, h.key_values(facts) + "".join([*_model_mismatch(ref, recorded), *notes]))
+
+    # -- a scored list ------------------------------------------------------------------
+    def _build_scores(self, listed: ListFile, model_uri: str | None, input_path: str | Path | None) -> str:
+        scores, path = listed.table, listed.path
+        provenance = ScoreProvenance.read(path)
+        recorded = provenance.model if provenance else None
+        missing = (f"{path.name}: no provenance file ({ScoreProvenance.path_for(path).name})" if provenance is None
+                   else f"{path.name}: its provenance names no model")
+        model, ref = _load_model(_model_uri(model_uri, recorded, missing))
+        tail: dict[str, str] = {}
+        notes = []
+        if provenance is not None:
+            tail = {"input file": Path(provenance.input).name, "scored at": provenance.scored_at,
+                    "consent table": _consent_text(provenance.consent)}
+        else:
+            notes.append(h.paragraph("No provenance file was found beside the scores: the model was given on the "
+                                     "command line.", "warn"))
+        source = input_path or (provenance.input if provenance else None)
+        self.summary_ = self._summary(scores, model)
+        sections = [
+            self._provenance("Which data and model produced this list",
+                             {"scores file": path.name, "voters scored": f"{len(scores):,}"},
+                             model, ref, recorded, tail, notes),
+            self._targeting(scores, model),
+            self._suppression(scores, model),
+            self._reasons(scores.voter_id, scores.best_arm, model, source, "targeted"),
+        ]
+        return self._page(f"List report: {path.name}", f"{len(scores):,} voters scored", ref, sections)
 
     def _summary(self, scores: pd.DataFrame, model: ScoringModel) -> pd.DataFrame:
         rows = []
@@ -604,42 +866,13 @@ class ListReport:
                          "mean_uplift_targeted": float(scores.loc[target, "best_uplift"].mean()) if target.any()
                          else float("nan"),
                          "expected_incremental": expected, "cost": cost,
-                         "cost_per_incremental": cost / expected if expected > 0 else float("nan")})
+                         "cost_per_incremental": _per_incremental(cost, expected)})
         control = scores.best_arm == CONTROL_ARM
         rows.append({"arm": "control (contact nobody)", "delivery": "-", "eligible": n, "suppressed": 0,
                      "targeted": int(control.sum()), "share_targeted": control.mean() if n else 0.0,
                      "mean_uplift_targeted": 0.0, "expected_incremental": 0.0, "cost": 0.0,
                      "cost_per_incremental": float("nan")})
         return pd.DataFrame(rows)
-
-    def _provenance(self, scores_path: Path, scores: pd.DataFrame, model: ScoringModel, ref: ModelRef,
-                    provenance: ScoreProvenance | None) -> h.Section:
-        meta = model.metadata or {}
-        facts = {
-            "scores file": scores_path.name,
-            "voters scored": f"{len(scores):,}",
-            "model": f"{ref.name or '-'} version {ref.version or '-'} ({ref.uri})",
-            "training run": ref.run_id or meta.get("run_id", "-"),
-            "training data fingerprint (sha256)": (meta.get("fingerprint") or {}).get("sha256", "-"),
-            "learner": meta.get("learner", "-"),
-            "code version": meta.get("code_version", "-"),
-        }
-        body = []
-        if provenance is not None:
-            facts["input file"] = Path(provenance.input).name
-            facts["scored at"] = provenance.scored_at
-            if provenance.consent:
-                c = provenance.consent
-                facts["consent table"] = (f"{c.get('table')} (fingerprint {str(c.get('fingerprint'))[:16]}…), "
-                                          f"as of {c.get('as_of')}, landline prerecorded cap "
-                                          f"{c.get('landline_prerecorded_cap')} per {c.get('window_days')} days")
-            else:
-                facts["consent table"] = "none applied"
-        else:
-            body.append(h.paragraph("No provenance file was found beside the scores: the model was given on the "
-                                    "command line.", "warn"))
-        return h.Section("provenance", "Which data and model produced this list",
-                         h.key_values(facts) + "".join(body))
 
     @staticmethod
     def _budgets(scores: pd.DataFrame, model: ScoringModel,
@@ -654,7 +887,7 @@ class ListReport:
             k = min(round(share * len(scores)), len(ranked))
             gain, spend = float(uplift[:k].sum()), float(cost[:k].sum())
             rows.append({"share_of_list": share, "voters_contacted": k, "expected_incremental": gain, "cost": spend,
-                         "cost_per_incremental": spend / gain if gain > 0 else float("nan")})
+                         "cost_per_incremental": _per_incremental(spend, gain)})
         return pd.DataFrame(rows)
 
     def _targeting(self, scores: pd.DataFrame, model: ScoringModel) -> h.Section:
@@ -670,51 +903,178 @@ class ListReport:
                         "cost_per_incremental": h.number(2)}),
             h.paragraph(f"Expected incremental {units} if every targeted voter is contacted: {total:,.1f}.", "note"),
             h.heading("At a contact budget: the most persuadable voters first"),
-            h.table(self._budgets(scores, model), {"share_of_list": h.pct(0), "expected_incremental": h.number(1),
-                                                   "cost": h.number(2), "cost_per_incremental": h.number(2)}),
+            h.table(self._budgets(scores, model), {"share_of_list": h.pct(0), "voters_contacted": h.number(0),
+                                                   "expected_incremental": h.number(1), "cost": h.number(2),
+                                                   "cost_per_incremental": h.number(2)}),
+            h.figures([h.image(_bar_chart(s.arm, s.targeted, "voters targeted", "Targeted voters per arm"),
+                               "Targeted voters per arm")]),
         ]
-        fig, ax = plt.subplots(figsize=(6.4, 3.6))
-        ax.barh(s.arm[::-1], s.targeted[::-1], color="#1d4fa3")
-        ax.set_xlabel("voters targeted")
-        ax.set_title("Targeted voters per arm")
-        body.append(h.figures([h.image(h.png_bytes(fig), "Targeted voters per arm")]))
         return h.Section("targeting", "Scored, targeted and expected outcomes", "".join(body))
 
     def _suppression(self, scores: pd.DataFrame, model: ScoringModel) -> h.Section:
-        have = all(f"eligible_{a.slug}" in scores.columns for a in model.arms)
-        if not have:
-            needing = [a.label for a in model.arms if needs_consent(a.delivery)]
-            if needing:
-                text = (f"This list was scored without eligibility (no --consent): nobody was suppressed, and "
-                        f"{', '.join(needing)} must not be used from it (they need consent).")
-            else:
-                text = (f"Every arm is delivered by {', '.join(sorted({a.delivery for a in model.arms}))}, which "
-                        f"needs no consent; no do-not-contact list was applied (score with --consent to apply one).")
-            return h.Section("suppression", "Consent suppression", h.paragraph(text, "bad" if needing else "note"))
+        if not all(f"eligible_{a.slug}" in scores.columns for a in model.arms):
+            return h.Section("suppression", "Consent suppression",
+                             _without_consent(model, "This list was scored", "score"))
         counts = suppression_counts(scores, model.arms)
         return h.Section("suppression", "Consent suppression", h.table(_suppression_pivot(counts))
-                         + _reason_legend(counts))
+                         + _reason_legend(counts.reason))
 
-    def _reasons(self, scores: pd.DataFrame, model: ScoringModel, source: Path | None) -> h.Section:
+    # -- a contact plan -----------------------------------------------------------------
+    def _build_plan(self, listed: ListFile, model_uri: str | None, input_path: str | Path | None) -> str:
+        table, plan, path = listed.table, listed.plan, listed.path
+        provenance = plan.get("provenance") or {}
+        recorded = provenance.get("model")
+        model, ref = _load_model(_model_uri(model_uri, recorded, f"{path.name}: the plan's provenance names no "
+                                                                 f"model (no uri, nor name and version)"))
+        costs, consent, applied = (provenance.get(k) for k in ("costs", "consent", "consent_applied"))
+        tail = {"input file": Path(provenance["input"]).name if provenance.get("input") else "-",
+                "costs file": Path(costs).name if costs else "the model's costs per arm, no channel capacities",
+                "consent table": _consent_text(applied) if applied or not consent else Path(consent).name,
+                "planned at": provenance.get("planned_at", "-")}
+        notes = [] if provenance else [h.paragraph("The plan records no provenance: the model was given on the "
+                                                   "command line.", "warn")]
+        self.summary_ = self._plan_arms(table, model)
+        sections = [
+            self._provenance("Which data and model produced this plan",
+                             {"plan file": path.name, "voters considered": f"{plan['voters']:,}"},
+                             model, ref, recorded, tail, notes),
+            self._plan_outcomes(table, plan, model),
+            self._plan_suppression(plan, model, bool(consent or applied)),
+            self._reasons(table.voter_id, table.arm, model, input_path or provenance.get("input"), "contacted"),
+        ]
+        return self._page(f"Plan report: {path.name}",
+                          f"{plan['voters']:,} voters considered, {len(table):,} contacts planned", ref, sections)
+
+    @staticmethod
+    def _plan_arms(table: pd.DataFrame, model: ScoringModel) -> pd.DataFrame:
+        """Contacts, cost and expected outcomes per arm of the plan, and their total."""
+        def row(label: str, channel: str, delivery: str, part: pd.DataFrame) -> dict[str, Any]:
+            gain, cost = float(part.expected_gain.sum()), float(part.cost.sum())
+            return {"arm": label, "channel": channel, "delivery": delivery, "contacts": len(part),
+                    "share_of_contacts": len(part) / len(table) if len(table) else 0.0, "cost": cost,
+                    "expected_incremental": gain,
+                    "mean_gain_per_contact": gain / len(part) if len(part) else float("nan"),
+                    "expected_reached": float(part.p_reached.sum()),
+                    "cost_per_incremental": _per_incremental(cost, gain)}
+
+        rows = [row(a.label, a.channel, a.delivery, table[table.arm == a.label]) for a in model.arms]
+        return pd.DataFrame([*rows, row("total", "-", "-", table)])
+
+    @staticmethod
+    def _plan_checks(table: pd.DataFrame, plan: Mapping[str, Any], model: ScoringModel) -> str:
+        """Whether the plan's rows add up to its stored summary (a file edited afterwards does not)."""
+        problems = []
+        contacted = plan["suppression"].get("contacted")
+        if contacted is None or len(table) != int(contacted):
+            problems.append(f"{len(table):,} rows but {contacted} contacts recorded")
+        for name, value in (("spent", table.cost.sum()), ("total_expected_gain", table.expected_gain.sum())):
+            if not np.isclose(float(value), float(plan[name]), rtol=1e-9, atol=1e-6):
+                problems.append(f"rows add up to {name} {float(value):,.4f}, recorded {float(plan[name]):,.4f}")
+        unknown = sorted(set(table.arm.astype(str)) - {a.label for a in model.arms})
+        if unknown:
+            problems.append(f"arms {unknown} are not arms of this model")
+        if problems:
+            return h.paragraph("The plan's rows do not match its stored summary: " + "; ".join(problems) + ".", "bad")
+        return h.paragraph("The plan's rows add up to its stored summary (contacts, spend, expected gain).", "note")
+
+    def _plan_outcomes(self, table: pd.DataFrame, plan: Mapping[str, Any], model: ScoringModel) -> h.Section:
+        fmt, units = _units(model)
+        solver = plan["solver"]
+        interval = plan.get("interval")
+        spent, budget = float(plan["spent"]), float(plan["budget"])
+        totals = {
+            "voters considered": f"{plan['voters']:,}",
+            "voters contacted": f"{plan['suppression'].get('contacted', len(table)):,}",
+            "budget": f"{budget:,.2f}",
+            "spent": f"{spent:,.2f} ({spent / budget:.1%} of the budget)" if budget > 0 else f"{spent:,.2f}",
+            f"expected incremental {units}": f"{plan['total_expected_gain']:,.2f}",
+            "95% interval": f"{interval['low']:,.2f} to {interval['high']:,.2f}" if interval
+            else "none (the model carries no hold-out deciles)",
+            "LP bound (no plan gains more)": f"{solver.get('lp_bound', float('nan')):,.2f}",
+            "gap to the bound": f"{solver.get('gap', float('nan')):,.4f} ({solver.get('rel_gap', float('nan')):.2e} "
+                                f"relative)",
+            "solver": f"{solver.get('method', '-')}; {solver.get('lp_solves', '-')} LP solves, "
+                      f"{solver.get('fractional_voters', '-')} fractional voters",
+        }
+        channels = pd.DataFrame.from_dict(plan.get("channels") or {}, orient="index")
+        channels = channels.rename_axis("channel").reset_index().rename(
+            columns={"expected_gain": "expected_incremental"})
+        money = {"cost": h.number(2), "expected_incremental": h.number(2), "expected_reached": h.number(1),
+                 "cost_per_incremental": h.number(2)}
+        body = [
+            h.paragraph(f"The plan contacts each chosen voter once, with one arm, so that the expected incremental "
+                        f"{units} are as large as possible within the budget and channel capacities; contacts are "
+                        f"listed by expected gain per unit cost. Expected gain of a contact: its predicted uplift, "
+                        f"scaled by the program's chance of reaching the voter where the channel has a contact-rate "
+                        f"model. The LP bound certifies the plan: no plan within these limits is expected to gain "
+                        f"more."),
+            h.columns(h.key_values(totals), self._plan_checks(table, plan, model)),
+            h.heading("Contacts per arm"),
+            h.table(self.summary_, {"share_of_contacts": h.pct(1), "mean_gain_per_contact": fmt, **money},
+                    row_class=lambda r: "ref" if r["arm"] == "total" else ""),
+            h.heading("Contacts per channel"),
+            h.table(channels, money) if len(channels) else h.paragraph("Nobody is contacted."),
+            h.heading("If the budget were cut: the plan's priority order"),
+            h.paragraph("Contacts in priority order until the share of the budget is spent (the plan itself, cut "
+                        "short; a plan re-solved for a smaller budget may do slightly better)."),
+            h.table(_priority_steps(table, budget), {"share_of_budget": h.pct(0), "contacts": h.number(0), **money}),
+        ]
+        arms = self.summary_.iloc[:-1]
+        images = [h.image(_bar_chart(arms.arm, arms.contacts, "contacts planned", "Contacts per arm"),
+                          "Contacts per arm")]
+        if len(table):
+            images.insert(0, h.image(_priority_chart(table, plan, units), "Expected gain along the priority order",
+                                     "Each step is one contact; the curve flattens as less efficient contacts "
+                                     "are added."))
+        body.append(h.figures(images))
+        return h.Section("plan", "Budget, contacts and expected outcomes", "".join(body))
+
+    @staticmethod
+    def _plan_suppression(plan: Mapping[str, Any], model: ScoringModel, consent_applied: bool) -> h.Section:
+        counts = plan["suppression"]
+        voters = max(int(plan["voters"]), 1)
+        outcomes = pd.DataFrame([{"outcome": k, "voters": int(counts.get(k, 0)),
+                                  "share_of_considered": int(counts.get(k, 0)) / voters, "meaning": PLAN_OUTCOMES[k]}
+                                 for k in SUPPRESSION_KEYS])
+        body = [h.heading("Every voter considered, once"), h.table(outcomes, {"share_of_considered": h.pct(1)})]
+        not_allowed = pd.DataFrame(sorted((plan.get("not_allowed") or {}).items(), key=lambda kv: -kv[1]),
+                                   columns=["reason", "voter_arm_pairs"])
+        if not consent_applied:
+            body.append(_without_consent(model, "This plan was made", "plan", plan.get("contacts_per_arm") or {}))
+        body.append(h.heading("(voter, arm) pairs not allowed, by reason"))
+        if len(not_allowed):
+            body += [h.paragraph("A voter counts once per arm they may not get; such an arm is never planned for "
+                                 "them."), h.table(not_allowed), _reason_legend(not_allowed.reason)]
+        else:
+            body.append(h.paragraph("None: every arm was allowed for every voter."))
+        return h.Section("suppression", "Voters considered, suppressed and contacted", "".join(body))
+
+    # -- shared -------------------------------------------------------------------------
+    def _reasons(self, voter_ids: pd.Series, arms: pd.Series, model: ScoringModel,
+                 source: str | Path | None, who: str) -> h.Section:
+        """The top SHAP reason of sampled voters per arm (``arms``: each voter's arm), tallied."""
         title = "Top reasons behind targeting"
-        if source is None or not source.exists():
+        if source is None or not Path(source).exists():
+            named = f" ({Path(source).name})" if source is not None else ""
             return h.Section("reasons", title, h.paragraph(
-                "The scored input file is not available: pass --input to explain the targeting.", "warn"))
+                f"The input voter file{named} is not available: pass --input to explain the targeting.", "warn"))
         fmt, _ = _units(model)
-        dataset = open_dataset(source)
+        dataset = open_dataset(Path(source))
         features = dataset.to_table(columns=input_columns(model, dataset)).to_pandas()
         features[model.id_column] = features[model.id_column].astype(str)
         features = features.drop_duplicates(model.id_column).set_index(model.id_column)
+        voter_ids = voter_ids.astype(str).to_numpy()
+        arms = arms.astype(str).to_numpy()
         rng = np.random.default_rng(self.seed)
         body = [h.paragraph(
-            f"For up to {self.explain_rows:,} sampled voters targeted with each arm, the feature with the largest "
+            f"For up to {self.explain_rows:,} sampled voters {who} with each arm, the feature with the largest "
             f"positive SHAP contribution to that arm's uplift (the top reason), tallied.")]
         images = []
         for arm in model.arms:
-            ids = scores.loc[scores.best_arm == arm.label, "voter_id"].astype(str).to_numpy()
+            ids = voter_ids[arms == arm.label]
             ids = ids[pd.Index(ids).isin(features.index)]
             if len(ids) == 0:
-                body += [h.heading(arm.label), h.paragraph("Nobody is targeted with this arm.")]
+                body += [h.heading(arm.label), h.paragraph(f"Nobody is {who} with this arm.")]
                 continue
             ids = rng.choice(ids, min(self.explain_rows, len(ids)), replace=False)
             X = model.transform(features.loc[ids].reset_index())
@@ -725,14 +1085,11 @@ class ListReport:
                      .groupby("reason").agg(voters=("contribution", "size"), mean_contribution=("contribution", "mean"))
                      .sort_values("voters", ascending=False).reset_index())
             tally.insert(2, "share", tally.voters / len(ids))
-            body += [h.heading(f"{arm.label}: {len(ids):,} targeted voters explained"),
+            body += [h.heading(f"{arm.label}: {len(ids):,} {who} voters explained"),
                      h.table(tally, {"share": h.pct(1), "mean_contribution": fmt})]
-            fig, ax = plt.subplots(figsize=(5.6, 3.2))
-            shown = tally.head(8)[::-1]
-            ax.barh(shown.reason, shown.share * 100, color="#2e7d32")
-            ax.set_xlabel("% of targeted voters")
-            ax.set_title(f"Top reason: {arm.label}")
-            images.append(h.image(h.png_bytes(fig), f"Top reasons: {arm.label}"))
+            shown = tally.head(8)
+            images.append(h.image(_bar_chart(shown.reason, shown.share * 100, f"% of {who} voters",
+                                             f"Top reason: {arm.label}", "#2e7d32", (5.6, 3.2)),
+                                  f"Top reasons: {arm.label}"))
         body.append(h.figures(images))
         return h.Section("reasons", title, "".join(body))
-
