@@ -32,13 +32,13 @@ from serving.api import (
     error_response,
     json_response,
 )
-from serving.audit import AuditMiddleware, current_record
+from serving.audit import AuditMiddleware, AuditRecord, current_record
 from serving.auth import BearerKeyMiddleware, is_open_path
 from serving.batching import Overloaded, ScoreBatcher, ScoreJob
 from serving.eligibility import ConsentEligibility
 from serving.limits import MAX_BODY_BYTES, MAX_VOTERS, BodyLimitMiddleware
 from serving.log_privacy import install as keep_requests_out_of_logs
-from serving.model_holder import DEFAULT_MODEL_URI, ModelHolder, model_card
+from serving.model_holder import DEFAULT_MODEL_URI, ModelHolder, ServedModel, model_card
 from serving.model_report import REPORT_CSP, ReportNotFound, fetch_model_report
 from serving.plan_api import PlanRequest, PlanResponse, plan_payload
 from serving.planning import PlanError, ProgramCosts
@@ -72,6 +72,13 @@ class Persuade:
     async def __is_ready__(self) -> bool:
         return self.holder.ready
 
+    def _take_model(self) -> tuple[ServedModel | None, AuditRecord | None]:
+        """The model for this request (taken once, so a reload never mixes two), named in its audit line."""
+        served, audit = self.holder.current, current_record()
+        if served is not None and audit is not None:
+            audit.model, audit.model_version = served.ref.name, served.ref.version
+        return served, audit
+
     @bentoml.api(route="/score", input_spec=ScoreRequest, output_spec=ScoreResponse)
     async def score(self, voters: Voters, explain: bool = False, top_k: int = 5) -> Response:
         """Score a segment: turnout, uplift per arm, best arm, rank and (explain) SHAP reasons.
@@ -82,11 +89,11 @@ class Persuade:
         or an oversized body; 422 a voter field of the wrong type,
         `{"error", "detail": [{"voter", "field", "message"}]}`; 503 no model loaded yet.
         """
-        served, audit = self.holder.current, current_record()
+        served, audit = self._take_model()
         if served is None:
             return error_response(503, "no model is loaded yet: see GET /model and retry")
         if audit is not None:
-            audit.model, audit.model_version, audit.explain = served.ref.name, served.ref.version, explain
+            audit.explain = explain
         if len(voters) > MAX_VOTERS:
             return error_response(413, f"{len(voters):,} voters in one request; the limit is {MAX_VOTERS:,}")
         try:
@@ -113,11 +120,9 @@ class Persuade:
         with a 95% interval, suppression counts and the solver's optimality bound.
         Errors as for /score; 422 also for costs that do not fit the model (names the field).
         """
-        served, audit = self.holder.current, current_record()
+        served, audit = self._take_model()
         if served is None:
             return error_response(503, "no model is loaded yet: see GET /model and retry")
-        if audit is not None:
-            audit.model, audit.model_version = served.ref.name, served.ref.version
         if len(voters) > MAX_VOTERS:
             return error_response(413, f"{len(voters):,} voters in one request; the limit is {MAX_VOTERS:,}")
 
@@ -140,11 +145,9 @@ class Persuade:
     @http.get("/report", response_class=HTMLResponse, responses={404: {"model": ErrorResponse}})
     async def report(self):
         """The model report of the served model's run (HTML, self-contained), for reviewers."""
-        served, audit = self.holder.current, current_record()
+        served, _ = self._take_model()
         if served is None:
             return JSONResponse(self.holder.status(), status_code=503)
-        if audit is not None:
-            audit.model, audit.model_version = served.ref.name, served.ref.version
         try:
             html = await anyio.to_thread.run_sync(fetch_model_report, served.ref.run_id)
         except ReportNotFound as exc:
@@ -159,11 +162,9 @@ class Persuade:
     @http.get("/model", response_model=ModelCard, responses={503: {"model": ReloadStatus}})
     async def model(self):
         """The served model: version, run, arms and channels, features, metrics, reload state."""
-        served, audit = self.holder.current, current_record()
+        served, _ = self._take_model()
         if served is None:
             return JSONResponse(self.holder.status(), status_code=503)
-        if audit is not None:
-            audit.model, audit.model_version = served.ref.name, served.ref.version
         return {**model_card(served, self.holder.status()), "consent": self.consent.describe()}
 
     @bentoml.on_shutdown

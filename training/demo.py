@@ -1,9 +1,10 @@
 """``persuade demo``: the main job end to end on the bundled GGL data.
 
 Train -> log to MLflow under mlruns/ -> register -> promote (gates) -> start the
-service on 127.0.0.1 -> score a sample segment over HTTP -> write the explanation
-reports -> print where to look. Each step runs the same code as the CLI command of
-the same name.
+service on 127.0.0.1 -> score a sample segment over HTTP, plan a postcard program for
+it (``POST /plan``) and fetch the model report the service serves (``GET /report``) ->
+write the list report -> print where to look. Each step runs the same code as the CLI
+command of the same name.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from features.config import RunConfig, load_config
 from features.tables import load_experiment
 
 SAMPLE_SIZE = 500
+PLAN_SHARE = 0.2  # the demo plan's budget: postcards for 20% of the segment
 
 
 def sample_segment(config: RunConfig, n: int = SAMPLE_SIZE, seed: int = 2006) -> pd.DataFrame:
@@ -36,6 +38,31 @@ def score_over_http(base_url: str, key: str, segment: pd.DataFrame, top_k: int =
     resp = httpx.post(f"{base_url}/score", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=120)
     resp.raise_for_status()
     return resp.json()
+
+
+def plan_over_http(base_url: str, key: str, segment: pd.DataFrame, budget: float) -> dict:
+    """POST the segment to /plan with a budget (the run config's costs); return the JSON response."""
+    body = {"voters": segment.to_dict(orient="records"), "budget": budget}
+    resp = httpx.post(f"{base_url}/plan", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+    resp.raise_for_status()
+    return resp.json()
+
+
+def report_over_http(base_url: str, key: str) -> bytes:
+    """GET /report: the model report of the served model's run."""
+    resp = httpx.get(f"{base_url}/report", headers={"Authorization": f"Bearer {key}"}, timeout=120)
+    resp.raise_for_status()
+    return resp.content
+
+
+def print_plan(console: Console, plan: dict) -> None:
+    """What the plan does with the budget, and how sure it is."""
+    interval = plan.get("interval") or {}
+    spread = f" [95% interval {interval['low']:.1f}, {interval['high']:.1f}]" if interval else ""
+    arms = ", ".join(f"{arm} {n}" for arm, n in plan["contacts_per_arm"].items() if n)
+    console.print(f"planned {sum(plan['contacts_per_arm'].values())} contacts for budget {plan['budget']:g} "
+                  f"(spent {plan['spent']:g}: {arms or 'none'}); expected extra votes "
+                  f"{plan['total_expected_gain']:.1f}{spread}; LP bound {plan['solver']['lp_bound']:.1f}")
 
 
 def print_response(console: Console, response: dict) -> None:
@@ -86,24 +113,36 @@ def run_demo(config_path: Path, console: Console, train: Callable[[Path], object
     segment.to_parquet(segment_path, index=False)
     uri = f"models:/{config.model_name}@champion"
 
-    console.rule("serve and score over HTTP")
+    console.rule("model report")
+    model_report = ModelReport().write(outcome.run_id, out_dir / "model_report.html", client=client)
+    console.print(f"logged to run {outcome.run_id}; the service serves it at GET /report")
+
+    console.rule("serve, score, plan and fetch the report over HTTP")
     key = secrets.token_urlsafe(16)
     with ServiceProcess(model_uri=uri, api_keys=[key]) as svc:
         console.print(f"service up on {svc.base_url} (bentoml serve, loopback only)")
         response = score_over_http(svc.base_url, key, segment)
+        plan = plan_over_http(svc.base_url, key, segment, budget=PLAN_SHARE * len(segment))
+        served_report = report_over_http(svc.base_url, key)
     print_response(console, response)
+    print_plan(console, plan)
+    if served_report != model_report.read_bytes():
+        raise RuntimeError("GET /report did not serve the model report just logged to the run")
+    console.print(f"GET /report served the model report of run {outcome.run_id} ({len(served_report):,} bytes)")
     http_scores = out_dir / "sample_segment_http_response.json"
     http_scores.write_text(httpx.Response(200, json=response).text)
+    http_plan = out_dir / "sample_segment_http_plan.json"
+    http_plan.write_text(httpx.Response(200, json=plan).text)
 
-    console.rule("reports")
+    console.rule("list report")
     model, ref = load_scoring_model(uri)
     scores_path = out_dir / "sample_segment_scores.parquet"
     stats = score_file(model, segment_path, scores_path)
     score_provenance(ref, model, segment_path, stats.rows, None).write(scores_path)
-    model_report = ModelReport().write(outcome.run_id, out_dir / "model_report.html", client=client)
     list_report = ListReport().write(scores_path, out_dir / "list_report.html", uri, segment_path)
     paths = {"model report": model_report.resolve(), "list report": list_report.resolve(),
-             "scored list": scores_path.resolve(), "HTTP response": http_scores.resolve()}
+             "scored list": scores_path.resolve(), "HTTP response": http_scores.resolve(),
+             "HTTP plan": http_plan.resolve()}
     from training.tracking import tracking_uri
 
     console.rule("where to look")
