@@ -169,12 +169,18 @@ def flow(campaign, tmp_path_factory) -> Flow:
          "--explain", "3")
     _run(f, "report --run", env, "report", "--run", run_id, "--shap-rows", "300")
     _run(f, "report --scores", env, "report", "--scores", str(scores), "--shap-rows", "300")
+    plan = home / "out" / "plan.parquet"
+    _run(f, "plan", env, "plan", "--model", "models:/persuade-synthetic-voted@champion", "--input",
+         str(data / "voter_file.parquet"), "--budget", "3000", "--consent", str(data / "consent.parquet"),
+         "--output", str(plan))
+    _run(f, "report --scores plan", env, "report", "--scores", str(plan), "--shap-rows", "300")
     f.outputs = [scores, *scores.parent.iterdir()]
 
     voters = campaign.voter_file.head(20).to_dict(orient="records")
     bad = dict(voters[0], age="forty-two")
     headers = {"Authorization": f"Bearer {API_KEY}"}
     service_env = {k: env[k] for k in ("MLFLOW_TRACKING_URI", "PERSUADE_HOME", HASH_KEY_ENV, "BENTOML_HOME")}
+    service_env["PERSUADE_CONSENT_TABLE"] = str(data / "consent.parquet")
     with ServiceProcess("models:/persuade-synthetic-voted@champion", api_keys=[API_KEY], env=service_env) as svc:
         with httpx.Client(base_url=svc.base_url, headers=headers, timeout=120) as client:
             for name, call in {
@@ -183,11 +189,16 @@ def flow(campaign, tmp_path_factory) -> Flow:
                 "POST /score (no key)": lambda: httpx.post(f"{svc.base_url}/score", json={"voters": voters[:2]}),
                 "GET /model": lambda: client.get("/model"),
                 "GET /report": lambda: client.get("/report"),
+                "POST /plan": lambda: client.post("/plan", json={"voters": voters, "budget": 15}),
+                "POST /plan (bad costs)": lambda: client.post("/plan", json={
+                    "voters": voters, "budget": 15, "costs": {"arms": {"Billboard": {"cost": 1}}}}),
             }.items():
                 response = call()
                 f.responses[name] = f"{response.status_code} {response.headers}\n{response.text}"
         assert f.responses["POST /score"].startswith("200"), f.responses["POST /score"][:2000]
         assert f.responses["POST /score (bad voter)"].startswith("422")
+        assert f.responses["GET /report"].startswith("200") and f.responses["POST /plan"].startswith("200")
+        assert '"contacts"' in f.responses["POST /plan"] and f.responses["POST /plan (bad costs)"].startswith("422")
     f.logs["service"] = svc.log
     svc.cleanup()
     return f
