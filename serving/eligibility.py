@@ -14,6 +14,11 @@ The table is re-read when its file changes (checked at most once a second), so a
 revocation written to it takes effect with the next request. A change that cannot be
 read keeps the last good table in force and is reported in ``GET /model`` and the log.
 
+Every decision is made by :mod:`features.consent`; per request only the voters that have
+events in the table are folded, against their own events (a voter without records gets
+the decision computed once for "no records"), which keeps the rule under a millisecond
+for the usual request.
+
 Phone numbers sent with the voters (field ``phone``) are hashed (HMAC, key from
 ``PERSUADE_HASH_KEY``) as soon as they are read and used only to join rows of the
 table keyed by phone; they are never logged, kept or returned.
@@ -26,6 +31,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -46,8 +52,49 @@ PHONE_FIELD = "phone"
 CHECK_EVERY_SECONDS = 1.0
 
 
+@dataclass(frozen=True)
+class LoadedTable:
+    """A consent table in force, indexed for per-request lookups (swapped whole on re-read).
+
+    Attributes
+    ----------
+    table : ConsentTable
+    by_id, by_phone : dict of str to ndarray
+        Voter id / phone hash -> positions of the events keyed by it.
+    info : dict
+        Name, fingerprint and event counts (computed once, for ``GET /model``).
+    loaded_at : str
+    """
+
+    table: ConsentTable
+    by_id: dict[str, np.ndarray]
+    by_phone: dict[str, np.ndarray]
+    info: dict[str, Any]
+    loaded_at: str
+
+    @classmethod
+    def index(cls, table: ConsentTable) -> LoadedTable:
+        events = table.events
+        by_id = {str(k): v for k, v in events.groupby("voter_id", sort=False).indices.items()}
+        by_phone = {str(k): v for k, v in events.groupby("phone_hash", sort=False).indices.items()}
+        info = {"table": table.name, "fingerprint": table.fingerprint(), "events": table.counts()}
+        return cls(table, by_id, by_phone, info, datetime.now().astimezone().isoformat(timespec="seconds"))
+
+    def events_of(self, ids: Sequence[str], hashes: Sequence[str | None]) -> ConsentTable:
+        """Only the events that name these voters or phones: their consent state is the same."""
+        keys = [self.by_id[i] for i in ids if i in self.by_id]
+        keys += [self.by_phone[h] for h in hashes if h is not None and h in self.by_phone]
+        rows = np.unique(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
+        return ConsentTable(self.table.events.iloc[rows])
+
+
 class ConsentEligibility:
     """``EligibilityRule`` of the service (see :class:`serving.scoring.EligibilityRule`).
+
+    Every decision is made by :mod:`features.consent`. For speed, the voters of a request
+    who have no event in the table (by id or phone) get the decision of a voter without
+    records, computed once per set of arms; only the others are folded, against just their
+    own events.
 
     Parameters
     ----------
@@ -81,8 +128,8 @@ class ConsentEligibility:
         self._checked = 0.0
         self._stamp: tuple[int, int] | None = None
         self._error: str | None = None
-        self._loaded_at: str | None = None
-        self._table: ConsentTable | None = self._read() if self.path is not None else None
+        self._no_record: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._loaded: LoadedTable | None = self._read() if self.path is not None else None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ConsentEligibility:
@@ -96,7 +143,7 @@ class ConsentEligibility:
         stat = self.path.stat()
         return stat.st_mtime_ns, stat.st_size
 
-    def _read(self) -> ConsentTable:
+    def _read(self) -> LoadedTable:
         try:
             stamp = self._file_stamp()  # before reading: a change made while reading is seen next time
         except FileNotFoundError:
@@ -104,43 +151,39 @@ class ConsentEligibility:
         table = ConsentTable.read(self.path, self.hasher, phone_column=PHONE_FIELD)
         if table.has_phone_rows:
             self.hasher.hash("+10000000000")  # fails now, not mid-request, when the key is missing
+        loaded = LoadedTable.index(table)
         self._stamp, self._error = stamp, None
-        self._loaded_at = datetime.now().astimezone().isoformat(timespec="seconds")
-        return table
+        return loaded
 
-    def table(self) -> ConsentTable | None:
+    def loaded(self) -> LoadedTable | None:
         """The table in force, re-read first if its file changed."""
         if self.path is None or time.monotonic() - self._checked < CHECK_EVERY_SECONDS:
-            return self._table
+            return self._loaded
         with self._lock:
             self._checked = time.monotonic()
             try:
                 if self._file_stamp() != self._stamp:
-                    self._table = self._read()
-                    logger.info("consent table %s re-read: %s", self.path.name, self._table.counts())
+                    self._loaded = self._read()
+                    logger.info("consent table %s re-read: %s", self.path.name, self._loaded.info["events"])
             except Exception as exc:  # noqa: BLE001 - keep the last good table, say why loudly
                 message = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
                 if message != self._error:
                     logger.error("consent table %s could not be re-read; the last good one stays in force: %s",
                                  self.path.name, message)
                 self._error = message
-        return self._table
+        return self._loaded
 
     def describe(self) -> dict[str, Any]:
         """For ``GET /model``: which table is in force (no personal data)."""
-        table = self.table()
-        info = ConsentRules(table, self.rules, self.as_of).describe()
-        return {**info, "table": self.path.name if self.path else None, "loaded_at": self._loaded_at,
-                "error": self._error}
+        loaded = self.loaded()
+        facts = ConsentRules(None, self.rules, self.as_of).describe()
+        info = loaded.info if loaded is not None else {"table": None, "fingerprint": None, "events": {}}
+        return {**facts, **info, "loaded_at": loaded.loaded_at if loaded else None, "error": self._error}
 
     # -- the rule --------------------------------------------------------------------
-    def __call__(self, voters: VoterBatch, arms: Sequence[ArmInfo]) -> Eligibility:
-        table = self.table()
-        frame = pd.DataFrame({"voter_id": voters.ids.astype(str)})
-        if table is not None and table.has_phone_rows:  # a voter sent without a phone joins by id only
-            raw = pd.Series(voters.passthrough.get(PHONE_FIELD, np.full(len(frame), None)), dtype=object)
-            raw = raw.where(raw.map(lambda v: isinstance(v, str | int) and not isinstance(v, bool)), None)
-            frame[PHONE_HASH_COLUMN] = self.hasher.hash_raw(raw, column=PHONE_FIELD, errors="coerce").to_numpy()
+    def _decide(self, table: ConsentTable | None, frame: pd.DataFrame,
+                arms: Sequence[ArmInfo]) -> tuple[np.ndarray, np.ndarray]:
+        """``features.consent``'s decision for ``frame``'s voters (ids may repeat)."""
         rules = ConsentRules(table, self.rules, self.as_of, PHONE_FIELD, self.hasher)
         slugs = [a.slug for a in arms]
         allowed = np.ones((len(frame), len(arms)), dtype=bool)
@@ -153,4 +196,35 @@ class ConsentEligibility:
             allowed[rows] = decided[[f"eligible_{s}" for s in slugs]].to_numpy(dtype=bool)
             why = decided[[f"suppression_{s}" for s in slugs]].to_numpy(dtype=object)
             reason[rows] = np.where(allowed[rows], None, why)
+        return allowed, reason
+
+    def _without_records(self, arms: Sequence[ArmInfo]) -> tuple[np.ndarray, np.ndarray]:
+        """The decision for a voter with no event in the table (the same for everyone)."""
+        key = tuple((a.slug, a.delivery) for a in arms)
+        if key not in self._no_record:
+            self._no_record[key] = self._decide(None, pd.DataFrame({"voter_id": ["no-record"]}), arms)
+        allowed, reason = self._no_record[key]
+        return allowed[0], reason[0]
+
+    def __call__(self, voters: VoterBatch, arms: Sequence[ArmInfo]) -> Eligibility:
+        loaded = self.loaded()
+        n = len(voters)
+        default_allowed, default_reason = self._without_records(arms)
+        allowed = np.tile(default_allowed, (n, 1))
+        reason = np.tile(default_reason, (n, 1))
+        if loaded is None or n == 0:
+            return Eligibility(allowed, reason)
+        ids = voters.ids.astype(str)
+        hashes: list[str | None] = [None] * n
+        if loaded.by_phone:  # a voter sent without a phone joins by id only
+            raw = pd.Series(voters.passthrough.get(PHONE_FIELD, np.full(n, None)), dtype=object)
+            raw = raw.where(raw.map(lambda v: isinstance(v, str | int) and not isinstance(v, bool)), None)
+            hashes = self.hasher.hash_raw(raw, column=PHONE_FIELD, errors="coerce").tolist()
+        known = np.fromiter(((i in loaded.by_id) or (h is not None and h in loaded.by_phone)
+                             for i, h in zip(ids.tolist(), hashes, strict=True)), dtype=bool, count=n)
+        rows = np.flatnonzero(known)
+        if rows.size:
+            frame = pd.DataFrame({"voter_id": ids[rows], PHONE_HASH_COLUMN: [hashes[r] for r in rows]})
+            events = loaded.events_of(frame.voter_id.tolist(), frame[PHONE_HASH_COLUMN].tolist())
+            allowed[rows], reason[rows] = self._decide(events, frame, arms)
         return Eligibility(allowed, reason)

@@ -15,6 +15,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from features.consent import ConsentError
+from features.consent import Eligibility as ConsentRules
 from features.phones import HASH_KEY_ENV, MissingHashKeyError, PhoneHasher
 from serving.arms import ArmEnsembles, shared_trees
 from serving.audit import AuditRecord
@@ -293,3 +294,22 @@ def test_consent_rule_without_phones_joins_by_id_only(tmp_path):
     ])
     decided = ConsentEligibility(path, WHEN, hasher=PhoneHasher("unit-test-hash-key-0123"))(_batch(["a", "b"]), ARMS)
     assert decided.allowed[:, 0].tolist() == [True, False]
+
+
+def test_consent_rule_equals_the_full_decision_on_a_campaign(campaign, tmp_path):
+    """The per-request shortcut (voters without events, events of the request only) decides as features.consent."""
+    path = tmp_path / "consent.parquet"
+    campaign.consent.to_parquet(path)
+    hasher = PhoneHasher("unit-test-hash-key-0123")
+    voters = campaign.voter_file.sample(3000, random_state=5)[["voter_id", "phone"]].reset_index(drop=True)
+    voters["phone"] = voters["phone"].astype(object).where(voters.index % 7 != 0, None)  # some sent without
+    voters = pd.concat([voters, pd.DataFrame({"voter_id": ["NEW-1", "NEW-2"], "phone": [None, "+1 202 555 0143"]})],
+                       ignore_index=True)
+    got = ConsentEligibility(path, WHEN, hasher=hasher)(_batch(voters.voter_id.tolist(), voters.phone.tolist()), ARMS)
+    full = ConsentRules.from_path(path, as_of=WHEN, hasher=hasher).for_voters(voters, ARMS)
+    for j, arm in enumerate(ARMS):
+        assert got.allowed[:, j].tolist() == full[f"eligible_{arm.slug}"].tolist()
+        want = [r if not ok else None for r, ok in zip(full[f"suppression_{arm.slug}"], full[f"eligible_{arm.slug}"],
+                                                       strict=True)]
+        assert got.reason[:, j].tolist() == want
+    assert len(set(got.reason[:, 1].tolist())) >= 3, "the sample must exercise several reasons"
