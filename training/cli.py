@@ -220,18 +220,11 @@ def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int, 
           explain: int, consent_path: Path | None, as_of: str | None, prerecorded_cap: int,
           phone_column: str) -> None:
     """Score a voter file (parquet or CSV) into parquet, streaming in chunks (or on Spark)."""
-    from serving.batch import count_rows, score_file
-    from serving.flavor import load_scoring_model
+    from serving.batch import score_file
     from training.tracking import configure
 
     configure()
-    try:
-        model, ref = load_scoring_model(model_uri)
-        total = count_rows(input_path)
-    except USER_ERRORS as exc:
-        _fail(exc)
-    except Exception as exc:  # noqa: BLE001 - MLflow's own errors for unknown models
-        _fail(LookupError(f"cannot load model {model_uri!r}: {exc}"))
+    model, ref, total = _model_and_rows(model_uri, input_path)
     transform, consent_info = None, None
     if consent_path is not None:
         if engine != "local":
@@ -279,6 +272,20 @@ def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int, 
         if needing:
             err.print(f"[yellow]warning:[/] scored without --consent: arms {needing} need consent and "
                       f"must not be used from this list", highlight=False)
+
+
+def _model_and_rows(model_uri: str, input_path: Path):
+    """The model to score or plan with, and the input's row count (for the progress bar); errors exit 2."""
+    from serving.batch import count_rows
+    from serving.flavor import load_scoring_model
+
+    try:
+        model, ref = load_scoring_model(model_uri)
+        return model, ref, count_rows(input_path)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    except Exception as exc:  # noqa: BLE001 - MLflow's own errors for unknown models
+        _fail(LookupError(f"cannot load model {model_uri!r}: {exc}"))
 
 
 def _eligibility_transform(model, input_path: Path, consent_path: Path, as_of: str | None, cap: int,
@@ -411,8 +418,6 @@ def demo(config_path: Path, out_dir: Path) -> None:
 def plan(model_uri: str, input_path: Path, budget: float, costs_path: Path | None, output_path: Path,
          consent_path: Path | None, as_of: str | None, chunk_size: int) -> None:
     """Choose whom to contact, with which arm, within the budget (maximum expected gain)."""
-    from serving.batch import count_rows
-    from serving.flavor import load_scoring_model
     from serving.planning import (
         ProgramCosts,
         eligibility_arrays,
@@ -426,12 +431,9 @@ def plan(model_uri: str, input_path: Path, budget: float, costs_path: Path | Non
     configure()
     try:
         costs = load_costs(costs_path) if costs_path is not None else ProgramCosts()
-        model, ref = load_scoring_model(model_uri)
-        total = count_rows(input_path)
     except USER_ERRORS as exc:
         _fail(exc)
-    except Exception as exc:  # noqa: BLE001 - MLflow's own errors for unknown models
-        _fail(LookupError(f"cannot load model {model_uri!r}: {exc}"))
+    model, ref, total = _model_and_rows(model_uri, input_path)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
                   TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("expected gains", total=total)
