@@ -76,7 +76,8 @@ def parse_grid(text: str) -> list[tuple[int, int]]:
 def variant(config: RunConfig, trees: int, leaves: int) -> RunConfig:
     """``config`` with the final uplift models' tree count and leaves replaced."""
     final = config.uplift.final.model_copy(update={"n_estimators": trees, "num_leaves": leaves})
-    return config.model_copy(update={"uplift": config.uplift.model_copy(update={"final": final})})
+    uplift = config.uplift.model_copy(update={"final": final, "final_sizes": []})  # this size only
+    return config.model_copy(update={"uplift": uplift})
 
 
 def rate(n: int, seconds: list[float]) -> float:

@@ -110,11 +110,27 @@ class GBMParams(_Strict):
     colsample_bytree: float = Field(default=1.0, gt=0, le=1)
 
 
+class TreeSize(_Strict):
+    """One candidate size of the final uplift ensembles: trees x leaves per tree."""
+
+    n_estimators: int = Field(ge=1)
+    num_leaves: int = Field(ge=2)
+
+    @property
+    def label(self) -> str:
+        return f"{self.n_estimators}x{self.num_leaves}"
+
+
 class UpliftSpec(_Strict):
     learners: list[Literal["t", "x", "dr"]] = Field(default_factory=lambda: ["t", "x", "dr"])
     nuisance: GBMParams = GBMParams(n_estimators=150, num_leaves=15, min_child_samples=100)
     final: GBMParams = GBMParams(
         n_estimators=200, learning_rate=0.02, num_leaves=4, min_child_samples=5000
+    )
+    final_sizes: list[TreeSize] = Field(
+        default_factory=list,
+        description="candidate sizes of the final models, chosen together with the learner by "
+        "grouped-CV Qini on the training groups (empty: only final.n_estimators x final.num_leaves)",
     )
     pool_arms: bool = Field(
         default=True,
@@ -131,6 +147,20 @@ class UpliftSpec(_Strict):
         default=False,
         description="give the uplift models the (cross-fitted) turnout probability as a feature",
     )
+
+    @model_validator(mode="after")
+    def _distinct_sizes(self) -> UpliftSpec:
+        labels = [s.label for s in self.final_sizes]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"final_sizes: a size is listed twice ({', '.join(labels)})")
+        return self
+
+    def final_candidates(self) -> dict[str, GBMParams]:
+        """The final models' parameters for each candidate size, by size label."""
+        sizes = self.final_sizes or [
+            TreeSize(n_estimators=self.final.n_estimators, num_leaves=self.final.num_leaves)
+        ]
+        return {s.label: self.final.model_copy(update=s.model_dump()) for s in sizes}
 
 
 class TurnoutSpec(_Strict):

@@ -84,3 +84,28 @@ def test_arm_slug():
     assert arm_slug("Civic Duty") == "civic_duty"
     assert arm_slug("Neighbors") == "neighbors"
     assert arm_slug("Text-2 (AI)") == "text_2__ai_"
+
+
+def test_final_sizes_are_the_candidates_of_the_final_models(tmp_path):
+    cfg = load_config(PROJECT_CONFIG)
+    candidates = cfg.uplift.final_candidates()
+    assert "400x2" in candidates and len(candidates) == len(cfg.uplift.final_sizes)
+    assert candidates["200x4"].num_leaves == 4 and candidates["200x4"].n_estimators == 200
+    assert candidates["200x4"].min_child_samples == cfg.uplift.final.min_child_samples  # the rest from final
+    data = _ggl()
+    del data["uplift"]["final_sizes"]
+    only = load_config(_write(tmp_path, data)).uplift.final_candidates()
+    assert list(only) == [f"{cfg.uplift.final.n_estimators}x{cfg.uplift.final.num_leaves}"]
+
+
+@pytest.mark.parametrize("sizes, message", [
+    ([{"n_estimators": 200, "num_leaves": 2}, {"n_estimators": 200, "num_leaves": 2}],
+     r"uplift: .*final_sizes: a size is listed twice \(200x2, 200x2\)"),
+    ([{"n_estimators": 200, "num_leaves": 1}], r"uplift\.final_sizes\.0\.num_leaves"),
+    ([{"n_estimators": 200, "leaves": 4}], r"uplift\.final_sizes\.0\.leaves: unknown key"),
+])
+def test_bad_final_sizes_are_named(tmp_path, sizes, message):
+    data = _ggl()
+    data["uplift"]["final_sizes"] = sizes
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, data))

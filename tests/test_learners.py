@@ -11,7 +11,7 @@ from scipy.stats import spearmanr
 from features.config import GBMParams, load_config
 from features.tables import load_experiment
 from training.fit import fit_and_evaluate
-from training.learners import LEARNERS, Design, UpliftLearner
+from training.learners import LEARNERS, CrossFitNuisance, Design, UpliftLearner
 from training.learners.base import scaled_booster
 
 ARMS = ["Mail", "Phone", "Text", "Canvass"]
@@ -98,3 +98,52 @@ def test_predict_before_fit_is_an_error():
     learner = LEARNERS["t"](Design(["A"], "C"), GBMParams())
     with pytest.raises(RuntimeError, match="not fitted"):
         learner.predict(pd.DataFrame({"a": [1.0]}))
+
+
+@pytest.mark.parametrize("pool_arms, arm_rounds, subsample", [(True, 0, 1.0), (True, 5, 0.7), (False, 0, 1.0)])
+def test_staged_fit_equals_a_fit_with_each_tree_count(pool_arms, arm_rounds, subsample):
+    """Choosing the tree count by CV reuses one boosting run; each stage must be the real fit."""
+    rng = np.random.default_rng(11)
+    n = 6000
+    X = pd.DataFrame(rng.normal(size=(n, 3)), columns=["a", "b", "c"])
+    assigned = rng.choice(["C", "A", "B"], n, p=[0.5, 0.25, 0.25])
+    tau = {"A": 0.3 * (X.a > 0), "B": 0.2 + 0.2 * X.b}
+    y = X.c + sum(np.where(assigned == arm, effect, 0.0) for arm, effect in tau.items()) + rng.normal(size=n)
+    mu = {label: rng.normal(size=n) * 0.1 for label in ["C", "A", "B", "__any__"]}
+    design = Design(["A", "B"], "C", {"C": 0.5, "A": 0.25, "B": 0.25})
+    params = GBMParams(n_estimators=40, learning_rate=0.1, num_leaves=4, min_child_samples=50, subsample=subsample)
+    staged = LEARNERS["x"](design, params, pool_arms=pool_arms, arm_rounds=arm_rounds, seed=3).fit_staged(
+        X, assigned, y, mu, [15, 40]
+    )
+    assert sorted(staged) == [15, 40]
+    for trees in (15, 40):
+        params_n = params.model_copy(update={"n_estimators": trees})
+        direct = LEARNERS["x"](design, params_n, pool_arms=pool_arms, arm_rounds=arm_rounds, seed=3).fit(
+            X, assigned, y, mu
+        )
+        assert staged[trees].final_params.n_estimators == trees
+        pd.testing.assert_frame_equal(staged[trees].predict(X), direct.predict(X), rtol=0, atol=1e-12)
+        for arm in ("A", "B"):
+            assert staged[trees].boosters_[arm].num_trees() == trees + (arm_rounds if pool_arms else 0)
+
+
+def test_nested_nuisance_for_a_fold_never_sees_that_folds_outcomes():
+    """CV of the final models must not leak the judged fold's outcomes through the targets."""
+    rng = np.random.default_rng(2)
+    n = 4000
+    X = pd.DataFrame(rng.normal(size=(n, 2)), columns=["a", "b"])
+    assigned = rng.choice(["C", "A"], n)
+    folds = rng.integers(0, 4, n)
+    y = X.a + (assigned == "A") * 0.5 + rng.normal(size=n)
+    nuisance = CrossFitNuisance(Design(["A"], "C"), GBMParams(n_estimators=20, min_child_samples=20), False, seed=1)
+    nested = nuisance.fit_predict_nested(X, assigned, y, folds)
+    changed = y.copy()
+    changed[folds == 2] += 5.0 * rng.normal(size=(folds == 2).sum())
+    assert set(nested) == {0, 1, 2, 3}
+    for label, values in nuisance.fit_predict_nested(X, assigned, changed, folds)[2].items():
+        np.testing.assert_array_equal(values, nested[2][label])  # fold 2's outcomes reach no target
+        assert len(values) == (folds != 2).sum()
+    plain = nuisance.fit_predict(X, assigned, y, folds)
+    plain_changed = nuisance.fit_predict(X, assigned, changed, folds)
+    outside = folds != 2
+    assert not np.allclose(plain["C"][outside], plain_changed["C"][outside])  # the plain cross-fit does leak

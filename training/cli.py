@@ -67,7 +67,8 @@ def _train(config_path: Path):
     _print_result(outcome.result, outcome.validation)
     console.print(f"\nrun id     [bold]{outcome.run_id}[/]")
     console.print(f"registered [bold]{outcome.model_name}[/] version [bold]{outcome.version}[/] "
-                  f"(learner: {outcome.result.learner}) in {elapsed:.0f} s")
+                  f"(learner: {outcome.result.learner}, final models {outcome.result.final_size} "
+                  f"trees x leaves) in {elapsed:.0f} s")
     for gate, info in outcome.result.gates.items():
         mark = "[green]pass[/]" if info["passed"] else "[red]FAIL[/]"
         console.print(f"gate {gate:<16} {mark}  {info['detail']}")

@@ -1,8 +1,9 @@
 """Fit a run's models on the training groups and judge them on the grouped hold-out.
 
 The steps, in order: split by group, fit the feature transform, fit the turnout model
-on control, cross-fit the outcome (nuisance) models, select the uplift learner by
-grouped-CV Qini, refit every learner, and evaluate the learners and the references
+on control, cross-fit the outcome (nuisance) models, select the uplift learner and the
+size of its final models (trees x leaves) by grouped-CV Qini on the training groups,
+refit every learner at its selected size, and evaluate the learners and the references
 (plain T-learner, turnout closest to 0.5, random) on the hold-out.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.config import RunConfig
+from features.config import GBMParams, RunConfig
 from features.pipeline import FeaturePipeline
 from serving.bundle import TURNOUT_SCORE, ArmInfo, ScoringModel
 from training.contact_rate import ContactRateReport, fit_contact_rate
@@ -78,6 +79,7 @@ class FitResult:
 
     model: ScoringModel
     learner: str
+    final_size: str
     selection: pd.DataFrame
     holdout: pd.DataFrame
     arm_metrics: dict[str, dict[str, float]]
@@ -107,12 +109,52 @@ class FitResult:
         return out
 
 
-def _make_learner(name: str, config: RunConfig, design: Design) -> UpliftLearner:
+def _make_learner(name: str, config: RunConfig, design: Design, final: GBMParams) -> UpliftLearner:
     spec = config.uplift
     return LEARNERS[name](
-        design, spec.final, pool_arms=spec.pool_arms, arm_rounds=spec.arm_rounds,
+        design, final, pool_arms=spec.pool_arms, arm_rounds=spec.arm_rounds,
         arm_params=spec.arm_params, seed=config.split.seed,
     )
+
+
+def select_learner(
+    X: pd.DataFrame,
+    assigned: np.ndarray,
+    y: np.ndarray,
+    nested_mu: dict[int, dict[str, np.ndarray]],
+    folds: np.ndarray,
+    config: RunConfig,
+    design: Design,
+) -> pd.DataFrame:
+    """Grouped-CV Qini of every learner at every candidate size of its final models.
+
+    Each (learner, size) is fitted on all folds but one and ranked on the held-out fold
+    ``k``, from the nuisance ``nested_mu[k]`` that never saw fold ``k``
+    (:meth:`CrossFitNuisance.fit_predict_nested`); sizes that differ only in their tree
+    count come from one boosting run (:meth:`UpliftLearner.fit_staged`). The hold-out
+    split is never touched. Returns the mean Qini per arm and over arms, indexed by
+    (learner, size).
+    """
+    arms, control = config.arm_labels, config.control_label
+    by_leaves: dict[int, dict[str, int]] = {}  # sizes that differ only in tree count share one run
+    for size, final in config.uplift.final_candidates().items():
+        by_leaves.setdefault(final.num_leaves, {})[size] = final.n_estimators
+    rows = []
+    for name in config.uplift.learners:
+        for leaves, sizes in by_leaves.items():
+            final = config.uplift.final.model_copy(update={"num_leaves": leaves})
+            for k in np.unique(folds):
+                fit_rows, eval_rows = folds != k, folds == k
+                staged = _make_learner(name, config, design, final).fit_staged(
+                    X[fit_rows], assigned[fit_rows], y[fit_rows], nested_mu[int(k)], list(sizes.values()),
+                )
+                for size, n in sizes.items():
+                    scores = staged[n].predict(X[eval_rows])
+                    q = _arm_qini(scores, y[eval_rows], assigned[eval_rows], arms, control)
+                    rows += [{"learner": name, "size": size, "fold": int(k), "arm": a, "qini": v} for a, v in q.items()]
+    table = pd.DataFrame(rows).groupby(["learner", "size", "arm"], sort=False).qini.mean().unstack("arm")[arms]
+    table["mean"] = table.mean(axis=1)
+    return table
 
 
 def holdout_table(
@@ -174,26 +216,19 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
     progress("cross-fitted outcome models")
     nuisance = CrossFitNuisance(design, config.uplift.nuisance, binary, seed)
     mu = nuisance.fit_predict(X_tr, a_tr, y_tr, prep.folds)
+    nested_mu = nuisance.fit_predict_nested(X_tr, a_tr, y_tr, prep.folds)
 
-    progress("learner selection (grouped CV)")
-    rows = []
-    for name in config.uplift.learners:
-        for k in np.unique(prep.folds):
-            fit_rows, eval_rows = prep.folds != k, prep.folds == k
-            learner = _make_learner(name, config, design).fit(
-                X_tr[fit_rows], a_tr[fit_rows], y_tr[fit_rows], {m: v[fit_rows] for m, v in mu.items()}
-            )
-            q = _arm_qini(learner.predict(X_tr[eval_rows]), y_tr[eval_rows], a_tr[eval_rows], arms, control)
-            rows += [{"learner": name, "fold": int(k), "arm": arm, "qini": v} for arm, v in q.items()]
-    selection = pd.DataFrame(rows).groupby(["learner", "arm"]).qini.mean().unstack("arm")[arms]
-    selection["mean"] = selection.mean(axis=1)
-    chosen = str(selection["mean"].idxmax())
+    progress("learner and tree-size selection (grouped CV)")
+    selection = select_learner(X_tr, a_tr, y_tr, nested_mu, prep.folds, config, design)
+    best_size = {name: str(selection.loc[name, "mean"].idxmax()) for name in config.uplift.learners}
+    chosen = str(selection["mean"].idxmax()[0])
+    candidates = config.uplift.final_candidates()
 
     progress("refit learners and references")
     test_scores: dict[str, pd.DataFrame] = {}
     fitted: dict[str, UpliftLearner] = {}
     for name in config.uplift.learners:
-        fitted[name] = _make_learner(name, config, design).fit(X_tr, a_tr, y_tr, mu)
+        fitted[name] = _make_learner(name, config, design, candidates[best_size[name]]).fit(X_tr, a_tr, y_tr, mu)
         test_scores[name] = fitted[name].predict(X_te)
     ref_t = DefaultTLearner(arms, control, binary, seed).fit(prep.X_train, a_tr, y_tr)
     test_scores["t_default"] = ref_t.predict(prep.X_test)
@@ -241,8 +276,8 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
     if contact is not None:
         model.contact_rate, model.contact_rate_info = contact.model.boosters_, contact.model.info_
     result = FitResult(
-        model=model, learner=chosen, selection=selection, holdout=holdout, arm_metrics=arm_metrics,
-        ate=ate, deciles=deciles, turnout=turnout_eval,
+        model=model, learner=chosen, final_size=best_size[chosen], selection=selection, holdout=holdout,
+        arm_metrics=arm_metrics, ate=ate, deciles=deciles, turnout=turnout_eval,
         calibration=calibration_table(p_test[ctrl_te], y_turn_te[ctrl_te]),
         test_scores=test_scores, prepared=prep, contact_rate=contact,
     )

@@ -666,7 +666,8 @@ def _model_facts(model: ScoringModel, ref: ModelRef) -> dict[str, str]:
         "model": f"{ref.name or '-'} version {ref.version or '-'} ({ref.uri})",
         "training run": ref.run_id or meta.get("run_id", "-"),
         "training data fingerprint (sha256)": (meta.get("fingerprint") or {}).get("sha256", "-"),
-        "learner": meta.get("learner", "-"),
+        "learner": meta.get("learner", "-")
+        + (f" (final models: {meta['final_size']} trees x leaves)" if meta.get("final_size") else ""),
         "code version": meta.get("code_version", "-"),
     }
 

@@ -94,6 +94,13 @@ def scaled_booster(booster: lgb.Booster, scale: float) -> lgb.Booster:
     return copy
 
 
+def truncated_booster(booster: lgb.Booster, n_trees: int) -> lgb.Booster:
+    """The first ``n_trees`` iterations of ``booster`` (itself when it has no more)."""
+    if n_trees >= booster.current_iteration():
+        return booster
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=n_trees))
+
+
 @dataclass
 class Design:
     """Who is control, who got which arm, and the design's assignment shares."""
@@ -153,6 +160,29 @@ class CrossFitNuisance:
                 if progress is not None:
                     progress()
         return mu
+
+    def fit_predict_nested(
+        self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, folds: np.ndarray
+    ) -> dict[int, dict[str, np.ndarray]]:
+        """Nuisance for cross-validating the final models: one set per held-out fold.
+
+        For fold ``k``, the rows outside ``k`` get out-of-fold predictions cross-fitted
+        over the other folds only, so no outcome of fold ``k`` reaches the targets a
+        learner is fitted on before it is judged on ``k``. (The cross-fitted ``mu`` of
+        :meth:`fit_predict` does not have this property: fold ``k``'s outcomes are in the
+        models that predict the other folds, which leaks into a CV score on ``k`` and
+        favours learners and sizes that copy the outcome models.)
+
+        Returns
+        -------
+        dict
+            Fold ``k`` -> ``mu`` over the rows with ``folds != k`` (in their order).
+        """
+        out = {}
+        for k in np.unique(folds):
+            keep = folds != k
+            out[int(k)] = self.fit_predict(X[keep], np.asarray(assigned)[keep], np.asarray(y)[keep], folds[keep])
+        return out
 
 
 class UpliftLearner(ABC):
@@ -216,33 +246,81 @@ class UpliftLearner(ABC):
         self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, mu: Mapping[str, np.ndarray]
     ) -> UpliftLearner:
         """Fit the final per-arm ensembles from cross-fitted nuisance predictions ``mu``."""
+        n = self.final_params.n_estimators
+        fitted = self.fit_staged(X, assigned, y, mu, [n])[n]
+        self.boosters_, self.arm_scale_ = fitted.boosters_, fitted.arm_scale_
+        return self
+
+    def fit_staged(
+        self,
+        X: pd.DataFrame,
+        assigned: np.ndarray,
+        y: np.ndarray,
+        mu: Mapping[str, np.ndarray],
+        n_estimators: Sequence[int],
+    ) -> dict[int, UpliftLearner]:
+        """Fitted learners for several tree counts of the final models, from one boosting run.
+
+        Boosting is sequential, so the first ``n`` trees of a run of ``max(n_estimators)``
+        trees are the trees a run of ``n`` would grow; each learner returned equals
+        ``fit`` with ``final_params.n_estimators = n`` (the arm levels and arm-specific
+        rounds are recomputed on the truncated shape). This is what makes choosing the
+        tree count by cross-validation affordable.
+
+        Returns
+        -------
+        dict
+            Tree count -> fitted learner (a new object; ``self`` is left unfitted).
+        """
         assigned = np.asarray(assigned)
         y = np.asarray(y, dtype=float)
-        shared = None
+        top = self.final_params.model_copy(update={"n_estimators": max(n_estimators)})
+        contrasts = {arm: self.targets(arm, assigned, y, mu) for arm in self.design.arms}
         if self.pool_arms:
             rows, target, weight = self.targets(ANY, assigned, y, mu)
-            shared = fit_booster(X[rows], target, self.final_params, "regression", self.seed, weight)
-        self.boosters_: dict[str, lgb.Booster] = {}
-        self.arm_scale_: dict[str, float] = {}
-        for arm in self.design.arms:
-            rows, target, weight = self.targets(arm, assigned, y, mu)
-            if shared is None:
-                booster = fit_booster(X[rows], target, self.final_params, "regression", self.seed, weight)
+            grown = {ANY: fit_booster(X[rows], target, top, "regression", self.seed, weight)}
+        else:
+            grown = {
+                arm: fit_booster(X[rows], target, top, "regression", self.seed, weight)
+                for arm, (rows, target, weight) in contrasts.items()
+            }
+        out: dict[int, UpliftLearner] = {}
+        for n in sorted(set(n_estimators)):
+            learner = type(self)(
+                self.design, self.final_params.model_copy(update={"n_estimators": n}),
+                pool_arms=self.pool_arms, arm_rounds=self.arm_rounds, arm_params=self.arm_params, seed=self.seed,
+            )
+            trees = {label: truncated_booster(b, n) for label, b in grown.items()}
+            learner.boosters_, learner.arm_scale_ = {}, {}
+            if not self.pool_arms:
+                learner.boosters_.update(trees)
             else:
-                # The arm's level: the shared shape scaled so that its mean over the arm's
-                # contrast rows equals the mean of the arm's own targets.
-                level = float(np.average(target, weights=weight))
-                shape = float(shared.predict(X[rows]).mean())
-                scale = level / shape if abs(shape) > 1e-12 else 1.0
-                booster = scaled_booster(shared, scale)
-                self.arm_scale_[arm] = scale
-                if self.arm_rounds > 0:
-                    booster = fit_booster(
-                        X[rows], target, self.arm_params or self.final_params, "regression", self.seed,
-                        weight, rounds=self.arm_rounds, init_model=booster,
+                shape = trees[ANY].predict(X)  # once for all arms: each arm averages it over its rows
+                for arm, (rows, target, weight) in contrasts.items():
+                    learner.boosters_[arm], learner.arm_scale_[arm] = self._arm_on_shape(
+                        trees[ANY], shape[rows], X[rows], target, weight
                     )
-            self.boosters_[arm] = booster
-        return self
+            out[n] = learner
+        return out
+
+    def _arm_on_shape(
+        self, shared: lgb.Booster, shape: np.ndarray, X: pd.DataFrame, target: np.ndarray, weight: np.ndarray
+    ) -> tuple[lgb.Booster, float]:
+        """One arm's ensemble: the shared shape scaled to the arm's level, then its own rounds.
+
+        The level is the mean of the arm's own targets over its contrast rows; the scale
+        makes the shape's mean over those rows equal to it.
+        """
+        level = float(np.average(target, weights=weight))
+        mean_shape = float(shape.mean())
+        scale = level / mean_shape if abs(mean_shape) > 1e-12 else 1.0
+        booster = scaled_booster(shared, scale)
+        if self.arm_rounds > 0:
+            booster = fit_booster(
+                X, target, self.arm_params or self.final_params, "regression", self.seed,
+                weight, rounds=self.arm_rounds, init_model=booster,
+            )
+        return booster, scale
 
     def predict(self, X: pd.DataFrame) -> pd.DataFrame:
         """Predicted uplift per arm (columns = arm labels)."""
