@@ -34,6 +34,7 @@ Tables are printed as markdown on stdout; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -239,12 +240,21 @@ def ggl(config_path: Path, costs_path: Path, n_boot: int, seed: int) -> None:
 
 
 # -- synthetic: share of the oracle plan's true gain -----------------------------------------------
-def synthetic(n: int, seeds: list[int]) -> None:
+def with_uplift(config: RunConfig, overrides: dict) -> RunConfig:
+    """``config`` with keys of its ``uplift:`` block replaced (validated like the YAML)."""
+    return RunConfig.model_validate(
+        {**config.model_dump(), "base_dir": config.base_dir, "uplift": {**config.uplift.model_dump(), **overrides}}
+    )
+
+
+def synthetic(n: int, seeds: list[int], uplift: dict | None = None) -> None:
     rows, rate_rows = [], []
     for seed in seeds:
         campaign = make_campaign(n, seed=seed)
         with tempfile.TemporaryDirectory(prefix="plan-bench-") as folder:
             config = load_config(campaign.write(folder))
+            if uplift:
+                config = with_uplift(config, uplift)
             result = train(config, f"synthetic seed {seed}")
         model, prep = result.model, result.prepared
         test, X = prep.test, prep.X_test
@@ -400,6 +410,8 @@ def main() -> None:
     parser.add_argument("--synthetic-n", type=int, default=50_000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--boot", type=int, default=1000, help="cluster-bootstrap resamples (GGL)")
+    parser.add_argument("--uplift", help='JSON overrides of the synthetic run config\'s uplift block, '
+                        'e.g. \'{"turnout_score_feature": true}\'')
     parser.add_argument("--skip-ggl", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--solver-sizes", type=int, nargs="*", default=[55_000, 1_000_000],
@@ -412,7 +424,7 @@ def main() -> None:
     if not args.skip_ggl:
         ggl(args.config, args.costs, args.boot, seed=20060808)
     if not args.skip_synthetic:
-        synthetic(args.synthetic_n, args.seeds)
+        synthetic(args.synthetic_n, args.seeds, json.loads(args.uplift) if args.uplift else None)
     if args.solver_sizes:
         solver(args.solver_sizes, args.repeats)
 
