@@ -1,6 +1,6 @@
 """The real data: the bundled GGL file validates, reproduces the paper, and trains.
 
-Training on all 275k voters takes about two minutes on two cores; it runs once per
+Training on all 275k voters takes about four minutes on two cores; it runs once per
 session and the assertions below share it.
 """
 
