@@ -68,7 +68,19 @@ MIN_P = 1e-6
 
 
 class PlanError(ValueError):
-    """A plan request that cannot be planned (the message names the field)."""
+    """A plan request that cannot be planned.
+
+    Parameters
+    ----------
+    field : str
+        What is wrong, as a request path (``costs.arms``, ``budget``, ``voters``).
+    message : str
+        Why; ``str(error)`` is ``"<field>: <message>"``.
+    """
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
 
 
 # -- program costs ------------------------------------------------------------------------
@@ -111,7 +123,7 @@ class ProgramCosts(_Strict):
         labels = [a.label for a in model.arms]
         unknown = sorted(set(self.arms) - set(labels))
         if unknown:
-            raise PlanError(f"costs.arms: unknown arm(s) {unknown}; the model's arms are {labels}")
+            raise PlanError("costs.arms", f"unknown arm(s) {unknown}; the model's arms are {labels}")
         return np.array([self.arms[a.label].cost if a.label in self.arms else a.cost for a in model.arms])
 
     def limits(self, model: ScoringModel) -> dict[str, ChannelLimits]:
@@ -119,8 +131,8 @@ class ProgramCosts(_Strict):
         used = {a.channel for a in model.arms}
         unknown = sorted(c.value for c in self.channels if c.value not in used)
         if unknown:
-            raise PlanError(f"costs.channels: the model has no arm on channel(s) {unknown}; "
-                            f"its channels are {sorted(used)}")
+            raise PlanError("costs.channels", f"the model has no arm on channel(s) {unknown}; "
+                                              f"its channels are {sorted(used)}")
         return {c.value: v for c, v in self.channels.items()}
 
 
@@ -170,7 +182,7 @@ class ExpectedGains:
             return self
         allowed = np.asarray(allowed, dtype=bool)
         if allowed.shape != self.gain.shape:
-            raise PlanError(f"eligibility: expected shape {self.gain.shape} (voters x arms), got {allowed.shape}")
+            raise PlanError("eligibility", f"expected shape {self.gain.shape} (voters x arms), got {allowed.shape}")
         return ExpectedGains(self.itt, self.p_reached, np.where(allowed, self.gain, np.nan))
 
     @classmethod
@@ -208,8 +220,9 @@ def expected_gains(
         target = limits[arm.channel].contact_rate if arm.channel in limits else None
         if arm.channel not in model.contact_rate:
             if target is not None:
-                raise PlanError(f"costs.channels.{arm.channel}.contact_rate: the model has no contact-rate model "
-                                f"for {arm.channel} (its contact log had no reached flag for it)")
+                raise PlanError(f"costs.channels.{arm.channel}.contact_rate",
+                                f"the model has no contact-rate model for {arm.channel} "
+                                "(its contact log had no reached flag for it)")
             continue
         info = model.contact_rate_info.get(arm.channel, {})
         p_exp = np.clip(rates[arm.channel], MIN_P, 1.0) if len(X) else np.zeros(0)
@@ -309,11 +322,11 @@ class Allocator:
         cost = np.asarray(cost, dtype=float)
         n, k = gain.shape
         if cost.shape != (k,) or len(channels) != k:
-            raise PlanError(f"costs: expected {k} arm costs and channels, got {cost.shape[0]} and {len(channels)}")
+            raise PlanError("costs", f"expected {k} arm costs and channels, got {cost.shape[0]} and {len(channels)}")
         if not np.isfinite(self.budget) or self.budget < 0:
-            raise PlanError(f"budget: must be a non-negative number, got {self.budget}")
+            raise PlanError("budget", f"must be a non-negative number, got {self.budget}")
         if (cost <= 0).any():
-            raise PlanError("costs: every arm's cost must be positive")
+            raise PlanError("costs", "every arm's cost must be positive")
         arm = np.full(n, -1, dtype=np.int64)
         with np.errstate(invalid="ignore"):
             vi, ai = np.nonzero(np.nan_to_num(gain, nan=-1.0) > 0)
@@ -373,7 +386,7 @@ class Allocator:
         # HiGHS presolve is very slow on this structure (one row per voter); the IPM alone is fast
         res = linprog(-g, A_ub=A, b_ub=b, bounds=(0, 1), method="highs-ipm", options={"presolve": False})
         if res.status != 0:
-            raise PlanError(f"the allocation LP did not solve: {res.message}")
+            raise PlanError("allocation", f"the LP did not solve: {res.message}")
         y = -np.asarray(res.ineqlin.marginals)
         voter_dual = np.zeros(n)
         voter_dual[voters] = y[: len(voters)]
@@ -534,7 +547,7 @@ def allowed_from_scores(scores: pd.DataFrame, model: ScoringModel) -> np.ndarray
     """Eligibility mask from scores with eligibility applied: NaN ``uplift_<slug>`` = not allowed."""
     missing = [f"uplift_{a.slug}" for a in model.arms if f"uplift_{a.slug}" not in scores.columns]
     if missing:
-        raise PlanError(f"eligibility: columns {missing} are missing")
+        raise PlanError("eligibility", f"columns {missing} are missing")
     return np.column_stack([scores[f"uplift_{a.slug}"].notna().to_numpy() for a in model.arms])
 
 
@@ -548,13 +561,13 @@ def eligibility_arrays(table: pd.DataFrame, ids: np.ndarray | pd.Series,
     needed = ["voter_id", *(f"{p}_{a.slug}" for a in model.arms for p in ("eligible", "suppression"))]
     missing = [c for c in needed if c not in table.columns]
     if missing:
-        raise PlanError(f"eligibility: columns {missing} are missing")
+        raise PlanError("eligibility", f"columns {missing} are missing")
     unique = table.drop_duplicates("voter_id")
     lookup = unique.set_index(unique.voter_id.astype(str))
     ids = pd.Index(np.asarray(ids).astype(str))
     unknown = ~ids.isin(lookup.index)
     if unknown.any():
-        raise PlanError(f"eligibility: {int(unknown.sum())} voters have no eligibility row")
+        raise PlanError("eligibility", f"{int(unknown.sum())} voters have no eligibility row")
     rows = lookup.loc[ids]
     allowed = np.column_stack([rows[f"eligible_{a.slug}"].to_numpy(dtype=bool) for a in model.arms])
     reasons = np.column_stack([rows[f"suppression_{a.slug}"].to_numpy(dtype=object) for a in model.arms])
@@ -585,10 +598,10 @@ def plan_from_gains(
     costs = costs or ProgramCosts()
     ids = np.asarray(ids).astype(str)
     if len(ids) != len(gains):
-        raise PlanError(f"voters: {len(ids)} ids but {len(gains)} rows of gains")
+        raise PlanError("voters", f"{len(ids)} ids but {len(gains)} rows of gains")
     duplicated = pd.Index(ids).duplicated()
     if duplicated.any():
-        raise PlanError(f"voters: {int(duplicated.sum())} duplicate voter ids (a voter is planned once)")
+        raise PlanError("voters", f"{int(duplicated.sum())} duplicate voter ids (a voter is planned once)")
     cost = costs.arm_costs(model)
     limits = costs.limits(model)
     channels = [a.channel for a in model.arms]
@@ -664,7 +677,7 @@ def plan_contacts(
         Let missing feature values through (LightGBM handles them).
     """
     if model.id_column not in voters.columns:
-        raise PlanError(f"voters: the id column {model.id_column!r} is missing")
+        raise PlanError("voters", f"the id column {model.id_column!r} is missing")
     X = model.transform(voters, allow_missing=allow_missing)
     gains = expected_gains(model, X, costs, allowed)
     return plan_from_gains(model, voters[model.id_column].to_numpy(), gains, budget, costs, reasons)
@@ -715,5 +728,5 @@ def read_plan_summary(path: str | Path) -> dict[str, Any]:
     """The summary stored by :func:`write_plan` in a plan file."""
     meta = pq.read_schema(str(path)).metadata or {}
     if PLAN_METADATA_KEY not in meta:
-        raise PlanError(f"{path}: not a plan written by persuade plan (no {PLAN_METADATA_KEY.decode()} metadata)")
+        raise PlanError(str(path), f"not a plan written by persuade plan (no {PLAN_METADATA_KEY.decode()} metadata)")
     return json.loads(meta[PLAN_METADATA_KEY])

@@ -137,7 +137,7 @@ class Persuade:
         except VoterError as exc:
             return error_response(422, str(exc), [p.as_dict() for p in exc.problems])
         except PlanError as exc:
-            return error_response(422, str(exc), [{"field": str(exc).split(":", 1)[0], "message": str(exc)}])
+            return error_response(422, str(exc), [{"field": exc.field, "message": str(exc)}])
         if audit is not None:
             audit.voters = len(voters)
         return Response(body, media_type="application/json")

@@ -167,10 +167,12 @@ def voters(campaign) -> pd.DataFrame:
 
 
 def test_costs_must_fit_the_model(model, voters):
-    with pytest.raises(PlanError, match=r"costs.arms: unknown arm\(s\) \['Postcard'\]"):
+    with pytest.raises(PlanError, match=r"costs.arms: unknown arm\(s\) \['Postcard'\]") as error:
         plan_contacts(model, voters, 100, ProgramCosts(arms={"Postcard": {"cost": 1}}))
-    with pytest.raises(PlanError, match=r"costs\.channels\.mail\.contact_rate"):
+    assert error.value.field == "costs.arms"
+    with pytest.raises(PlanError, match=r"costs\.channels\.mail\.contact_rate") as error:
         plan_contacts(model, voters, 100, ProgramCosts(channels={"mail": ChannelLimits(contact_rate=0.5)}))
+    assert error.value.field == "costs.channels.mail.contact_rate"
 
 
 # -- expected gains -------------------------------------------------------------------------
