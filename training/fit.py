@@ -136,20 +136,21 @@ def select_learner(
     (learner, size).
     """
     arms, control = config.arm_labels, config.control_label
-    by_leaves: dict[int, dict[str, int]] = {}  # sizes that differ only in tree count share one run
+    by_leaves: dict[int, dict[str, GBMParams]] = {}  # sizes that differ only in tree count share one run
     for size, final in config.uplift.final_candidates().items():
-        by_leaves.setdefault(final.num_leaves, {})[size] = final.n_estimators
+        by_leaves.setdefault(final.num_leaves, {})[size] = final
     rows = []
     for name in config.uplift.learners:
-        for leaves, sizes in by_leaves.items():
-            final = config.uplift.final.model_copy(update={"num_leaves": leaves})
+        for sizes in by_leaves.values():
+            largest = max(sizes.values(), key=lambda params: params.n_estimators)
             for k in np.unique(folds):
                 fit_rows, eval_rows = folds != k, folds == k
-                staged = _make_learner(name, config, design, final).fit_staged(
-                    X[fit_rows], assigned[fit_rows], y[fit_rows], nested_mu[int(k)], list(sizes.values()),
+                staged = _make_learner(name, config, design, largest).fit_staged(
+                    X[fit_rows], assigned[fit_rows], y[fit_rows], nested_mu[int(k)],
+                    [params.n_estimators for params in sizes.values()],
                 )
-                for size, n in sizes.items():
-                    scores = staged[n].predict(X[eval_rows])
+                for size, params in sizes.items():
+                    scores = staged[params.n_estimators].predict(X[eval_rows])
                     q = _arm_qini(scores, y[eval_rows], assigned[eval_rows], arms, control)
                     rows += [{"learner": name, "size": size, "fold": int(k), "arm": a, "qini": v} for a, v in q.items()]
     table = pd.DataFrame(rows).groupby(["learner", "size", "arm"], sort=False).qini.mean().unstack("arm")[arms]
