@@ -224,7 +224,7 @@ class ConsentEligibility:
                              for i, h in zip(ids.tolist(), hashes, strict=True)), dtype=bool, count=n)
         rows = np.flatnonzero(known)
         if rows.size:
-            frame = pd.DataFrame({"voter_id": ids[rows], PHONE_HASH_COLUMN: [hashes[r] for r in rows]})
-            events = loaded.events_of(frame.voter_id.tolist(), frame[PHONE_HASH_COLUMN].tolist())
-            allowed[rows], reason[rows] = self._decide(events, frame, arms)
+            known_ids, known_hashes = ids[rows].tolist(), [hashes[r] for r in rows]
+            frame = pd.DataFrame({"voter_id": known_ids, PHONE_HASH_COLUMN: known_hashes})
+            allowed[rows], reason[rows] = self._decide(loaded.events_of(known_ids, known_hashes), frame, arms)
         return Eligibility(allowed, reason)
