@@ -71,6 +71,26 @@ def qini_coefficient(score: np.ndarray, y: np.ndarray, treated: np.ndarray) -> f
     return float(_area(x, q))
 
 
+def dr_qini_coefficient(score: np.ndarray, pseudo: np.ndarray, share: float) -> float:
+    """The Qini coefficient's estimand, from doubly-robust scores instead of raw outcomes.
+
+    ``pseudo`` is each voter's AIPW score (:func:`training.learners.dr.aipw_score`) and
+    ``share`` the design's treated share of the comparison. The curve point at *x* is
+    ``share`` times the sum of the scores of the top *x*, per voter: in expectation the
+    same incremental outcomes per voter as :func:`qini_points` (n_t times the uplift among
+    the top), but the outcome models take out the part of each outcome that X predicts
+    and the design share replaces the sample's treated/control ratio, so it varies less
+    from sample to sample. Used to rank candidate models in cross-validation; the
+    hold-out tables keep the plain Qini.
+    """
+    score = np.asarray(score, dtype=float)
+    pseudo = np.asarray(pseudo, dtype=float)
+    order, ends = _order_and_blocks(score)
+    q = share * _cum(pseudo, order, ends) / len(pseudo)
+    x = np.r_[0.0, ends + 1] / len(pseudo)
+    return float(_area(x, q))
+
+
 def auuc(score: np.ndarray, y: np.ndarray, treated: np.ndarray) -> float:
     """Area under the uplift curve: mean over x of (uplift among top x) * x."""
     score = np.asarray(score, dtype=float)

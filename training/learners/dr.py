@@ -7,6 +7,18 @@ import numpy as np
 from training.learners.base import UpliftLearner
 
 
+def aipw_score(
+    y: np.ndarray, treated: np.ndarray, mu_t: np.ndarray, mu_c: np.ndarray, e: float
+) -> np.ndarray:
+    """The doubly-robust (AIPW) score of each row of one treated-vs-control contrast.
+
+    ``mu_t - mu_c + T (y - mu_t) / e - (1 - T) (y - mu_c) / (1 - e)``: given outcome models
+    fitted without the row and the true propensity ``e`` (a randomized design), its
+    expectation given x is the CATE at x, whatever the outcome models' errors.
+    """
+    return mu_t - mu_c + treated * (y - mu_t) / e - (1 - treated) * (y - mu_c) / (1 - e)
+
+
 class DRLearner(UpliftLearner):
     """Kennedy's DR-learner with the design propensity.
 
@@ -18,5 +30,4 @@ class DRLearner(UpliftLearner):
     name = "dr"
 
     def _contrast_targets(self, y, treated, mu_t, mu_c, e):
-        target = mu_t - mu_c + treated * (y - mu_t) / e - (1 - treated) * (y - mu_c) / (1 - e)
-        return target, np.ones_like(y)
+        return aipw_score(y, treated, mu_t, mu_c, e), np.ones_like(y)
