@@ -54,11 +54,13 @@ def ggl(out: list[str]) -> None:
     out.append("## GGL 2008: training (the `make demo` training step)\n")
     out.append(f"- wall time: **{elapsed:.0f} s** (read, validate, cross-fit, select, refit, evaluate, "
                f"log, register)\n- peak RSS of the process: **{rss:.0f} MB** (before training: {rss0:.0f} MB)\n"
-               f"- selected: learner **{r.learner}**, final models **{r.final_size}** trees x leaves "
+               f"- selected: learner **{r.learner}**, final models **{r.final_size}** trees x leaves"
+               f"{', turnout score as a feature' if r.turnout_score_feature else ''} "
                "(nested grouped 5-fold CV Qini on the training clusters)\n")
-    out.append("\n### Learner and size selection: nested grouped-CV Qini x1000 on the training clusters\n")
-    table = (r.selection * 1000).round(3).reset_index()
-    out.append(table.to_markdown(index=False) + "\n")
+    for metric, selection in r.selection_tables.items():
+        used = " (the configured metric: it selects)" if selection is r.selection else ""
+        out.append(f"\n### Selection: nested grouped-CV {metric} x1000 on the training clusters{used}\n")
+        out.append((selection * 1000).round(3).reset_index().to_markdown(index=False) + "\n")
     out.append("\n### Grouped hold-out (20% of clusters): every ranking, every arm\n")
     table = r.holdout.copy()
     table["qini"] *= 1000

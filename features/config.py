@@ -132,6 +132,12 @@ class UpliftSpec(_Strict):
         description="candidate sizes of the final models, chosen together with the learner by "
         "grouped-CV Qini on the training groups (empty: only final.n_estimators x final.num_leaves)",
     )
+    selection_metric: Literal["qini", "dr_qini"] = Field(
+        default="qini",
+        description="how grouped CV ranks learners and sizes: the Qini coefficient of the held-out "
+        "fold's outcomes, or its doubly-robust estimate (AIPW scores from outcome models that never "
+        "saw the fold)",
+    )
     pool_arms: bool = Field(
         default=True,
         description="fit a shared uplift shape on all arms' pseudo-outcomes, then boost "
@@ -143,9 +149,11 @@ class UpliftSpec(_Strict):
         description="parameters of the arm-specific rounds (their learning rate sets how fast "
         "each arm's level moves away from the shared shape)",
     )
-    turnout_score_feature: bool = Field(
+    turnout_score_feature: bool | Literal["select"] = Field(
         default=False,
-        description="give the uplift models the (cross-fitted) turnout probability as a feature",
+        description="give the final uplift models the (cross-fitted) turnout probability as a "
+        "feature: true, false, or select (both are candidates, chosen by grouped CV with the "
+        "learner and size)",
     )
 
     @model_validator(mode="after")
@@ -154,6 +162,10 @@ class UpliftSpec(_Strict):
         if len(set(labels)) != len(labels):
             raise ValueError(f"final_sizes: a size is listed twice ({', '.join(labels)})")
         return self
+
+    def turnout_score_options(self) -> list[bool]:
+        """Whether the final models see the turnout score: the candidates grouped CV compares."""
+        return [False, True] if self.turnout_score_feature == "select" else [self.turnout_score_feature]
 
     def final_candidates(self) -> dict[str, GBMParams]:
         """The final models' parameters for each candidate size, by size label."""

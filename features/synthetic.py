@@ -114,6 +114,7 @@ def synthetic_config(folder: str | Path, outcome: str = "voted", consent: bool =
             "nuisance": {"n_estimators": 150, "learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 50},
             "final": {"n_estimators": 300, "learning_rate": 0.03, "num_leaves": 8, "min_child_samples": 300},
             "pool_arms": True,
+            "turnout_score_feature": "select",
             "arm_rounds": 60,
             "arm_params": {"n_estimators": 60, "learning_rate": 0.05, "num_leaves": 4, "min_child_samples": 300},
         },

@@ -37,6 +37,24 @@ def test_train_logged_everything_a_reviewer_needs(trained):
     assert fingerprint["rows"] == 50_000 and sum(fingerprint["rows_per_arm"].values()) == 50_000
 
 
+def test_selection_is_logged_for_both_metrics_and_decided_by_the_configured_one(trained):
+    import mlflow
+
+    result = trained.result
+    metric = mlflow.get_run(trained.run_id).data.params["selection_metric"]
+    assert set(result.selection_tables) == {"qini", "dr_qini"}
+    assert result.selection is result.selection_tables[metric]
+    assert result.selection["mean"].idxmax() == (result.learner, result.final_size, result.turnout_score_feature)
+    for name, table in result.selection_tables.items():
+        logged = pd.read_csv(mlflow.artifacts.download_artifacts(
+            run_id=trained.run_id, artifact_path=f"evaluation/selection_cv_{name}.csv"))
+        arms = [a.label for a in result.model.arms]
+        assert list(logged.columns) == ["learner", "size", "turnout_score", *arms, "mean"]
+        assert logged["mean"].to_numpy() == pytest.approx(table["mean"].to_numpy())
+    qini, dr = (result.selection_tables[m]["mean"] for m in ("qini", "dr_qini"))
+    assert not qini.equals(dr)  # two estimates of one estimand: close, not the same numbers
+
+
 def test_logged_pyfunc_has_signature_and_gives_the_bundle_scores(trained):
     import mlflow
 

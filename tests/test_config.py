@@ -109,3 +109,12 @@ def test_bad_final_sizes_are_named(tmp_path, sizes, message):
     data["uplift"]["final_sizes"] = sizes
     with pytest.raises(ConfigError, match=message):
         load_config(_write(tmp_path, data))
+
+
+def test_selection_metric_is_checked(tmp_path):
+    data = _ggl()
+    data["uplift"]["selection_metric"] = "auuc"
+    with pytest.raises(ConfigError, match=r"uplift\.selection_metric"):
+        load_config(_write(tmp_path, data))
+    data["uplift"]["selection_metric"] = "dr_qini"
+    assert load_config(_write(tmp_path, data)).uplift.selection_metric == "dr_qini"

@@ -147,3 +147,40 @@ def test_nested_nuisance_for_a_fold_never_sees_that_folds_outcomes():
     plain_changed = nuisance.fit_predict(X, assigned, changed, folds)
     outside = folds != 2
     assert not np.allclose(plain["C"][outside], plain_changed["C"][outside])  # the plain cross-fit does leak
+
+
+def test_cv_candidates_with_the_turnout_score_never_see_the_judged_folds_outcomes(campaign_dir):
+    """The turnout score is a feature of a candidate: in CV it must come from a model blind to the fold."""
+    from features.config import RunConfig
+    from training.fit import cv_fold_scores, prepare
+    from training.turnout import fit_turnout
+
+    cfg = load_config(campaign_dir / "synthetic_voted.yaml")
+    cfg = RunConfig.model_validate({**cfg.model_dump(), "base_dir": cfg.base_dir, "uplift": {
+        **cfg.uplift.model_dump(), "learners": ["t"], "turnout_score_feature": "select",
+        "final_sizes": [{"n_estimators": 30, "num_leaves": 4}]}})
+    prep = prepare(load_experiment(cfg).head(12_000), cfg)
+    assigned = prep.assigned("train", cfg)
+    design = Design(cfg.arm_labels, cfg.control_label, cfg.design_shares())
+    nuisance = CrossFitNuisance(design, GBMParams(n_estimators=20, min_child_samples=50), True, seed=1)
+    ctrl = assigned == cfg.control_label
+
+    def fold_two(y):
+        # No recalibration (tolerance 1): an isotonic map, fitted once on every fold's
+        # out-of-fold predictions, would be the one part of the score that saw the fold.
+        turnout = fit_turnout(prep.X_train[ctrl], y[ctrl], prep.folds[ctrl], GBMParams(n_estimators=20), 1.0, 1)
+        nested = nuisance.fit_predict_nested(prep.X_train, assigned, y, prep.folds)
+        scores = {(s.turnout_score, s.size): s.scores for s in cv_fold_scores(
+            prep.X_train, assigned, y, nested, prep.folds, cfg, design, turnout) if s.fold == 2}
+        return turnout, scores
+
+    y = prep.train.voted.to_numpy(dtype=float)
+    changed = y.copy()
+    changed[prep.folds == 2] = 1 - changed[prep.folds == 2]
+    turnout, scores = fold_two(y)
+    turnout_changed, scores_changed = fold_two(changed)
+    assert set(scores) == {(False, "30x4"), (True, "30x4")}
+    for key, frame in scores.items():
+        pd.testing.assert_frame_equal(frame, scores_changed[key], rtol=0, atol=0)
+    assert not np.allclose(turnout.predict(prep.X_train), turnout_changed.predict(prep.X_train))  # it could leak
+    assert not scores[True, "30x4"].equals(scores[False, "30x4"])  # the score is really a feature

@@ -9,6 +9,7 @@ import os
 import time
 from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
@@ -138,11 +139,14 @@ def test_arms_without_shared_trees_are_explained_one_by_one(loaded, campaign):
     model, _ = loaded
     labels = [a.label for a in model.arms]
     # Swap two arms' ensembles for unrelated ones: no common prefix with the others.
+    X = model.transform(campaign.voter_file.head(500), allow_missing=True)
+    Xu = model.uplift_inputs(X)  # the uplift models' own inputs (with the turnout score if they use it)
+    unrelated = lgb.train({"objective": "regression", "num_leaves": 4, "verbose": -1},
+                          lgb.Dataset(Xu, np.random.default_rng(0).normal(size=len(Xu))), 5)
     other = dict(model.uplift)
-    other[labels[0]], other[labels[1]] = model.turnout, model.uplift[labels[0]]
+    other[labels[0]], other[labels[1]] = unrelated, model.uplift[labels[0]]
     changed = type(model)(**{**model.__dict__, "uplift": other})
     assert shared_trees([changed.uplift[a] for a in labels]) is None
-    X = changed.transform(campaign.voter_file.head(500), allow_missing=True)
     ensembles = ArmEnsembles(changed, probe=X.head(20))
     Xu, _ = ensembles.inputs(X)
     for arm, c in zip(labels, ensembles.contributions(Xu), strict=True):

@@ -68,7 +68,8 @@ def _train(config_path: Path):
     console.print(f"\nrun id     [bold]{outcome.run_id}[/]")
     console.print(f"registered [bold]{outcome.model_name}[/] version [bold]{outcome.version}[/] "
                   f"(learner: {outcome.result.learner}, final models {outcome.result.final_size} "
-                  f"trees x leaves) in {elapsed:.0f} s")
+                  f"trees x leaves{' + turnout score' if outcome.result.turnout_score_feature else ''}) "
+                  f"in {elapsed:.0f} s")
     for gate, info in outcome.result.gates.items():
         mark = "[green]pass[/]" if info["passed"] else "[red]FAIL[/]"
         console.print(f"gate {gate:<16} {mark}  {info['detail']}")

@@ -1,15 +1,16 @@
 """Fit a run's models on the training groups and judge them on the grouped hold-out.
 
 The steps, in order: split by group, fit the feature transform, fit the turnout model
-on control, cross-fit the outcome (nuisance) models, select the uplift learner and the
-size of its final models (trees x leaves) by grouped-CV Qini on the training groups,
-refit every learner at its selected size, and evaluate the learners and the references
-(plain T-learner, turnout closest to 0.5, random) on the hold-out.
+on control, cross-fit the outcome (nuisance) models, select the uplift learner, the
+size of its final models (trees x leaves) and whether they see the turnout score by
+grouped-CV Qini on the training groups, refit every learner at its selected candidate,
+and evaluate the learners and the references (plain T-learner, turnout closest to 0.5,
+random) on the hold-out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,15 +26,17 @@ from training.evaluation import (
     calibration_table,
     decile_table,
     difference_in_means,
+    dr_qini_coefficient,
     qini_coefficient,
     turnout_metrics,
     uplift_at_k,
     uplift_metrics,
 )
 from training.learners import LEARNERS, CrossFitNuisance, Design, UpliftLearner
+from training.learners.dr import aipw_score
 from training.references import DefaultTLearner, random_score, turnout_05_score
 from training.splits import group_folds, holdout_mask
-from training.turnout import fit_turnout
+from training.turnout import TurnoutModel, fit_turnout
 
 Progress = Callable[[str], None]
 
@@ -80,7 +83,8 @@ class FitResult:
     model: ScoringModel
     learner: str
     final_size: str
-    selection: pd.DataFrame
+    turnout_score_feature: bool
+    selection: pd.DataFrame  # the configured metric's table of selection_tables
     holdout: pd.DataFrame
     arm_metrics: dict[str, dict[str, float]]
     ate: pd.DataFrame
@@ -91,6 +95,7 @@ class FitResult:
     prepared: Prepared
     gates: dict[str, dict] = field(default_factory=dict)
     contact_rate: ContactRateReport | None = None
+    selection_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def flat_metrics(self) -> dict[str, float]:
         out: dict[str, float] = {f"turnout_{k}": v for k, v in self.turnout.items()}
@@ -117,7 +122,28 @@ def _make_learner(name: str, config: RunConfig, design: Design, final: GBMParams
     )
 
 
-def select_learner(
+@dataclass
+class FoldScores:
+    """One candidate's predictions on one held-out CV fold."""
+
+    learner: str
+    size: str
+    turnout_score: bool  # the final models saw the turnout score as a feature
+    fold: int
+    rows: np.ndarray  # boolean mask of the fold over the training rows
+    scores: pd.DataFrame  # predicted uplift per arm for those rows
+
+
+SELECTION_METRICS = ("qini", "dr_qini")
+CANDIDATE_KEYS = ["learner", "size", "turnout_score"]
+
+
+def with_turnout_score(X: pd.DataFrame, score: np.ndarray) -> pd.DataFrame:
+    """The final uplift models' input when they see the turnout score."""
+    return X.assign(**{TURNOUT_SCORE: score})
+
+
+def cv_fold_scores(
     X: pd.DataFrame,
     assigned: np.ndarray,
     y: np.ndarray,
@@ -125,37 +151,90 @@ def select_learner(
     folds: np.ndarray,
     config: RunConfig,
     design: Design,
-) -> pd.DataFrame:
-    """Grouped-CV Qini of every learner at every candidate size of its final models.
+    turnout: TurnoutModel | None = None,
+) -> Iterator[FoldScores]:
+    """Held-out predictions of every candidate final model, fold by fold.
 
-    Each (learner, size) is fitted on all folds but one and ranked on the held-out fold
-    ``k``, from the nuisance ``nested_mu[k]`` that never saw fold ``k``
-    (:meth:`CrossFitNuisance.fit_predict_nested`); sizes that differ only in their tree
+    A candidate is a learner, a size of its final models and whether they see the
+    turnout score (``uplift.turnout_score_options()``). Each is fitted on all folds but
+    one and predicts the held-out fold ``k``, from the nuisance ``nested_mu[k]`` that
+    never saw fold ``k`` (:meth:`CrossFitNuisance.fit_predict_nested`) and, as its turnout
+    score, the turnout model fitted without fold ``k``
+    (:meth:`TurnoutModel.predict_without_fold`). Sizes that differ only in their tree
     count come from one boosting run (:meth:`UpliftLearner.fit_staged`). The hold-out
-    split is never touched. Returns the mean Qini per arm and over arms, indexed by
-    (learner, size).
+    split is never touched.
     """
-    arms, control = config.arm_labels, config.control_label
     by_leaves: dict[int, dict[str, GBMParams]] = {}  # sizes that differ only in tree count share one run
     for size, final in config.uplift.final_candidates().items():
         by_leaves.setdefault(final.num_leaves, {})[size] = final
-    rows = []
+    options = config.uplift.turnout_score_options()
+    if True in options and turnout is None:
+        raise ValueError("candidates with the turnout score need the turnout model")
+    inputs = {(False, int(k)): X for k in np.unique(folds)}
+    if True in options:
+        inputs |= {(True, int(k)): with_turnout_score(X, turnout.predict_without_fold(int(k), X))
+                   for k in np.unique(folds)}
     for name in config.uplift.learners:
-        for sizes in by_leaves.values():
-            largest = max(sizes.values(), key=lambda params: params.n_estimators)
-            for k in np.unique(folds):
-                fit_rows, eval_rows = folds != k, folds == k
-                staged = _make_learner(name, config, design, largest).fit_staged(
-                    X[fit_rows], assigned[fit_rows], y[fit_rows], nested_mu[int(k)],
-                    [params.n_estimators for params in sizes.values()],
-                )
-                for size, params in sizes.items():
-                    scores = staged[params.n_estimators].predict(X[eval_rows])
-                    q = _arm_qini(scores, y[eval_rows], assigned[eval_rows], arms, control)
-                    rows += [{"learner": name, "size": size, "fold": int(k), "arm": a, "qini": v} for a, v in q.items()]
-    table = pd.DataFrame(rows).groupby(["learner", "size", "arm"], sort=False).qini.mean().unstack("arm")[arms]
-    table["mean"] = table.mean(axis=1)
-    return table
+        for scored in options:
+            for sizes in by_leaves.values():
+                largest = max(sizes.values(), key=lambda params: params.n_estimators)
+                for k in np.unique(folds):
+                    fit_rows, eval_rows, Xk = folds != k, folds == k, inputs[scored, int(k)]
+                    staged = _make_learner(name, config, design, largest).fit_staged(
+                        Xk[fit_rows], assigned[fit_rows], y[fit_rows], nested_mu[int(k)],
+                        [params.n_estimators for params in sizes.values()],
+                    )
+                    for size, params in sizes.items():
+                        scores = staged[params.n_estimators].predict(Xk[eval_rows])
+                        yield FoldScores(name, size, scored, int(k), eval_rows, scores)
+
+
+def select_learner(
+    X: pd.DataFrame,
+    assigned: np.ndarray,
+    y: np.ndarray,
+    mu: dict[str, np.ndarray],
+    nested_mu: dict[int, dict[str, np.ndarray]],
+    folds: np.ndarray,
+    config: RunConfig,
+    design: Design,
+    turnout: TurnoutModel | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Grouped-CV score of every candidate final model, by selection metric.
+
+    Two metrics of the held-out fold ``k`` (:func:`cv_fold_scores`): ``qini``, the Qini
+    coefficient of its outcomes, and ``dr_qini``, the same estimand from AIPW scores
+    whose outcome models are the cross-fitted ``mu`` (fitted on the other folds, so they
+    never saw fold ``k`` either). Returns, per metric, the mean over folds per arm and
+    over arms, indexed by (learner, size, turnout_score); the configured
+    ``uplift.selection_metric`` chooses.
+    """
+    arms, control = config.arm_labels, config.control_label
+    contrasts = {}
+    for arm in arms:
+        rows = (assigned == arm) | (assigned == control)
+        treated = (assigned == arm).astype(float)
+        e = design.propensity(arm, assigned)
+        contrasts[arm] = rows, treated, aipw_score(y, treated, mu[arm], mu[control], e), e
+    records = []
+    for cv in cv_fold_scores(X, assigned, y, nested_mu, folds, config, design, turnout):
+        for arm, (rows, treated, pseudo, e) in contrasts.items():
+            r = rows[cv.rows]
+            score = cv.scores[arm].to_numpy()[r]
+            t, yy, pp = treated[cv.rows][r], y[cv.rows][r], pseudo[cv.rows][r]
+            base = {"learner": cv.learner, "size": cv.size, "turnout_score": cv.turnout_score,
+                    "fold": cv.fold, "arm": arm}
+            records.append({**base, "metric": "qini", "value": qini_coefficient(score, yy, t)})
+            records.append({**base, "metric": "dr_qini", "value": dr_qini_coefficient(score, pp, e)})
+    long = pd.DataFrame(records)
+    tables = {}
+    for metric in SELECTION_METRICS:
+        part = long[long.metric == metric]
+        table = part.groupby([*CANDIDATE_KEYS, "arm"], sort=False).value.mean().unstack("arm")[arms]
+        table.columns.name = None
+        table["mean"] = table.mean(axis=1)
+        tables[metric] = table
+    return tables
 
 
 def holdout_table(
@@ -174,12 +253,26 @@ def holdout_table(
     return pd.DataFrame(rows).set_index(["ranking", "arm"])
 
 
-def _arm_qini(scores: pd.DataFrame, y: np.ndarray, assigned: np.ndarray, arms, control) -> dict[str, float]:
-    out = {}
-    for arm in arms:
-        rows = (assigned == arm) | (assigned == control)
-        out[arm] = qini_coefficient(scores[arm].to_numpy()[rows], y[rows], (assigned[rows] == arm).astype(float))
-    return out
+def fit_turnout_model(prep: Prepared, config: RunConfig) -> TurnoutModel:
+    """The turnout model, fitted on the training control rows (grouped folds for its check)."""
+    ctrl = prep.assigned("train", config) == config.control_label
+    return fit_turnout(
+        prep.X_train[ctrl], prep.train.loc[ctrl, config.turnout_column].to_numpy(dtype=float), prep.folds[ctrl],
+        config.turnout.params, config.turnout.calibration_tolerance, config.split.seed,
+    )
+
+
+def fit_outcome_models(
+    prep: Prepared, config: RunConfig, design: Design
+) -> tuple[dict[str, np.ndarray], dict[int, dict[str, np.ndarray]]]:
+    """Cross-fitted outcome models' predictions on the training rows: plain and nested (for CV)."""
+    nuisance = CrossFitNuisance(
+        design, config.uplift.nuisance, config.outcome.kind == "turnout", config.split.seed
+    )
+    assigned = prep.assigned("train", config)
+    y = prep.train[config.outcome.column].to_numpy(dtype=float)
+    return (nuisance.fit_predict(prep.X_train, assigned, y, prep.folds),
+            nuisance.fit_predict_nested(prep.X_train, assigned, y, prep.folds))
 
 
 def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress = _noop) -> FitResult:
@@ -200,37 +293,32 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
 
     progress("turnout model")
     ctrl = a_tr == control
-    turnout = fit_turnout(
-        prep.X_train[ctrl], prep.train.loc[ctrl, turnout_col].to_numpy(dtype=float), prep.folds[ctrl],
-        config.turnout.params, config.turnout.calibration_tolerance, seed,
-    )
+    turnout = fit_turnout_model(prep, config)
     p_test = turnout.predict(prep.X_test)
-    X_tr, X_te = prep.X_train, prep.X_test
-    if config.uplift.turnout_score_feature:
-        # Cross-fitted for control rows (the turnout model saw them); treated rows were never
-        # in the turnout model's training set.
-        score_tr = turnout.predict(X_tr)
-        score_tr[ctrl] = turnout.oof
-        X_tr = X_tr.assign(**{TURNOUT_SCORE: score_tr})
-        X_te = X_te.assign(**{TURNOUT_SCORE: p_test})
 
     progress("cross-fitted outcome models")
-    nuisance = CrossFitNuisance(design, config.uplift.nuisance, binary, seed)
-    mu = nuisance.fit_predict(X_tr, a_tr, y_tr, prep.folds)
-    nested_mu = nuisance.fit_predict_nested(X_tr, a_tr, y_tr, prep.folds)
+    mu, nested_mu = fit_outcome_models(prep, config, design)
 
-    progress("learner and tree-size selection (grouped CV)")
-    selection = select_learner(X_tr, a_tr, y_tr, nested_mu, prep.folds, config, design)
-    best_size = {name: str(selection.loc[name, "mean"].idxmax()) for name in config.uplift.learners}
+    progress("learner, size and turnout-score selection (grouped CV)")
+    selection_tables = select_learner(prep.X_train, a_tr, y_tr, mu, nested_mu, prep.folds, config, design, turnout)
+    selection = selection_tables[config.uplift.selection_metric]
+    best = {name: selection.loc[name, "mean"].idxmax() for name in config.uplift.learners}  # (size, score)
     chosen = str(selection["mean"].idxmax()[0])
     candidates = config.uplift.final_candidates()
+    # The turnout score of the training rows: cross-fitted for control rows (the turnout
+    # model saw them); treated rows were never in the turnout model's training set.
+    score_tr = turnout.predict(prep.X_train)
+    score_tr[ctrl] = turnout.oof
 
     progress("refit learners and references")
     test_scores: dict[str, pd.DataFrame] = {}
     fitted: dict[str, UpliftLearner] = {}
     for name in config.uplift.learners:
-        fitted[name] = _make_learner(name, config, design, candidates[best_size[name]]).fit(X_tr, a_tr, y_tr, mu)
-        test_scores[name] = fitted[name].predict(X_te)
+        size, scored = best[name]
+        X_fit = with_turnout_score(prep.X_train, score_tr) if scored else prep.X_train
+        X_eval = with_turnout_score(prep.X_test, p_test) if scored else prep.X_test
+        fitted[name] = _make_learner(name, config, design, candidates[size]).fit(X_fit, a_tr, y_tr, mu)
+        test_scores[name] = fitted[name].predict(X_eval)
     ref_t = DefaultTLearner(arms, control, binary, seed).fit(prep.X_train, a_tr, y_tr)
     test_scores["t_default"] = ref_t.predict(prep.X_test)
     test_scores["turnout_05"] = pd.DataFrame({a: turnout_05_score(p_test) for a in arms})
@@ -272,12 +360,14 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
         id_column=config.id_column,
         outcome={"column": config.outcome.column, "kind": config.outcome.kind},
         calibration=turnout.calibration,
-        turnout_score_feature=config.uplift.turnout_score_feature,
+        turnout_score_feature=bool(best[chosen][1]),
     )
     if contact is not None:
         model.contact_rate, model.contact_rate_info = contact.model.boosters_, contact.model.info_
     result = FitResult(
-        model=model, learner=chosen, final_size=best_size[chosen], selection=selection, holdout=holdout,
+        model=model, learner=chosen, final_size=str(best[chosen][0]),
+        turnout_score_feature=bool(best[chosen][1]), selection=selection,
+        selection_tables=selection_tables, holdout=holdout,
         arm_metrics=arm_metrics, ate=ate, deciles=deciles, turnout=turnout_eval,
         calibration=calibration_table(p_test[ctrl_te], y_turn_te[ctrl_te]),
         test_scores=test_scores, prepared=prep, contact_rate=contact,

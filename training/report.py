@@ -667,7 +667,9 @@ def _model_facts(model: ScoringModel, ref: ModelRef) -> dict[str, str]:
         "training run": ref.run_id or meta.get("run_id", "-"),
         "training data fingerprint (sha256)": (meta.get("fingerprint") or {}).get("sha256", "-"),
         "learner": meta.get("learner", "-")
-        + (f" (final models: {meta['final_size']} trees x leaves)" if meta.get("final_size") else ""),
+        + (f" (final models: {meta['final_size']} trees x leaves" if meta.get("final_size") else "")
+        + (", turnout score as a feature" if meta.get("turnout_score_feature") else "")
+        + (")" if meta.get("final_size") else ""),
         "code version": meta.get("code_version", "-"),
     }
 

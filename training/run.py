@@ -93,6 +93,7 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
         "persuade.config": config.name,
         "persuade.learner": result.learner,
         "persuade.final_size": result.final_size,
+        "persuade.turnout_score_feature": str(result.turnout_score_feature).lower(),
         "persuade.code_version": code_version(),
         "persuade.validation": "clean",
         "persuade.data_sha256": fingerprint["sha256"],
@@ -104,9 +105,11 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
         "learners_compared": ",".join(config.uplift.learners),
         "final_sizes_compared": ",".join(config.uplift.final_candidates()),
         "final_size": result.final_size,
+        "selection_metric": config.uplift.selection_metric,
         "pool_arms": config.uplift.pool_arms,
         "arm_rounds": config.uplift.arm_rounds,
-        "turnout_score_feature": config.uplift.turnout_score_feature,
+        "turnout_score_feature": result.turnout_score_feature,
+        "turnout_score_compared": ",".join(map(str, config.uplift.turnout_score_options())),
         "holdout_fraction": config.split.holdout_fraction,
         "folds": config.split.folds,
         "seed": config.split.seed,
@@ -130,7 +133,7 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
     with temp_dir() as tmp:
         tmp = Path(tmp)
         tables = {
-            "selection_cv_qini.csv": result.selection.reset_index(),
+            **{f"selection_cv_{metric}.csv": table.reset_index() for metric, table in result.selection_tables.items()},
             "holdout_qini.csv": result.holdout.reset_index(),
             "ate.csv": result.ate,
             "turnout_calibration.csv": result.calibration,
@@ -148,6 +151,7 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
             "config": config.name,
             "learner": result.learner,
             "final_size": result.final_size,
+            "turnout_score_feature": result.turnout_score_feature,
             "code_version": code_version(),
             "fingerprint": {k: fingerprint[k] for k in ("sha256", "rows", "rows_per_arm")},
             "features": model.feature_names,

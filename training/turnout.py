@@ -7,7 +7,7 @@ out-of-fold predictions corrects it, and the correction travels with the model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import lightgbm as lgb
 import numpy as np
@@ -27,12 +27,24 @@ class TurnoutModel:
     calibration: tuple[list[float], list[float]] | None
     oof_gap: float
     oof: np.ndarray
+    fold_boosters: dict[int, lgb.Booster] = field(default_factory=dict)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        p = self.booster.predict(X)
-        if self.calibration is not None:
-            p = np.interp(p, *self.calibration)
-        return p
+        return self._calibrated(self.booster.predict(X))
+
+    def predict_without_fold(self, k: int, X: pd.DataFrame) -> np.ndarray:
+        """Turnout from the model fitted on the control rows outside fold ``k`` (calibrated).
+
+        What cross-validation on fold ``k`` uses as a feature: the booster never saw an
+        outcome of the fold. The isotonic correction, when there is one, is the model's own
+        (fitted once on every fold's out-of-fold predictions), so CV judges candidates on
+        the same calibrated score the refitted models see; that one-dimensional monotone
+        map is the only part fitted with the fold's outcomes among the others.
+        """
+        return self._calibrated(self.fold_boosters[k].predict(X))
+
+    def _calibrated(self, p: np.ndarray) -> np.ndarray:
+        return p if self.calibration is None else np.interp(p, *self.calibration)
 
 
 def fit_turnout(
@@ -46,9 +58,11 @@ def fit_turnout(
     """Fit the turnout classifier on control rows ``X, y`` (grouped ``folds`` for the check)."""
     y = np.asarray(y, dtype=float)
     oof = np.zeros(len(y))
+    fold_boosters = {}
     for k in np.unique(folds):
         train = folds != k
-        oof[~train] = fit_booster(X[train], y[train], params, "binary", seed).predict(X[~train])
+        fold_boosters[int(k)] = fit_booster(X[train], y[train], params, "binary", seed)
+        oof[~train] = fold_boosters[int(k)].predict(X[~train])
     table = calibration_table(oof, y)
     gap = float((table.predicted - table.observed).abs().max())
     calibration = None
@@ -57,4 +71,5 @@ def fit_turnout(
         calibration = (iso.X_thresholds_.tolist(), iso.y_thresholds_.tolist())
         oof = np.interp(oof, *calibration)
     booster = fit_booster(X, y, params, "binary", seed)
-    return TurnoutModel(booster=booster, calibration=calibration, oof_gap=gap, oof=oof)
+    return TurnoutModel(booster=booster, calibration=calibration, oof_gap=gap, oof=oof,
+                        fold_boosters=fold_boosters)
