@@ -248,7 +248,7 @@ def with_uplift(config: RunConfig, overrides: dict) -> RunConfig:
 
 
 def synthetic(n: int, seeds: list[int], uplift: dict | None = None) -> None:
-    rows, rate_rows = [], []
+    rows, rate_rows, chosen = [], [], []
     for seed in seeds:
         campaign = make_campaign(n, seed=seed)
         with tempfile.TemporaryDirectory(prefix="plan-bench-") as folder:
@@ -256,6 +256,8 @@ def synthetic(n: int, seeds: list[int], uplift: dict | None = None) -> None:
             if uplift:
                 config = with_uplift(config, uplift)
             result = train(config, f"synthetic seed {seed}")
+        chosen.append(f"seed {seed}: {result.learner} {result.final_size}"
+                      f"{' + turnout score' if result.turnout_score_feature else ''}")
         model, prep = result.model, result.prepared
         test, X = prep.test, prep.X_test
         truth = campaign.truth.set_index("voter_id").loc[test.voter_id]
@@ -311,7 +313,7 @@ def synthetic(n: int, seeds: list[int], uplift: dict | None = None) -> None:
           "hold-out. Contact rates: phone 0.55 and canvass 0.75 in the new program (the experiment reached "
           "about 0.37 and 0.60). Shares are true gains (from the generator) relative to the oracle plan's.\n")
     print(pd.DataFrame(rows).to_markdown(index=False))
-    print()
+    print(f"\nSelected by grouped CV: {'; '.join(chosen)}.\n")
     print("### Contact-rate model on the synthetic hold-out (P(reached | attempted))\n")
     print(pd.DataFrame(rate_rows).to_markdown(index=False))
     print()
