@@ -115,10 +115,15 @@ def features_in_memory(model: ScoringModel, path: Path) -> pd.DataFrame:
 
 
 def predict_in_memory(model: ScoringModel, X: np.ndarray) -> None:
-    """The baseline: the underlying boosters' predict on a float matrix already in memory."""
-    model.turnout.predict(X)
+    """The baseline: the underlying boosters' predict on a float matrix already in memory.
+
+    The uplift boosters get the (calibrated) turnout score as their last column when the
+    model uses it, as the engine gives it to them.
+    """
+    turnout = model.predict_turnout(X)
+    Xu = np.column_stack([X, turnout]) if model.turnout_score_feature else X
     for arm in model.arms:
-        model.uplift[arm.label].predict(X)
+        model.uplift[arm.label].predict(Xu)
 
 
 # -- child processes: peak RSS of one engine run --------------------------------------------
