@@ -240,13 +240,6 @@ def ggl(config_path: Path, costs_path: Path, n_boot: int, seed: int) -> None:
 
 
 # -- synthetic: share of the oracle plan's true gain -----------------------------------------------
-def with_uplift(config: RunConfig, overrides: dict) -> RunConfig:
-    """``config`` with keys of its ``uplift:`` block replaced (validated like the YAML)."""
-    return RunConfig.model_validate(
-        {**config.model_dump(), "base_dir": config.base_dir, "uplift": {**config.uplift.model_dump(), **overrides}}
-    )
-
-
 def synthetic(n: int, seeds: list[int], uplift: dict | None = None) -> None:
     rows, rate_rows, chosen = [], [], []
     for seed in seeds:
@@ -254,7 +247,7 @@ def synthetic(n: int, seeds: list[int], uplift: dict | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="plan-bench-") as folder:
             config = load_config(campaign.write(folder))
             if uplift:
-                config = with_uplift(config, uplift)
+                config = config.with_uplift(**uplift)
             result = train(config, f"synthetic seed {seed}")
         chosen.append(f"seed {seed}: {result.learner} {result.final_size}"
                       f"{' + turnout score' if result.turnout_score_feature else ''}")

@@ -10,7 +10,7 @@ import re
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -285,6 +285,12 @@ class RunConfig(_Strict):
         out = {self.control_label: self.control_share}
         out.update({k: float(v.share) for k, v in self.arms.items() if v.share is not None})
         return out
+
+    def with_uplift(self, **overrides: Any) -> RunConfig:
+        """This config with keys of its ``uplift:`` block replaced, validated like the YAML."""
+        return RunConfig.model_validate({
+            **self.model_dump(), "base_dir": self.base_dir, "uplift": {**self.uplift.model_dump(), **overrides},
+        })
 
     def resolve(self, path: Path | None) -> Path | None:
         if path is None:

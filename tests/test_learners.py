@@ -151,14 +151,11 @@ def test_nested_nuisance_for_a_fold_never_sees_that_folds_outcomes():
 
 def test_cv_candidates_with_the_turnout_score_never_see_the_judged_folds_outcomes(campaign_dir):
     """The turnout score is a feature of a candidate: in CV it must come from a model blind to the fold."""
-    from features.config import RunConfig
     from training.fit import cv_fold_scores, prepare
     from training.turnout import fit_turnout
 
-    cfg = load_config(campaign_dir / "synthetic_voted.yaml")
-    cfg = RunConfig.model_validate({**cfg.model_dump(), "base_dir": cfg.base_dir, "uplift": {
-        **cfg.uplift.model_dump(), "learners": ["t"], "turnout_score_feature": "select",
-        "final_sizes": [{"n_estimators": 30, "num_leaves": 4}]}})
+    cfg = load_config(campaign_dir / "synthetic_voted.yaml").with_uplift(
+        learners=["t"], turnout_score_feature="select", final_sizes=[{"n_estimators": 30, "num_leaves": 4}])
     prep = prepare(load_experiment(cfg).head(12_000), cfg)
     assigned = prep.assigned("train", cfg)
     design = Design(cfg.arm_labels, cfg.control_label, cfg.design_shares())
