@@ -38,19 +38,19 @@ from scipy.stats import spearmanr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from features.config import RunConfig, arm_slug, load_config  # noqa: E402
+from features.config import arm_slug, load_config  # noqa: E402
 from features.synthetic import make_campaign  # noqa: E402
 from features.tables import load_experiment  # noqa: E402
 from training.evaluation import dr_qini_coefficient, qini_coefficient  # noqa: E402
 from training.fit import (  # noqa: E402
     CANDIDATE_KEYS,
+    arm_contrasts,
     cv_fold_scores,
     fit_outcome_models,
     fit_turnout_model,
     prepare,
 )
 from training.learners import Design  # noqa: E402
-from training.learners.dr import aipw_score  # noqa: E402
 
 log = Console(stderr=True)
 SIZES = [{"n_estimators": 150, "num_leaves": 4}, {"n_estimators": 300, "num_leaves": 4},
@@ -63,35 +63,28 @@ def study(n: int, seed: int) -> pd.DataFrame:
     with tempfile.TemporaryDirectory(prefix="selection-bench-") as folder:
         config = load_config(campaign.write(folder))
         frame = load_experiment(config)
-    config = RunConfig.model_validate({**config.model_dump(), "base_dir": config.base_dir, "uplift": {
-        **config.uplift.model_dump(), "final_sizes": SIZES, "turnout_score_feature": "select"}})
+    config = config.with_uplift(final_sizes=SIZES, turnout_score_feature="select")
     started = time.perf_counter()
-    arms, control = config.arm_labels, config.control_label
-    design = Design(arms, control, config.design_shares())
+    design = Design(config.arm_labels, config.control_label, config.design_shares())
     prep = prepare(frame, config)
     assigned = prep.assigned("train", config)
     y = prep.train[config.outcome.column].to_numpy(dtype=float)
     turnout = fit_turnout_model(prep, config)
     mu, nested_mu = fit_outcome_models(prep, config, design)
     truth = campaign.truth.set_index("voter_id").loc[prep.train.voter_id]
-    contrasts = {}
-    for arm in arms:
-        treated = (assigned == arm).astype(float)
-        e = design.propensity(arm, assigned)
-        contrasts[arm] = ((assigned == arm) | (assigned == control), treated, e,
-                          aipw_score(y, treated, mu[arm], mu[control], e),
-                          truth[f"tau_voted_{arm_slug(arm)}"].to_numpy())
+    contrasts = arm_contrasts(assigned, y, mu, design)
+    tau = {arm: truth[f"tau_voted_{arm_slug(arm)}"].to_numpy() for arm in config.arm_labels}
     rows = []
     for cv in cv_fold_scores(prep.X_train, assigned, y, nested_mu, prep.folds, config, design, turnout):
-        for arm, (in_contrast, treated, e, pseudo, tau) in contrasts.items():
-            r = in_contrast[cv.rows]
+        for arm, c in contrasts.items():
+            r = c.rows[cv.rows]
             score = cv.scores[arm].to_numpy()
             rows.append({
-                "learner": cv.learner, "size": cv.size, "turnout_score": cv.turnout_score,
-                "qini": qini_coefficient(score[r], y[cv.rows][r], treated[cv.rows][r]),
-                "dr_qini": dr_qini_coefficient(score[r], pseudo[cv.rows][r], e),
-                "oracle": dr_qini_coefficient(score[r], tau[cv.rows][r], e),
-                "spearman": spearmanr(score, tau[cv.rows]).statistic,
+                **cv.candidate,
+                "qini": qini_coefficient(score[r], y[cv.rows][r], c.treated[cv.rows][r]),
+                "dr_qini": dr_qini_coefficient(score[r], c.pseudo[cv.rows][r], c.share),
+                "oracle": dr_qini_coefficient(score[r], tau[arm][cv.rows][r], c.share),
+                "spearman": spearmanr(score, tau[arm][cv.rows]).statistic,
             })
     log.print(f"  seed {seed}: {time.perf_counter() - started:.0f} s")
     return pd.DataFrame(rows).groupby(CANDIDATE_KEYS, sort=False).mean()

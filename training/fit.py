@@ -133,6 +133,36 @@ class FoldScores:
     rows: np.ndarray  # boolean mask of the fold over the training rows
     scores: pd.DataFrame  # predicted uplift per arm for those rows
 
+    @property
+    def candidate(self) -> dict[str, str | bool]:
+        """The candidate's key, as the columns :data:`CANDIDATE_KEYS`."""
+        return {"learner": self.learner, "size": self.size, "turnout_score": self.turnout_score}
+
+
+@dataclass
+class ArmContrast:
+    """One arm against control over the training rows, as CV scores it."""
+
+    rows: np.ndarray  # boolean: the arm's and control's rows
+    treated: np.ndarray  # 1.0 for the arm's rows, else 0.0
+    share: float  # the design's treated share of the contrast
+    pseudo: np.ndarray  # AIPW score of every row (meaningful on ``rows``)
+
+
+def arm_contrasts(
+    assigned: np.ndarray, y: np.ndarray, mu: dict[str, np.ndarray], design: Design
+) -> dict[str, ArmContrast]:
+    """Each arm's contrast, its AIPW scores from the cross-fitted outcome models ``mu``."""
+    out = {}
+    for arm in design.arms:
+        treated = (assigned == arm).astype(float)
+        e = design.propensity(arm, assigned)
+        out[arm] = ArmContrast(
+            rows=(assigned == arm) | (assigned == design.control), treated=treated, share=e,
+            pseudo=aipw_score(y, treated, mu[arm], mu[design.control], e),
+        )
+    return out
+
 
 SELECTION_METRICS = ("qini", "dr_qini")
 CANDIDATE_KEYS = ["learner", "size", "turnout_score"]
@@ -209,23 +239,17 @@ def select_learner(
     over arms, indexed by (learner, size, turnout_score); the configured
     ``uplift.selection_metric`` chooses.
     """
-    arms, control = config.arm_labels, config.control_label
-    contrasts = {}
-    for arm in arms:
-        rows = (assigned == arm) | (assigned == control)
-        treated = (assigned == arm).astype(float)
-        e = design.propensity(arm, assigned)
-        contrasts[arm] = rows, treated, aipw_score(y, treated, mu[arm], mu[control], e), e
+    arms = config.arm_labels
+    contrasts = arm_contrasts(assigned, y, mu, design)
     records = []
     for cv in cv_fold_scores(X, assigned, y, nested_mu, folds, config, design, turnout):
-        for arm, (rows, treated, pseudo, e) in contrasts.items():
-            r = rows[cv.rows]
+        for arm, c in contrasts.items():
+            r = c.rows[cv.rows]
             score = cv.scores[arm].to_numpy()[r]
-            t, yy, pp = treated[cv.rows][r], y[cv.rows][r], pseudo[cv.rows][r]
-            base = {"learner": cv.learner, "size": cv.size, "turnout_score": cv.turnout_score,
-                    "fold": cv.fold, "arm": arm}
+            t, yy, pp = c.treated[cv.rows][r], y[cv.rows][r], c.pseudo[cv.rows][r]
+            base = {**cv.candidate, "fold": cv.fold, "arm": arm}
             records.append({**base, "metric": "qini", "value": qini_coefficient(score, yy, t)})
-            records.append({**base, "metric": "dr_qini", "value": dr_qini_coefficient(score, pp, e)})
+            records.append({**base, "metric": "dr_qini", "value": dr_qini_coefficient(score, pp, c.share)})
     long = pd.DataFrame(records)
     tables = {}
     for metric in SELECTION_METRICS:
