@@ -662,14 +662,14 @@ def _load_model(uri: str) -> tuple[ScoringModel, ModelRef]:
 def _model_facts(model: ScoringModel, ref: ModelRef) -> dict[str, str]:
     """The model card's short form: version, training run, data fingerprint, learner, code."""
     meta = model.metadata or {}
+    details = [f"final models: {meta['final_size']} trees x leaves"] if meta.get("final_size") else []
+    if meta.get("turnout_score_feature"):
+        details.append("turnout score as a feature")
     return {
         "model": f"{ref.name or '-'} version {ref.version or '-'} ({ref.uri})",
         "training run": ref.run_id or meta.get("run_id", "-"),
         "training data fingerprint (sha256)": (meta.get("fingerprint") or {}).get("sha256", "-"),
-        "learner": meta.get("learner", "-")
-        + (f" (final models: {meta['final_size']} trees x leaves" if meta.get("final_size") else "")
-        + (", turnout score as a feature" if meta.get("turnout_score_feature") else "")
-        + (")" if meta.get("final_size") else ""),
+        "learner": meta.get("learner", "-") + (f" ({', '.join(details)})" if details else ""),
         "code version": meta.get("code_version", "-"),
     }
 
