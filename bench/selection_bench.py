@@ -70,7 +70,8 @@ def study(n: int, seed: int) -> pd.DataFrame:
     assigned = prep.assigned("train", config)
     y = prep.train[config.outcome.column].to_numpy(dtype=float)
     turnout = fit_turnout_model(prep, config)
-    mu, nested_mu = fit_outcome_models(prep, config, design)
+    outcome_models = fit_outcome_models(prep, config, design)
+    mu, nested_mu = outcome_models.mu, outcome_models.nested
     truth = campaign.truth.set_index("voter_id").loc[prep.train.voter_id]
     contrasts = arm_contrasts(assigned, y, mu, design)
     tau = {arm: truth[f"tau_voted_{arm_slug(arm)}"].to_numpy() for arm in config.arm_labels}

@@ -10,7 +10,7 @@ import re
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -124,6 +124,16 @@ class TreeSize(_Strict):
 class UpliftSpec(_Strict):
     learners: list[Literal["t", "x", "dr"]] = Field(default_factory=lambda: ["t", "x", "dr"])
     nuisance: GBMParams = GBMParams(n_estimators=150, num_leaves=15, min_child_samples=100)
+    nuisance_from_control: bool = Field(
+        default=True,
+        description="boost each treated group's outcome model from the control model (its "
+        "prediction is their start and a feature), so they learn only what contact changes",
+    )
+    nuisance_rounds: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [10, 20, 30, 50, 80, 150], min_length=1,
+        description="with nuisance_from_control: candidate round counts of the treated groups' "
+        "outcome models, chosen per group by out-of-fold loss (nuisance.n_estimators is for control)",
+    )
     final: GBMParams = GBMParams(
         n_estimators=200, learning_rate=0.02, num_leaves=4, min_child_samples=5000
     )

@@ -55,6 +55,23 @@ def test_selection_is_logged_for_both_metrics_and_decided_by_the_configured_one(
     assert not qini.equals(dr)  # two estimates of one estimand: close, not the same numbers
 
 
+def test_the_outcome_models_round_choice_is_logged(trained):
+    """Each treated group's outcome model is boosted from control: its round count and losses are logged."""
+    import mlflow
+
+    result = trained.result
+    params = mlflow.get_run(trained.run_id).data.params
+    assert params["nuisance_from_control"] == "True"
+    logged = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=trained.run_id, artifact_path="evaluation/nuisance_rounds.csv"))
+    assert list(logged.group) == [*(a.slug for a in result.model.arms), "any_contact"]
+    losses = logged.filter(like="loss_").to_numpy()
+    chosen = [int(c.split("_")[1]) for c in logged.filter(like="loss_").columns[losses.argmin(axis=1)]]
+    assert list(logged.chosen_rounds) == chosen
+    for slug, rounds in zip(logged.group, logged.chosen_rounds, strict=True):
+        assert params[f"nuisance_rounds_{slug}"] == str(rounds)
+
+
 def test_logged_pyfunc_has_signature_and_gives_the_bundle_scores(trained):
     import mlflow
 

@@ -118,3 +118,14 @@ def test_selection_metric_is_checked(tmp_path):
         load_config(_write(tmp_path, data))
     data["uplift"]["selection_metric"] = "dr_qini"
     assert load_config(_write(tmp_path, data)).uplift.selection_metric == "dr_qini"
+
+
+@pytest.mark.parametrize("rounds, message", [
+    ([], r"uplift\.nuisance_rounds"),
+    ([10, 0], r"uplift\.nuisance_rounds\.1"),
+])
+def test_bad_nuisance_rounds_are_named(tmp_path, rounds, message):
+    data = _ggl()
+    data["uplift"]["nuisance_rounds"] = rounds
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, data))

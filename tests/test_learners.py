@@ -127,7 +127,8 @@ def test_staged_fit_equals_a_fit_with_each_tree_count(pool_arms, arm_rounds, sub
             assert staged[trees].boosters_[arm].num_trees() == trees + (arm_rounds if pool_arms else 0)
 
 
-def test_nested_nuisance_for_a_fold_never_sees_that_folds_outcomes():
+@pytest.mark.parametrize("from_control", [False, True])
+def test_nested_nuisance_for_a_fold_never_sees_that_folds_outcomes(from_control):
     """CV of the final models must not leak the judged fold's outcomes through the targets."""
     rng = np.random.default_rng(2)
     n = 4000
@@ -135,7 +136,8 @@ def test_nested_nuisance_for_a_fold_never_sees_that_folds_outcomes():
     assigned = rng.choice(["C", "A"], n)
     folds = rng.integers(0, 4, n)
     y = X.a + (assigned == "A") * 0.5 + rng.normal(size=n)
-    nuisance = CrossFitNuisance(Design(["A"], "C"), GBMParams(n_estimators=20, min_child_samples=20), False, seed=1)
+    nuisance = CrossFitNuisance(Design(["A"], "C"), GBMParams(n_estimators=20, min_child_samples=20), False, seed=1,
+                                from_control=from_control, rounds=[2, 5, 20])
     nested = nuisance.fit_predict_nested(X, assigned, y, folds)
     changed = y.copy()
     changed[folds == 2] += 5.0 * rng.normal(size=(folds == 2).sum())
@@ -147,6 +149,56 @@ def test_nested_nuisance_for_a_fold_never_sees_that_folds_outcomes():
     plain_changed = nuisance.fit_predict(X, assigned, changed, folds)
     outside = folds != 2
     assert not np.allclose(plain["C"][outside], plain_changed["C"][outside])  # the plain cross-fit does leak
+
+
+@pytest.fixture(scope="module")
+def small_campaign(campaign_dir):
+    """12,000 voters of the synthetic campaign, split and transformed."""
+    from training.fit import prepare
+
+    cfg = load_config(campaign_dir / "synthetic_voted.yaml")
+    prep = prepare(load_experiment(cfg).head(12_000), cfg)
+    design = Design(cfg.arm_labels, cfg.control_label, cfg.design_shares())
+    return cfg, prep, design
+
+
+def test_arm_outcome_models_boosted_from_control_predict_better_out_of_fold(small_campaign):
+    """A sixth of the rows per arm cannot relearn the wiggly baseline: starting from control's model must win."""
+    cfg, prep, design = small_campaign
+    assigned, y = prep.assigned("train", cfg), prep.train.voted.to_numpy(dtype=float)
+    params = cfg.uplift.nuisance
+
+    def loss(p, rows):
+        p = np.clip(p[rows], 1e-12, 1 - 1e-12)
+        return -np.mean(y[rows] * np.log(p) + (1 - y[rows]) * np.log(1 - p))
+
+    separate = CrossFitNuisance(design, params, True, seed=1).fit_predict(prep.X_train, assigned, y, prep.folds)
+    boosted = CrossFitNuisance(design, params, True, seed=1, from_control=True, rounds=[5, 10, 20, 40, 150])
+    mu = boosted.fit_predict(prep.X_train, assigned, y, prep.folds)
+    np.testing.assert_array_equal(mu[cfg.control_label], separate[cfg.control_label])  # control's model is unchanged
+    assert set(boosted.losses_.columns) == {5, 10, 20, 40, 150}
+    for arm in cfg.arm_labels:
+        rows = assigned == arm
+        assert boosted.rounds_[arm] == boosted.losses_.loc[arm].idxmin()
+        assert loss(mu[arm], rows) == pytest.approx(boosted.losses_.loc[arm].min(), rel=1e-9)
+        assert loss(mu[arm], rows) < loss(separate[arm], rows) - 0.002, arm
+
+
+def test_arm_outcome_models_boosted_from_control_keep_the_arms_average_effect():
+    """The start is control's model plus the arm's own intercept: a few shrunken rounds must not shrink the effect."""
+    rng = np.random.default_rng(4)
+    n = 20_000
+    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
+    assigned = rng.choice(["C", "A"], n, p=[0.5, 0.5])
+    p = 1 / (1 + np.exp(-(np.sin(2 * X.a) + 0.5 * X.b + 0.8 * (assigned == "A"))))
+    y = (rng.random(n) < p).astype(float)
+    folds = rng.integers(0, 4, n)
+    nuisance = CrossFitNuisance(Design(["A"], "C"), GBMParams(n_estimators=50, min_child_samples=50), True, seed=1,
+                                from_control=True, rounds=[1])
+    mu = nuisance.fit_predict(X, assigned, y, folds)
+    observed = y[assigned == "A"].mean() - y[assigned == "C"].mean()
+    assert observed > 0.15
+    assert np.mean(mu["A"] - mu["C"]) == pytest.approx(observed, abs=0.02)
 
 
 def test_cv_candidates_with_the_turnout_score_never_see_the_judged_folds_outcomes(campaign_dir):

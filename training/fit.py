@@ -96,6 +96,8 @@ class FitResult:
     gates: dict[str, dict] = field(default_factory=dict)
     contact_rate: ContactRateReport | None = None
     selection_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    nuisance_rounds: dict[str, int] = field(default_factory=dict)  # treated group -> rounds (from control)
+    nuisance_losses: pd.DataFrame | None = None  # out-of-fold loss per treated group x round count
 
     def flat_metrics(self) -> dict[str, float]:
         out: dict[str, float] = {f"turnout_{k}": v for k, v in self.turnout.items()}
@@ -286,17 +288,30 @@ def fit_turnout_model(prep: Prepared, config: RunConfig) -> TurnoutModel:
     )
 
 
-def fit_outcome_models(
-    prep: Prepared, config: RunConfig, design: Design
-) -> tuple[dict[str, np.ndarray], dict[int, dict[str, np.ndarray]]]:
+@dataclass
+class OutcomeModels:
+    """The cross-fitted outcome (nuisance) models' predictions on the training rows."""
+
+    mu: dict[str, np.ndarray]  # out-of-fold, per label (control, arms, any contact)
+    nested: dict[int, dict[str, np.ndarray]]  # per CV fold k: cross-fitted without fold k
+    losses: pd.DataFrame | None  # out-of-fold loss per treated group x round count (boosted from control)
+    rounds: dict[str, int]  # the chosen round count per treated group (boosted from control)
+
+
+def fit_outcome_models(prep: Prepared, config: RunConfig, design: Design) -> OutcomeModels:
     """Cross-fitted outcome models' predictions on the training rows: plain and nested (for CV)."""
+    spec = config.uplift
     nuisance = CrossFitNuisance(
-        design, config.uplift.nuisance, config.outcome.kind == "turnout", config.split.seed
+        design, spec.nuisance, config.outcome.kind == "turnout", config.split.seed,
+        from_control=spec.nuisance_from_control, rounds=spec.nuisance_rounds,
     )
     assigned = prep.assigned("train", config)
     y = prep.train[config.outcome.column].to_numpy(dtype=float)
-    return (nuisance.fit_predict(prep.X_train, assigned, y, prep.folds),
-            nuisance.fit_predict_nested(prep.X_train, assigned, y, prep.folds))
+    mu = nuisance.fit_predict(prep.X_train, assigned, y, prep.folds)
+    return OutcomeModels(
+        mu=mu, nested=nuisance.fit_predict_nested(prep.X_train, assigned, y, prep.folds),
+        losses=getattr(nuisance, "losses_", None), rounds=getattr(nuisance, "rounds_", {}),
+    )
 
 
 def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress = _noop) -> FitResult:
@@ -321,7 +336,8 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
     p_test = turnout.predict(prep.X_test)
 
     progress("cross-fitted outcome models")
-    mu, nested_mu = fit_outcome_models(prep, config, design)
+    outcome_models = fit_outcome_models(prep, config, design)
+    mu, nested_mu = outcome_models.mu, outcome_models.nested
 
     progress("learner, size and turnout-score selection (grouped CV)")
     selection_tables = select_learner(prep.X_train, a_tr, y_tr, mu, nested_mu, prep.folds, config, design, turnout)
@@ -395,6 +411,7 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
         arm_metrics=arm_metrics, ate=ate, deciles=deciles, turnout=turnout_eval,
         calibration=calibration_table(p_test[ctrl_te], y_turn_te[ctrl_te]),
         test_scores=test_scores, prepared=prep, contact_rate=contact,
+        nuisance_rounds=outcome_models.rounds, nuisance_losses=outcome_models.losses,
     )
     result.gates = evaluate_gates(result)
     return result

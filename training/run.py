@@ -22,6 +22,7 @@ from serving.planning import effect_bins
 from training import plots
 from training.contact_rate import log_contact_rate
 from training.fit import FitResult, Progress, _noop, fit_and_evaluate
+from training.learners import ANY
 from training.tracking import code_version, configure, ensure_experiment, log_json, log_metrics_flat, temp_dir
 
 STEPS = 8  # progress steps of one run: 7 in fit_and_evaluate + logging
@@ -116,6 +117,8 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
         **{f"final_{k}": v for k, v in config.uplift.final_candidates()[result.final_size].model_dump().items()},
         **{f"arm_{k}": v for k, v in config.uplift.arm_params.model_dump().items()},
         **{f"nuisance_{k}": v for k, v in config.uplift.nuisance.model_dump().items()},
+        "nuisance_from_control": config.uplift.nuisance_from_control,
+        **{f"nuisance_rounds_{_nuisance_slug(model, label)}": r for label, r in result.nuisance_rounds.items()},
         **{f"turnout_{k}": v for k, v in config.turnout.params.model_dump().items()},
         "n_features": len(model.feature_names),
     })
@@ -138,6 +141,12 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
             "ate.csv": result.ate,
             "turnout_calibration.csv": result.calibration,
         }
+        if result.nuisance_losses is not None:  # out-of-fold loss of each treated group's outcome model
+            losses = result.nuisance_losses
+            table = losses.rename(columns=lambda r: f"loss_{r}_rounds").reset_index(drop=True)
+            table.insert(0, "group", [_nuisance_slug(model, label) for label in losses.index])
+            table["chosen_rounds"] = [result.nuisance_rounds[label] for label in losses.index]
+            tables["nuisance_rounds.csv"] = table
         for arm, table in result.deciles.items():
             tables[f"deciles_{_slug(model, arm)}.csv"] = table
         for name, table in tables.items():
@@ -169,6 +178,11 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
 
 def _slug(model, arm: str) -> str:
     return next(a.slug for a in model.arms if a.label == arm)
+
+
+def _nuisance_slug(model, label: str) -> str:
+    """A treated group of the outcome models: an arm's slug, or ``any_contact``."""
+    return "any_contact" if label == ANY else _slug(model, label)
 
 
 def _log_plots(config: RunConfig, result: FitResult, folder: Path) -> None:

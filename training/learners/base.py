@@ -3,7 +3,10 @@
 Every learner here works in three steps, and only the middle one differs:
 
 1. **Nuisance** (:class:`CrossFitNuisance`): out-of-fold outcome models, cross-fitted
-   over grouped folds: E[Y | X, arm=a] for control, each arm, and "any contact".
+   over grouped folds: E[Y | X, arm=a] for control, each arm, and "any contact". By
+   default the treated groups' models are boosted *from the control model*: its
+   prediction is their starting point and a feature, so they learn only how contact
+   moves the outcome, and their round count is chosen per group by out-of-fold loss.
 2. **Targets** (``UpliftLearner._contrast_targets``, per learner): a per-row target whose
    regression on X estimates the CATE of a treated group against control (T: the
    difference of outcome models; X: imputed effects; DR: the doubly-robust score).
@@ -68,9 +71,10 @@ def fit_booster(
     weight: np.ndarray | None = None,
     rounds: int | None = None,
     init_model: lgb.Booster | None = None,
+    init_score: np.ndarray | None = None,
 ) -> lgb.Booster:
-    """Fit one LightGBM booster (optionally continuing ``init_model``)."""
-    data = lgb.Dataset(X, label=y, weight=weight, free_raw_data=True)
+    """Fit one LightGBM booster (optionally continuing ``init_model`` or from raw scores ``init_score``)."""
+    data = lgb.Dataset(X, label=y, weight=weight, init_score=init_score, free_raw_data=True)
     return lgb.train(
         lgb_params(params, objective, seed),
         data,
@@ -124,6 +128,9 @@ class Design:
         return assigned != self.control if label == ANY else assigned == label
 
 
+CONTROL_OUTCOME = "control_outcome_raw"  # the control model's raw score, a feature of the treated groups' models
+
+
 class CrossFitNuisance:
     """Out-of-fold outcome models per arm (and for any contact), over grouped folds.
 
@@ -135,31 +142,119 @@ class CrossFitNuisance:
     binary : bool
         Outcome is 0/1 (classifiers) or numeric (regressors).
     seed : int
+    from_control : bool
+        Boost each treated group's model from the control model of the same folds: the
+        control model's raw score (log-odds, or the value) is its initial score and a
+        feature (:data:`CONTROL_OUTCOME`), so its trees model only the difference contact
+        makes, and how that difference varies with the baseline. Fitted separately, the
+        arm models (a sixth of the rows each, in a 40%-control design) relearn the whole
+        baseline, and their errors do not cancel in ``mu_a - mu_0``. The control model
+        never sees a treated row, so each treated row's initial score is out of sample.
+    rounds : sequence of int
+        With ``from_control``, candidate round counts of the treated groups' models. Each
+        group's count is the one with the lowest out-of-fold loss (log-loss or squared
+        error) on its own rows: the outcome models are judged as predictors of the
+        outcome, never by an uplift metric. ``params.n_estimators`` is ignored for them.
+
+    Attributes
+    ----------
+    losses_ : DataFrame
+        After :meth:`fit_predict` with ``from_control``: out-of-fold loss per treated
+        group (rows) and round count (columns).
+    rounds_ : dict
+        The chosen round count per treated group.
     """
 
-    def __init__(self, design: Design, params: GBMParams, binary: bool, seed: int = 0):
+    def __init__(
+        self,
+        design: Design,
+        params: GBMParams,
+        binary: bool,
+        seed: int = 0,
+        from_control: bool = False,
+        rounds: Sequence[int] = (10, 20, 30, 50, 80, 150),
+    ):
         self.design = design
         self.params = params
         self.binary = binary
         self.seed = seed
+        self.from_control = from_control
+        self.rounds = rounds
 
     def fit_predict(
-        self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, folds: np.ndarray, progress=None
+        self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, folds: np.ndarray
     ) -> dict[str, np.ndarray]:
         """Out-of-fold predictions ``mu[label]`` for every row, for control, arms and ANY."""
-        labels = [self.design.control, *self.design.arms, ANY]
-        mu = {label: np.zeros(len(y)) for label in labels}
+        mu, losses = self._cross_fit(X, np.asarray(assigned), np.asarray(y, dtype=float), folds)
+        if losses is not None:
+            self.losses_ = losses
+            self.rounds_ = {label: int(losses.loc[label].idxmin()) for label in losses.index}
+        return mu
+
+    def _link(self, raw: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-raw)) if self.binary else raw
+
+    def _intercept(self, y: np.ndarray, raw: np.ndarray) -> float:
+        """The constant c that best fits ``y`` from ``raw + c`` (LightGBM's boost from average, on an offset).
+
+        Without it the trees would have to learn the group's average effect too, and a
+        few shrunken rounds would leave it biased towards no effect.
+        """
+        if not self.binary:
+            return float(np.mean(y - raw))
+        c = 0.0
+        for _ in range(50):  # Newton's method on the log-likelihood: concave, converges in a few steps
+            p = 1.0 / (1.0 + np.exp(-(raw + c)))
+            step = float(np.sum(y - p) / max(np.sum(p * (1 - p)), 1e-12))
+            c += step
+            if abs(step) < 1e-10:
+                break
+        return c
+
+    def _loss(self, y: np.ndarray, p: np.ndarray) -> float:
+        if not self.binary:
+            return float(np.mean((y - p) ** 2))
+        p = np.clip(p, 1e-12, 1 - 1e-12)
+        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+    def _cross_fit(
+        self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, folds: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], pd.DataFrame | None]:
+        control = self.design.control
+        treated_labels = [*self.design.arms, ANY]
         objective = "binary" if self.binary else "regression"
+        rounds = sorted(set(self.rounds)) if self.from_control else []
+        mu = {label: np.zeros(len(y)) for label in [control, *treated_labels]}
+        staged = {label: {r: np.zeros(len(y)) for r in rounds} for label in treated_labels}
         for k in np.unique(folds):
             train, test = folds != k, folds == k
-            for label in labels:
-                rows = train & self.design.treated_mask(label, assigned) if label != self.design.control \
-                    else train & (assigned == label)
-                model = fit_booster(X[rows], y[rows], self.params, objective, self.seed)
-                mu[label][test] = model.predict(X[test])
-                if progress is not None:
-                    progress()
-        return mu
+            rows = train & (assigned == control)
+            base = fit_booster(X[rows], y[rows], self.params, objective, self.seed)
+            mu[control][test] = base.predict(X[test])
+            if self.from_control:
+                raw = base.predict(X, raw_score=True)
+                X_base = X.assign(**{CONTROL_OUTCOME: raw})
+            for label in treated_labels:
+                rows = train & self.design.treated_mask(label, assigned)
+                if not self.from_control:
+                    mu[label][test] = fit_booster(X[rows], y[rows], self.params, objective, self.seed).predict(X[test])
+                    continue
+                start = raw + self._intercept(y[rows], raw[rows])
+                model = fit_booster(X_base[rows], y[rows], self.params, objective, self.seed,
+                                    rounds=max(rounds), init_score=start[rows])
+                for r in rounds:
+                    staged[label][r][test] = self._link(
+                        start[test] + model.predict(X_base[test], raw_score=True, num_iteration=r))
+        if not self.from_control:
+            return mu, None
+        losses = pd.DataFrame(
+            [[self._loss(y[m], staged[label][r][m]) for r in rounds]
+             for label, m in ((lb, self.design.treated_mask(lb, assigned)) for lb in treated_labels)],
+            index=treated_labels, columns=rounds,
+        )
+        for label in treated_labels:
+            mu[label] = staged[label][int(losses.loc[label].idxmin())]
+        return mu, losses
 
     def fit_predict_nested(
         self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, folds: np.ndarray
@@ -168,7 +263,8 @@ class CrossFitNuisance:
 
         For fold ``k``, the rows outside ``k`` get out-of-fold predictions cross-fitted
         over the other folds only, so no outcome of fold ``k`` reaches the targets a
-        learner is fitted on before it is judged on ``k``. (The cross-fitted ``mu`` of
+        learner is fitted on before it is judged on ``k``; with ``from_control``, the
+        round counts are chosen on those folds too. (The cross-fitted ``mu`` of
         :meth:`fit_predict` does not have this property: fold ``k``'s outcomes are in the
         models that predict the other folds, which leaks into a CV score on ``k`` and
         favours learners and sizes that copy the outcome models.)
@@ -179,9 +275,10 @@ class CrossFitNuisance:
             Fold ``k`` -> ``mu`` over the rows with ``folds != k`` (in their order).
         """
         out = {}
+        assigned, y = np.asarray(assigned), np.asarray(y, dtype=float)
         for k in np.unique(folds):
             keep = folds != k
-            out[int(k)] = self.fit_predict(X[keep], np.asarray(assigned)[keep], np.asarray(y)[keep], folds[keep])
+            out[int(k)] = self._cross_fit(X[keep], assigned[keep], y[keep], folds[keep])[0]
         return out
 
 
