@@ -13,7 +13,7 @@ For each seed it reports, for both selection metrics (``qini``: the fold's outco
 against the best oracle score of the grid, and the rank correlation of the metric with
 the oracle across candidates. Nothing here chooses anything: it checks the chooser.
 
-Command (project root; about 10 minutes per seed on a quiet 2-core machine)::
+Command (project root; about 5 minutes per seed on a quiet 2-core machine)::
 
     PERSUADE_THREADS=2 .venv/bin/python bench/selection_bench.py --seeds 1 2
 
