@@ -33,6 +33,7 @@ from training.evaluation import (
     uplift_metrics,
 )
 from training.learners import LEARNERS, CrossFitNuisance, Design, UpliftLearner
+from training.learners.base import best_rounds
 from training.learners.dr import aipw_score
 from training.references import DefaultTLearner, random_score, turnout_05_score
 from training.splits import group_folds, holdout_mask
@@ -96,8 +97,12 @@ class FitResult:
     gates: dict[str, dict] = field(default_factory=dict)
     contact_rate: ContactRateReport | None = None
     selection_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    nuisance_rounds: dict[str, int] = field(default_factory=dict)  # treated group -> rounds (from control)
     nuisance_losses: pd.DataFrame | None = None  # out-of-fold loss per treated group x round count
+
+    @property
+    def nuisance_rounds(self) -> dict[str, int]:
+        """The outcome models' chosen round count per treated group (boosted from control; else empty)."""
+        return {} if self.nuisance_losses is None else best_rounds(self.nuisance_losses)
 
     def flat_metrics(self) -> dict[str, float]:
         out: dict[str, float] = {f"turnout_{k}": v for k, v in self.turnout.items()}
@@ -295,7 +300,6 @@ class OutcomeModels:
     mu: dict[str, np.ndarray]  # out-of-fold, per label (control, arms, any contact)
     nested: dict[int, dict[str, np.ndarray]]  # per CV fold k: cross-fitted without fold k
     losses: pd.DataFrame | None  # out-of-fold loss per treated group x round count (boosted from control)
-    rounds: dict[str, int]  # the chosen round count per treated group (boosted from control)
 
 
 def fit_outcome_models(prep: Prepared, config: RunConfig, design: Design) -> OutcomeModels:
@@ -310,7 +314,7 @@ def fit_outcome_models(prep: Prepared, config: RunConfig, design: Design) -> Out
     mu = nuisance.fit_predict(prep.X_train, assigned, y, prep.folds)
     return OutcomeModels(
         mu=mu, nested=nuisance.fit_predict_nested(prep.X_train, assigned, y, prep.folds),
-        losses=getattr(nuisance, "losses_", None), rounds=getattr(nuisance, "rounds_", {}),
+        losses=getattr(nuisance, "losses_", None),
     )
 
 
@@ -411,7 +415,7 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
         arm_metrics=arm_metrics, ate=ate, deciles=deciles, turnout=turnout_eval,
         calibration=calibration_table(p_test[ctrl_te], y_turn_te[ctrl_te]),
         test_scores=test_scores, prepared=prep, contact_rate=contact,
-        nuisance_rounds=outcome_models.rounds, nuisance_losses=outcome_models.losses,
+        nuisance_losses=outcome_models.losses,
     )
     result.gates = evaluate_gates(result)
     return result

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from scipy.special import expit
+from sklearn.metrics import log_loss, mean_squared_error
 
 from features.config import GBMParams
 
@@ -131,6 +133,11 @@ class Design:
 CONTROL_OUTCOME = "control_outcome_raw"  # the control model's raw score, a feature of the treated groups' models
 
 
+def best_rounds(losses: pd.DataFrame) -> dict[str, int]:
+    """The round count with the lowest out-of-fold loss, per treated group (a row of ``losses``)."""
+    return {label: int(row.idxmin()) for label, row in losses.iterrows()}
+
+
 class CrossFitNuisance:
     """Out-of-fold outcome models per arm (and for any contact), over grouped folds.
 
@@ -188,11 +195,11 @@ class CrossFitNuisance:
         mu, losses = self._cross_fit(X, np.asarray(assigned), np.asarray(y, dtype=float), folds)
         if losses is not None:
             self.losses_ = losses
-            self.rounds_ = {label: int(losses.loc[label].idxmin()) for label in losses.index}
+            self.rounds_ = best_rounds(losses)
         return mu
 
     def _link(self, raw: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-raw)) if self.binary else raw
+        return expit(raw) if self.binary else raw
 
     def _intercept(self, y: np.ndarray, raw: np.ndarray) -> float:
         """The constant c that best fits ``y`` from ``raw + c`` (LightGBM's boost from average, on an offset).
@@ -204,7 +211,7 @@ class CrossFitNuisance:
             return float(np.mean(y - raw))
         c = 0.0
         for _ in range(50):  # Newton's method on the log-likelihood: concave, converges in a few steps
-            p = 1.0 / (1.0 + np.exp(-(raw + c)))
+            p = expit(raw + c)
             step = float(np.sum(y - p) / max(np.sum(p * (1 - p)), 1e-12))
             c += step
             if abs(step) < 1e-10:
@@ -212,10 +219,7 @@ class CrossFitNuisance:
         return c
 
     def _loss(self, y: np.ndarray, p: np.ndarray) -> float:
-        if not self.binary:
-            return float(np.mean((y - p) ** 2))
-        p = np.clip(p, 1e-12, 1 - 1e-12)
-        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+        return float(log_loss(y, p, labels=[0, 1]) if self.binary else mean_squared_error(y, p))
 
     def _cross_fit(
         self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, folds: np.ndarray
@@ -252,8 +256,8 @@ class CrossFitNuisance:
              for label, m in ((lb, self.design.treated_mask(lb, assigned)) for lb in treated_labels)],
             index=treated_labels, columns=rounds,
         )
-        for label in treated_labels:
-            mu[label] = staged[label][int(losses.loc[label].idxmin())]
+        for label, r in best_rounds(losses).items():
+            mu[label] = staged[label][r]
         return mu, losses
 
     def fit_predict_nested(
