@@ -161,6 +161,22 @@ def difference_in_means(y, treated, groups, n_boot: int = 200, seed: int = 0) ->
     return _interval(est, draws)
 
 
+def clustered_mean(values: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """Mean of ``values`` and its cluster-robust standard error (whole groups are the units).
+
+    ``se = sqrt(G / (G - 1) * sum_g (sum_{i in g} (v_i - mean))^2) / n``: the sandwich
+    estimator of a mean when rows of one group (household, precinct) are correlated,
+    as in a design randomized by group.
+    """
+    values = np.asarray(values, dtype=float)
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    n, mean = len(values), float(values.mean())
+    sums = np.bincount(inverse, weights=values - mean)
+    g = len(sums)
+    se = float(np.sqrt(g / max(g - 1, 1) * np.sum(sums**2)) / n) if n else float("nan")
+    return mean, se
+
+
 def decile_table(pred: np.ndarray, y: np.ndarray, treated: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
     """Predicted vs observed uplift by decile of predicted uplift (decile 1 = highest)."""
     pred = np.asarray(pred, dtype=float)

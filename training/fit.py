@@ -24,6 +24,7 @@ from training.evaluation import (
     KS,
     auuc,
     calibration_table,
+    clustered_mean,
     decile_table,
     difference_in_means,
     dr_qini_coefficient,
@@ -98,6 +99,7 @@ class FitResult:
     contact_rate: ContactRateReport | None = None
     selection_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     nuisance_losses: pd.DataFrame | None = None  # out-of-fold loss per treated group x round count
+    arm_effects: dict[str, dict[str, float]] = field(default_factory=dict)  # see training_arm_effects
 
     @property
     def nuisance_rounds(self) -> dict[str, int]:
@@ -115,6 +117,10 @@ class FitResult:
             out[f"{slug}_observed_ate"] = row.observed_ate
             out[f"{slug}_observed_ate_low"] = row.observed_low
             out[f"{slug}_observed_ate_high"] = row.observed_high
+        for arm, effect in self.arm_effects.items():
+            slug = next(a.slug for a in self.model.arms if a.label == arm)
+            out[f"{slug}_training_ate"] = effect["ate"]
+            out[f"{slug}_training_ate_se"] = effect["se"]
         for (name, arm), value in self.holdout["qini"].items():
             slug = next(a.slug for a in self.model.arms if a.label == arm)
             out[f"ref_{name}_{slug}_qini"] = value
@@ -168,6 +174,24 @@ def arm_contrasts(
             rows=(assigned == arm) | (assigned == design.control), treated=treated, share=e,
             pseudo=aipw_score(y, treated, mu[arm], mu[design.control], e),
         )
+    return out
+
+
+def training_arm_effects(
+    contrasts: dict[str, ArmContrast], groups: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """Each arm's average effect on the training rows and its standard error.
+
+    The mean of the arm's AIPW scores (cross-fitted outcome models, design propensity):
+    the doubly-robust estimate of the average effect the final models' arm level rests
+    on, with a cluster-robust standard error over the randomization groups. The planner
+    reads it to say how much a plan depends on each arm's level
+    (``serving.plan_sensitivity``).
+    """
+    out = {}
+    for arm, c in contrasts.items():
+        ate, se = clustered_mean(c.pseudo[c.rows], np.asarray(groups)[c.rows])
+        out[arm] = {"ate": ate, "se": se, "rows": int(c.rows.sum())}
     return out
 
 
@@ -342,6 +366,7 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
     progress("cross-fitted outcome models")
     outcome_models = fit_outcome_models(prep, config, design)
     mu, nested_mu = outcome_models.mu, outcome_models.nested
+    arm_effects = training_arm_effects(arm_contrasts(a_tr, y_tr, mu, design), prep.train[config.group_column])
 
     progress("learner, size and turnout-score selection (grouped CV)")
     selection_tables = select_learner(prep.X_train, a_tr, y_tr, mu, nested_mu, prep.folds, config, design, turnout)
@@ -415,7 +440,7 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
         arm_metrics=arm_metrics, ate=ate, deciles=deciles, turnout=turnout_eval,
         calibration=calibration_table(p_test[ctrl_te], y_turn_te[ctrl_te]),
         test_scores=test_scores, prepared=prep, contact_rate=contact,
-        nuisance_losses=outcome_models.losses,
+        nuisance_losses=outcome_models.losses, arm_effects=arm_effects,
     )
     result.gates = evaluate_gates(result)
     return result

@@ -170,6 +170,7 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
             "gates": {g: v["passed"] for g, v in result.gates.items()},
             "group_column": config.group_column,
             "uplift_deciles": effect_bins(result.deciles),  # the plan's interval (serving.planning)
+            "arm_effects": result.arm_effects,  # the plan's level sensitivity (serving.plan_sensitivity)
         }
         bundle = model.save(tmp / "bundle")
         example = prep.test[[config.id_column, *model.input_features]].head(5).reset_index(drop=True)
