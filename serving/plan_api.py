@@ -23,6 +23,7 @@ from serving.api import VOTER_SCHEMA, ModelRefOut, Voters
 from serving.bundle import ScoringModel
 from serving.flavor import ModelRef
 from serving.limits import MAX_VOTERS
+from serving.plan_sensitivity import with_sensitivity
 from serving.planning import PositiveNumber, ProgramCosts, expected_gains, plan_from_gains
 
 
@@ -38,6 +39,9 @@ class PlanRequest(BaseModel):
     costs: ProgramCosts | None = Field(
         default=None, description="Cost per attempt by arm, capacity and contact rate by channel "
                                   "(default: the costs of the model's run config, no capacity limits).")
+    sensitivity: bool = Field(
+        default=False, description="Also re-plan with each arm's average effect at either end of its 95% "
+                                   "interval and report what the plan would lose (two more solves per arm).")
 
 
 class PlannedContact(BaseModel):
@@ -86,6 +90,20 @@ class SolverReport(BaseModel):
     lp_solves: int
 
 
+class LevelScenario(BaseModel):
+    """The plan if one arm's average effect were at an end of its 95% interval."""
+
+    arm: str
+    side: str = Field(description="low or high end of the arm's interval.")
+    scale: float = Field(description="The arm's expected gains multiplied by this (1 -/+ 1.96 relative SE, >= 0).")
+    voters_moved: int = Field(description="Voters whose arm (or contact at all) the re-plan changes.")
+    plan_value: float = Field(description="Expected gain of the plan under the scenario.")
+    replan_value: float = Field(description="Expected gain of the best plan under the scenario.")
+    regret: float = Field(description="What keeping the plan costs if the scenario is true.")
+    regret_share: float = Field(description="regret / replan_value.")
+    replan_contacts_per_arm: dict[str, int]
+
+
 class PlanResponse(BaseModel):
     model: ModelRefOut
     outcome: str
@@ -98,6 +116,8 @@ class PlanResponse(BaseModel):
     channels: dict[str, ChannelPlan] = Field(description="Channel -> its ordered contact list.")
     suppression: Suppression
     solver: SolverReport
+    sensitivity: list[LevelScenario] | None = Field(
+        default=None, description="Per arm and side, when asked for (null otherwise).")
 
 
 class VoterColumns(Protocol):
@@ -122,6 +142,7 @@ def plan_payload(
     budget: float,
     costs: ProgramCosts | None = None,
     eligibility: ArmEligibility | None = None,
+    sensitivity: bool = False,
 ) -> dict[str, Any]:
     """The ``POST /plan`` response (plain JSON-ready dicts, shaped as :class:`PlanResponse`).
 
@@ -135,6 +156,8 @@ def plan_payload(
     gains = expected_gains(model, X, costs, allowed)
     reasons = None if eligibility is None else eligibility.reason
     plan = plan_from_gains(model, voters.ids, gains, budget, costs, reasons)
+    if sensitivity:
+        plan = with_sensitivity(model, gains, plan, costs)
     summary = plan.summary()
     channels: dict[str, Any] = {}
     for channel, part in plan.table.groupby("channel", sort=True):  # the table is in priority order
@@ -147,6 +170,7 @@ def plan_payload(
         "channels": channels,
         "suppression": {**summary["suppression"], "not_allowed": summary["not_allowed"]},
         "solver": {k: v for k, v in summary["solver"].items() if k in SolverReport.model_fields},
+        "sensitivity": summary["sensitivity"],
     }
 
 

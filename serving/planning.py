@@ -505,6 +505,9 @@ class ContactPlan:
         but the budget or a capacity went to better uses).
     not_allowed : dict of str to int
         (voter, arm) pairs not allowed, by reason code when reasons were given.
+    sensitivity : DataFrame or None
+        What the plan would lose if an arm's average effect sat at either end of its
+        interval (:func:`serving.plan_sensitivity.level_sensitivity`), when asked for.
     """
 
     table: pd.DataFrame
@@ -517,6 +520,7 @@ class ContactPlan:
     suppression: dict[str, int]
     not_allowed: dict[str, int] = field(default_factory=dict)
     outcome: str = "turnout"
+    sensitivity: pd.DataFrame | None = None
 
     def by_channel(self) -> dict[str, pd.DataFrame]:
         """The ordered list of each channel (call, text, mail, canvass lists)."""
@@ -540,6 +544,7 @@ class ContactPlan:
             {"low": self.interval[0], "high": self.interval[1], "level": 0.95},
             "contacts_per_arm": self.contacts_per_arm(), "channels": per_channel,
             "suppression": self.suppression, "not_allowed": self.not_allowed, "solver": self.allocation.as_dict(),
+            "sensitivity": None if self.sensitivity is None else self.sensitivity.to_dict("records"),
         }
 
 

@@ -112,13 +112,16 @@ class Persuade:
         return Response(body, media_type="application/json")
 
     @bentoml.api(route="/plan", input_spec=PlanRequest, output_spec=PlanResponse)
-    async def plan(self, voters: Voters, budget: float, costs: ProgramCosts | None = None) -> Response:
+    async def plan(self, voters: Voters, budget: float, costs: ProgramCosts | None = None,
+                   sensitivity: bool = False) -> Response:
         """Whom to contact with which arm within `budget`: ordered lists per channel.
 
         Consent rules apply as for /score. The answer has each channel's contacts in
         priority order with their expected gain, the total expected incremental outcomes
-        with a 95% interval, suppression counts and the solver's optimality bound.
-        Errors as for /score; 422 also for costs that do not fit the model (names the field).
+        with a 95% interval, suppression counts and the solver's optimality bound; with
+        `sensitivity`, what the plan would lose if an arm's average effect were at an end
+        of its interval. Errors as for /score; 422 also for costs that do not fit the model
+        (names the field).
         """
         served, audit = self._take_model()
         if served is None:
@@ -130,7 +133,7 @@ class Persuade:
             scorer = served.scorer
             batch = scorer.read(voters)
             allowed = scorer.eligibility(batch, served.model.arms) if scorer.eligibility is not None else None
-            return encode(plan_payload(served.model, served.ref, batch, budget, costs, allowed))
+            return encode(plan_payload(served.model, served.ref, batch, budget, costs, allowed, sensitivity))
 
         try:
             body = await anyio.to_thread.run_sync(answer)

@@ -384,7 +384,7 @@ def planned(champion_uri, voters, tmp_path_factory) -> Path:
     result = CliRunner().invoke(main, ["plan", "--model", champion_uri, "--input", str(folder / "voters.parquet"),
                                        "--budget", "1200", "--costs", str(folder / "costs.yaml"),
                                        "--consent", str(folder / "consent.parquet"),
-                                       "--as-of", "2026-10-01T00:00:00Z", "--output", str(out)])
+                                       "--as-of", "2026-10-01T00:00:00Z", "--output", str(out), "--sensitivity"])
     assert result.exit_code == 0, result.output
     return out
 
@@ -430,6 +430,17 @@ def test_plan_report_shows_the_plans_totals_suppression_and_model(planned, train
                                                                                       abs=0.005)
     assert int(channels.loc["mail", "attempts"].replace(",", "")) <= 700
     assert len(channels) >= 2  # the mail capacity sends the rest of the budget to other channels
+
+    # what the plan would lose if an arm's average effect sat at an end of its interval
+    heading = htmllib.escape("If an arm's average effect were at an end of its 95% interval")
+    sensitivity = _table_after(html, f"<h3>{heading}</h3>").set_index(["arm", "side"])
+    assert len(sensitivity) == len(summary["sensitivity"]) == 2 * 4
+    for row in summary["sensitivity"]:
+        shown = sensitivity.loc[(row["arm"], row["side"])]
+        assert int(shown.voters_moved.replace(",", "")) == row["voters_moved"]
+        assert _amount(shown.plan_loses_votes) == pytest.approx(row["regret"], abs=0.005)
+    worst = max(summary["sensitivity"], key=lambda r: r["regret_share"])
+    assert f"{worst['regret_share']:.1%} of what a re-plan would gain" in htmllib.unescape(html)
 
     # suppressed, by reason
     outcomes = _table_after(html, "<h3>Every voter considered, once</h3>").set_index("outcome")

@@ -413,8 +413,27 @@ def test_plan_is_the_in_process_plan_and_respects_consent(client, model, segment
         assert all(c.expected_gain > 0 for c in channel.contacts)
 
 
+def test_plan_sensitivity_on_request(client, model, segment):
+    from serving.plan_api import PlanResponse
+
+    voters = records(segment)
+    plain = PlanResponse.model_validate(plan(client, voters, 60).json())
+    assert plain.sensitivity is None
+    r = client.post("/plan", json={"voters": voters, "budget": 60, "sensitivity": True})
+    assert r.status_code == 200, r.text
+    body = PlanResponse.model_validate(r.json())
+    assert body.total_expected_gain == pytest.approx(plain.total_expected_gain)
+    assert [(s.arm, s.side) for s in body.sensitivity] == [
+        (a.label, side) for a in model.arms for side in ("low", "high")]
+    for s in body.sensitivity:
+        assert s.scale >= 0 and s.replan_value >= s.plan_value
+        assert s.regret == pytest.approx(s.replan_value - s.plan_value)
+        assert (s.voters_moved == 0) == (s.regret == 0)
+
+
 @pytest.mark.parametrize(("payload", "status", "needle"), [
     ({"budget": 10, "costs": {"arms": {"Billboard": {"cost": 1}}}}, 422, "costs.arms"),
+    ({"budget": 10, "sensitivity": "maybe"}, 400, "sensitivity"),
     ({"budget": -5}, 400, "budget"),
     ({"budget": 10, "costs": {"channels": {"phone": {"capacity": "many"}}}}, 400, "capacity"),
     ({"budget": 10, "voters": [{"voter_id": "a", "age": "old"}]}, 422, "age"),

@@ -417,8 +417,11 @@ def demo(config_path: Path, out_dir: Path) -> None:
               help="Consent table: arms a voter may not get are never planned.")
 @click.option("--as-of", "as_of", default=None, help="Consent decision time (ISO 8601; default: now, UTC).")
 @click.option("--chunk-size", default=200_000, show_default=True, help="Rows per streamed chunk.")
+@click.option("--sensitivity", is_flag=True,
+              help="Also re-plan with each arm's average effect at either end of its 95% interval and report "
+                   "what the plan would lose (two more solves per arm).")
 def plan(model_uri: str, input_path: Path, budget: float, costs_path: Path | None, output_path: Path,
-         consent_path: Path | None, as_of: str | None, chunk_size: int) -> None:
+         consent_path: Path | None, as_of: str | None, chunk_size: int, sensitivity: bool) -> None:
     """Choose whom to contact, with which arm, within the budget (maximum expected gain)."""
     from serving.planning import (
         ProgramCosts,
@@ -455,6 +458,12 @@ def plan(model_uri: str, input_path: Path, budget: float, costs_path: Path | Non
             solve = bar.add_task("allocating", total=1)
             result = plan_from_gains(model, ids, gains, budget, costs, reasons)
             bar.update(solve, completed=1)
+            if sensitivity:
+                from serving.plan_sensitivity import with_sensitivity
+
+                resolve = bar.add_task("re-planning at each arm's interval ends", total=1)
+                result = with_sensitivity(model, gains, result, costs)
+                bar.update(resolve, completed=1)
         except USER_ERRORS as exc:
             bar.stop()
             _fail(exc)
@@ -483,7 +492,20 @@ def _print_plan(result, output_path: Path) -> None:
     console.print("voters: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in summary["suppression"].items()))
     if summary["not_allowed"]:
         console.print("arms not allowed: " + ", ".join(f"{k} {v:,}" for k, v in summary["not_allowed"].items()))
+    if result.sensitivity is not None:
+        _print_sensitivity(result.sensitivity)
     console.print(f"-> {output_path}")
+
+
+def _print_sensitivity(frame) -> None:
+    table = Table(title="if an arm's average effect were at an end of its 95% interval")
+    for col in ("arm", "side", "gains x", "voters moved", "re-plan contacts", "plan loses"):
+        table.add_column(col, justify="left" if col in ("arm", "side", "re-plan contacts") else "right")
+    for row in frame.itertuples():
+        mix = ", ".join(f"{arm} {n:,}" for arm, n in row.replan_contacts_per_arm.items()) or "none"
+        table.add_row(row.arm, row.side, f"{row.scale:.2f}", f"{row.voters_moved:,}", mix,
+                      f"{row.regret:,.1f} ({row.regret_share:.1%})")
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -41,8 +41,8 @@ def score_over_http(base_url: str, key: str, segment: pd.DataFrame, top_k: int =
 
 
 def plan_over_http(base_url: str, key: str, segment: pd.DataFrame, budget: float) -> dict:
-    """POST the segment to /plan with a budget (the run config's costs); return the JSON response."""
-    body = {"voters": segment.to_dict(orient="records"), "budget": budget}
+    """POST the segment to /plan with a budget (the run config's costs) and its sensitivity; return the JSON."""
+    body = {"voters": segment.to_dict(orient="records"), "budget": budget, "sensitivity": True}
     resp = httpx.post(f"{base_url}/plan", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=120)
     resp.raise_for_status()
     return resp.json()
@@ -63,6 +63,11 @@ def print_plan(console: Console, plan: dict) -> None:
     console.print(f"planned {sum(plan['contacts_per_arm'].values())} contacts for budget {plan['budget']:g} "
                   f"(spent {plan['spent']:g}: {arms or 'none'}); expected extra votes "
                   f"{plan['total_expected_gain']:.1f}{spread}; LP bound {plan['solver']['lp_bound']:.1f}")
+    if plan.get("sensitivity"):
+        worst = max(plan["sensitivity"], key=lambda row: row["regret_share"])
+        console.print(f"most sensitive to {worst['arm']}'s average effect: at the {worst['side']} end of its 95% "
+                      f"interval the plan would lose {worst['regret_share']:.1%} "
+                      f"({worst['voters_moved']} voters would change)")
 
 
 def print_response(console: Console, response: dict) -> None:

@@ -1017,6 +1017,7 @@ class ListReport:
                     row_class=lambda r: "ref" if r["arm"] == "total" else ""),
             h.heading("Contacts per channel"),
             h.table(channels, money) if len(channels) else h.paragraph("Nobody is contacted."),
+            *self._plan_sensitivity(plan, units),
             h.heading("If the budget were cut: the plan's priority order"),
             h.paragraph("Contacts in priority order until the share of the budget is spent (the plan itself, cut "
                         "short; a plan re-solved for a smaller budget may do slightly better)."),
@@ -1031,6 +1032,35 @@ class ListReport:
                                      "are added."))
         body.append(h.figures(images))
         return h.Section("plan", "Budget, contacts and expected outcomes", "".join(body))
+
+    @staticmethod
+    def _plan_sensitivity(plan: Mapping[str, Any], units: str) -> list[str]:
+        """The plan's dependence on each arm's average effect (``persuade plan --sensitivity``)."""
+        head = h.heading("If an arm's average effect were at an end of its 95% interval")
+        rows = plan.get("sensitivity")
+        if not rows:
+            return [head, h.paragraph("Not computed for this plan: `persuade plan --sensitivity` re-plans with each "
+                                      "arm's average effect at either end of its interval and records what the plan "
+                                      "would lose.", "note")]
+        frame = pd.DataFrame(rows)
+        frame["replan_contacts_per_arm"] = [", ".join(f"{a} {n:,}" for a, n in mix.items()) or "nobody"
+                                            for mix in frame.replan_contacts_per_arm]
+        frame = frame.rename(columns={"scale": "gains_x", "replan_contacts_per_arm": "replan_contacts",
+                                      "regret": f"plan_loses_{units}", "regret_share": "plan_loses_share"})
+        worst = frame.loc[frame.plan_loses_share.idxmax()]
+        verdict = (f"The arm mix does not hinge on the arms' levels: at worst the plan would lose "
+                   f"{worst.plan_loses_share:.1%} of what a re-plan would gain."
+                   if worst.plan_loses_share < 0.01 else
+                   f"The plan hinges most on {worst.arm}'s average effect: at the {worst.side} end of its interval "
+                   f"the plan would lose {worst.plan_loses_share:.1%} of what a re-plan would gain.")
+        return [head, h.paragraph(
+            "Each arm's average effect was measured from a few thousand randomized voters, with sampling error "
+            "(its 95% interval, from training). Each row re-plans with one arm's expected gains scaled to an end of "
+            f"that interval and reports what keeping this plan would cost if that were the truth. {verdict}"),
+            h.table(frame[["arm", "side", "gains_x", "voters_moved", "replan_contacts", f"plan_loses_{units}",
+                           "plan_loses_share"]],
+                    {"gains_x": h.number(2), "voters_moved": h.number(0), f"plan_loses_{units}": h.number(2),
+                     "plan_loses_share": h.pct(1)})]
 
     @staticmethod
     def _plan_suppression(plan: Mapping[str, Any], model: ScoringModel, consent_applied: bool) -> h.Section:
