@@ -13,15 +13,18 @@
    were randomized to that arm and those randomized to no postcard; summed over arms.
    95% intervals by cluster bootstrap (``training.evaluation.cluster_bootstrap_weights``),
    resampling the randomization clusters; differences against random are paired (same
-   resamples).
+   resamples). Then the plan's sensitivity to each arm's level
+   (``serving.plan_sensitivity``, ``persuade plan --sensitivity``) and its time.
 2. **Synthetic program** with known effects (``features.synthetic``): four arms on four
    channels with different costs, phone and canvass reaching only some voters. The plan
    (model gains) against the oracle plan (true gains, same solver, budget and limits):
    the captured share of the oracle's true gain, for a budget alone, with channel
    capacities, and with a new program's contact rates. A diagnostic column plans with the
    model's gains rescaled so that each arm's average equals the truth's (four numbers):
-   what is left of the gap is the ranking of voters within arms. Plus the contact-rate
-   model against the truth.
+   what is left of the gap is the ranking of voters within arms. Another column is the
+   plan's own sensitivity table at a glance (the arm level whose interval end would cost
+   the plan most), which never sees the truth. Plus the contact-rate model against the
+   truth.
 3. **Solver**: time, LP size and optimality gap of the allocation on random segments of
    55,000 and 1,000,000 voters at budgets of 2% and 20% of the voters, column generation
    against solving the full LP in the same run.
@@ -58,6 +61,7 @@ from features.config import RunConfig, load_config  # noqa: E402
 from features.schema import validate_experiment  # noqa: E402
 from features.synthetic import make_campaign  # noqa: E402
 from features.tables import load_experiment  # noqa: E402
+from serving.plan_sensitivity import level_sensitivity  # noqa: E402
 from serving.planning import (  # noqa: E402
     Allocator,
     ChannelLimits,
@@ -86,6 +90,7 @@ def train(config: RunConfig, label: str) -> FitResult:
 
     result = fit_and_evaluate(frame, config, progress)
     result.model.metadata["uplift_deciles"] = effect_bins(result.deciles)  # as training.run stores it
+    result.model.metadata["arm_effects"] = result.arm_effects
     return result
 
 
@@ -201,12 +206,16 @@ def ggl(config_path: Path, costs_path: Path, n_boot: int, seed: int) -> None:
           f"{n_boot} cluster-bootstrap resamples. The hold-out has {ties.max() + 1} distinct feature vectors: "
           f"voters sharing one count with their group's share of each arm (ties at the budget's edge).\n")
     everyone = np.full(n, best)
-    rows = []
+    rows, sensitivity_rows = [], []
     for fraction in BUDGETS:
         budget = round(fraction * n)
         started = time.perf_counter()
         plan = plan_from_gains(model, ids, gains, budget, costs)
         solve_s = time.perf_counter() - started
+        started = time.perf_counter()
+        sensitivity = level_sensitivity(model, gains, plan, costs)
+        sensitivity_rows.append(sensitivity_row(f"{fraction:.0%} ({budget:,})", sensitivity,
+                                                time.perf_counter() - started, solve_s))
         plan_arm = np.full(n, -1)
         position = pd.Series(np.arange(n), index=ids.astype(str))
         plan_arm[position.loc[plan.table.voter_id].to_numpy()] = [labels.index(a) for a in plan.table.arm]
@@ -238,7 +247,20 @@ def ggl(config_path: Path, costs_path: Path, n_boot: int, seed: int) -> None:
                      "vs random [95% CI]": ""})
         log.print(f"  GGL budget {fraction:.0%}: done")
     print(pd.DataFrame(rows).to_markdown(index=False))
+    print("\n#### The plan's sensitivity to each arm's average effect (`persuade plan --sensitivity`)\n")
+    print("Each arm's expected gains scaled to either end of its 95% interval (its AIPW average effect on the "
+          "training voters, cluster-robust standard error), the plan re-solved: what keeping the plan would lose, "
+          "as a share of the re-plan's expected gain, and the voters whose arm changes.\n")
+    print(pd.DataFrame(sensitivity_rows).to_markdown(index=False))
     print()
+
+
+def sensitivity_row(budget: str, table: pd.DataFrame, seconds: float, solve_s: float) -> dict:
+    row = {"budget": budget}
+    for r in table.itertuples():
+        row[f"{r.arm} {r.side} (x{r.scale:.2f})"] = f"{r.regret_share:.1%} / {r.voters_moved:,}"
+    row["time (s; the plan's own solve)"] = f"{seconds:.1f} ({solve_s:.1f})"
+    return row
 
 
 # -- synthetic: share of the oracle plan's true gain -----------------------------------------------
@@ -292,6 +314,8 @@ def synthetic(n: int, seeds: list[int], uplift: dict | None = None) -> None:
                 single_arm = Allocator(budget, limits).solve(only(gains.gain, single), cost, channels).arm
                 random_arm = random_targeting(rng, m, single, cost, channels, budget, limits)
                 leveled_arm = Allocator(budget, limits).solve(leveled, cost, channels).arm
+                sensitivity = level_sensitivity(model, gains, plan, costs)
+                worst = sensitivity.loc[sensitivity.regret_share.idxmax()]
                 lo, hi = plan.interval
                 rows.append({
                     "seed": seed, "scenario": scenario, "budget": f"{fraction:.0%} ({budget:,.0f})",
@@ -299,6 +323,7 @@ def synthetic(n: int, seeds: list[int], uplift: dict | None = None) -> None:
                     "plan true gain": f"{value:.1f}",
                     "plan share of oracle": f"{value / best_oracle:.1%}",
                     "with true arm averages": f"{realized(true_gain, leveled_arm) / best_oracle:.1%}",
+                    "most sensitive level (plan loses)": f"{worst.arm} {worst.side} ({worst.regret_share:.1%})",
                     "single best arm share": f"{realized(true_gain, single_arm) / best_oracle:.1%} ({labels[single]})",
                     "random share": f"{realized(true_gain, random_arm) / best_oracle:.1%}",
                     "plan expected [95% interval]": f"{plan.total_expected_gain:.1f} [{lo:.1f}, {hi:.1f}]",
