@@ -65,9 +65,13 @@ def print_plan(console: Console, plan: dict) -> None:
                   f"{plan['total_expected_gain']:.1f}{spread}; LP bound {plan['solver']['lp_bound']:.1f}")
     if plan.get("sensitivity"):
         worst = max(plan["sensitivity"], key=lambda row: row["regret_share"])
-        console.print(f"most sensitive to {worst['arm']}'s average effect: at the {worst['side']} end of its 95% "
-                      f"interval the plan would lose {worst['regret_share']:.1%} "
-                      f"({worst['voters_moved']} voters would change)")
+        if worst["regret_share"] < 0.01:
+            console.print(f"the arm mix does not hinge on any arm's average effect: at either end of each 95% "
+                          f"interval the plan would lose at most {worst['regret_share']:.1%}")
+        else:
+            console.print(f"the plan hinges most on {worst['arm']}'s average effect: at the {worst['side']} end of "
+                          f"its 95% interval it would lose {worst['regret_share']:.1%} "
+                          f"({worst['voters_moved']} voters would change)")
 
 
 def print_response(console: Console, response: dict) -> None:
