@@ -1,11 +1,11 @@
 """How much a contact plan depends on each arm's average effect.
 
 A plan chooses between arms by their expected gains per cost, and those rest on each
-arm's *level* (its average effect), which the experiment measured with sampling error:
-a few thousand voters per arm leave a standard error of 10-30% of the effect. When two
-arms are close per unit of cost, that error alone can decide between postcards and
-calls. This module re-plans with one arm's level at either end of its 95% interval and
-reports what would change:
+arm's *level* (its average effect), which the experiment measured with sampling error
+(GGL's postcards, about 24,000 training voters each: 5-21% of the effect). When two arms
+are close per unit of cost, that error alone can decide between postcards and calls.
+This module re-plans with one arm's level at either end of its 95% interval and reports
+what would change:
 
 - ``voters_moved``: voters whose arm (or contact at all) differs from the plan;
 - ``plan_value`` / ``replan_value``: the expected gain of the plan and of the re-plan
