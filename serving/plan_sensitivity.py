@@ -28,8 +28,9 @@ effect, the arm does nothing).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,7 @@ import pandas as pd
 from serving.bundle import ScoringModel
 from serving.planning import INTERVAL_Z, Allocator, ContactPlan, ExpectedGains, PlanError, ProgramCosts
 
+NEGLIGIBLE_REGRET = 0.01  # a regret share below this: the plan does not hinge on the arm's level
 SENSITIVITY_COLUMNS = [
     "arm", "side", "scale", "voters_moved", "plan_value", "replan_value", "regret", "regret_share",
     "replan_contacts_per_arm",
@@ -123,6 +125,22 @@ def with_sensitivity(
 ) -> ContactPlan:
     """``plan`` with its :func:`level_sensitivity` table attached (in its summary and file)."""
     return replace(plan, sensitivity=level_sensitivity(model, gains, plan, costs))
+
+
+def sensitivity_verdict(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One sentence on a sensitivity table (its records, as in a plan's summary).
+
+    Names the arm and end of its interval where keeping the plan would lose most, or says
+    the plan hinges on no arm's level when every regret share is below
+    :data:`NEGLIGIBLE_REGRET`.
+    """
+    worst = max(rows, key=lambda row: row["regret_share"])
+    if worst["regret_share"] < NEGLIGIBLE_REGRET:
+        return (f"The arm mix does not hinge on the arms' levels: at worst the plan would lose "
+                f"{worst['regret_share']:.1%} of what a re-plan would gain.")
+    return (f"The plan hinges most on {worst['arm']}'s average effect: at the {worst['side']} end of its interval "
+            f"the plan would lose {worst['regret_share']:.1%} of what a re-plan would gain "
+            f"({worst['voters_moved']:,} voters would change).")
 
 
 def _value(gain: np.ndarray, arm: np.ndarray) -> float:

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from serving.flavor import load_scoring_model
-from serving.plan_sensitivity import SENSITIVITY_COLUMNS, level_sensitivity, with_sensitivity
+from serving.plan_sensitivity import SENSITIVITY_COLUMNS, level_sensitivity, sensitivity_verdict, with_sensitivity
 from serving.planning import ExpectedGains, PlanError, ProgramCosts, plan_from_gains, read_plan_summary
 from training.cli import main
 from training.evaluation import clustered_mean
@@ -101,6 +101,16 @@ def test_the_plan_summary_carries_the_table_when_asked(champion):
     assert plan.summary()["sensitivity"] is None
     rows = with_sensitivity(model, gains, plan).summary()["sensitivity"]
     assert len(rows) == 2 * len(model.arms) and set(rows[0]) == set(SENSITIVITY_COLUMNS)
+
+
+def test_the_verdict_names_the_arm_the_plan_hinges_on_or_none():
+    calm = [{"arm": "Mail", "side": "low", "regret_share": 0.004, "voters_moved": 3},
+            {"arm": "Phone", "side": "high", "regret_share": 0.0, "voters_moved": 0}]
+    assert sensitivity_verdict(calm).startswith("The arm mix does not hinge on the arms' levels")
+    tense = [*calm, {"arm": "Phone", "side": "low", "regret_share": 0.059, "voters_moved": 1200}]
+    verdict = sensitivity_verdict(tense)
+    assert "hinges most on Phone's average effect: at the low end" in verdict
+    assert "5.9% of what a re-plan would gain (1,200 voters would change)" in verdict
 
 
 # -- what training records ------------------------------------------------------------------

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from features.config import RunConfig, load_config
 from features.tables import load_experiment
+from serving.plan_sensitivity import sensitivity_verdict
 
 SAMPLE_SIZE = 500
 PLAN_SHARE = 0.2  # the demo plan's budget: postcards for 20% of the segment
@@ -64,14 +65,7 @@ def print_plan(console: Console, plan: dict) -> None:
                   f"(spent {plan['spent']:g}: {arms or 'none'}); expected extra votes "
                   f"{plan['total_expected_gain']:.1f}{spread}; LP bound {plan['solver']['lp_bound']:.1f}")
     if plan.get("sensitivity"):
-        worst = max(plan["sensitivity"], key=lambda row: row["regret_share"])
-        if worst["regret_share"] < 0.01:
-            console.print(f"the arm mix does not hinge on any arm's average effect: at either end of each 95% "
-                          f"interval the plan would lose at most {worst['regret_share']:.1%}")
-        else:
-            console.print(f"the plan hinges most on {worst['arm']}'s average effect: at the {worst['side']} end of "
-                          f"its 95% interval it would lose {worst['regret_share']:.1%} "
-                          f"({worst['voters_moved']} voters would change)")
+        console.print(sensitivity_verdict(plan["sensitivity"]))
 
 
 def print_response(console: Console, response: dict) -> None:

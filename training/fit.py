@@ -254,7 +254,7 @@ def select_learner(
     X: pd.DataFrame,
     assigned: np.ndarray,
     y: np.ndarray,
-    mu: dict[str, np.ndarray],
+    contrasts: dict[str, ArmContrast],
     nested_mu: dict[int, dict[str, np.ndarray]],
     folds: np.ndarray,
     config: RunConfig,
@@ -264,14 +264,13 @@ def select_learner(
     """Grouped-CV score of every candidate final model, by selection metric.
 
     Two metrics of the held-out fold ``k`` (:func:`cv_fold_scores`): ``qini``, the Qini
-    coefficient of its outcomes, and ``dr_qini``, the same estimand from AIPW scores
-    whose outcome models are the cross-fitted ``mu`` (fitted on the other folds, so they
-    never saw fold ``k`` either). Returns, per metric, the mean over folds per arm and
-    over arms, indexed by (learner, size, turnout_score); the configured
-    ``uplift.selection_metric`` chooses.
+    coefficient of its outcomes, and ``dr_qini``, the same estimand from the AIPW scores
+    of ``contrasts`` (:func:`arm_contrasts`), whose outcome models are the cross-fitted
+    ``mu`` (fitted on the other folds, so they never saw fold ``k`` either). Returns,
+    per metric, the mean over folds per arm and over arms, indexed by (learner, size,
+    turnout_score); the configured ``uplift.selection_metric`` chooses.
     """
     arms = config.arm_labels
-    contrasts = arm_contrasts(assigned, y, mu, design)
     records = []
     for cv in cv_fold_scores(X, assigned, y, nested_mu, folds, config, design, turnout):
         for arm, c in contrasts.items():
@@ -366,10 +365,12 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
     progress("cross-fitted outcome models")
     outcome_models = fit_outcome_models(prep, config, design)
     mu, nested_mu = outcome_models.mu, outcome_models.nested
-    arm_effects = training_arm_effects(arm_contrasts(a_tr, y_tr, mu, design), prep.train[config.group_column])
+    contrasts = arm_contrasts(a_tr, y_tr, mu, design)
+    arm_effects = training_arm_effects(contrasts, prep.train[config.group_column])
 
     progress("learner, size and turnout-score selection (grouped CV)")
-    selection_tables = select_learner(prep.X_train, a_tr, y_tr, mu, nested_mu, prep.folds, config, design, turnout)
+    selection_tables = select_learner(prep.X_train, a_tr, y_tr, contrasts, nested_mu, prep.folds, config, design,
+                                      turnout)
     selection = selection_tables[config.uplift.selection_metric]
     best = {name: selection.loc[name, "mean"].idxmax() for name in config.uplift.learners}  # (size, score)
     chosen = str(selection["mean"].idxmax()[0])

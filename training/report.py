@@ -65,6 +65,7 @@ from serving.batch import input_columns, open_dataset
 from serving.bundle import CONTROL_ARM, ScoringModel
 from serving.flavor import ModelRef, load_scoring_model
 from serving.model_report import MODEL_REPORT_ARTIFACT, REPORT_DIR
+from serving.plan_sensitivity import sensitivity_verdict
 from serving.planning import PLAN_METADATA_KEY, SUPPRESSION_KEYS, read_plan_summary
 from training import report_html as h
 from training.fairness import FairnessAudit
@@ -1047,16 +1048,10 @@ class ListReport:
                                             for mix in frame.replan_contacts_per_arm]
         frame = frame.rename(columns={"scale": "gains_x", "replan_contacts_per_arm": "replan_contacts",
                                       "regret": f"plan_loses_{units}", "regret_share": "plan_loses_share"})
-        worst = frame.loc[frame.plan_loses_share.idxmax()]
-        verdict = (f"The arm mix does not hinge on the arms' levels: at worst the plan would lose "
-                   f"{worst.plan_loses_share:.1%} of what a re-plan would gain."
-                   if worst.plan_loses_share < 0.01 else
-                   f"The plan hinges most on {worst.arm}'s average effect: at the {worst.side} end of its interval "
-                   f"the plan would lose {worst.plan_loses_share:.1%} of what a re-plan would gain.")
         return [head, h.paragraph(
-            "Each arm's average effect was measured from a few thousand randomized voters, with sampling error "
-            "(its 95% interval, from training). Each row re-plans with one arm's expected gains scaled to an end of "
-            f"that interval and reports what keeping this plan would cost if that were the truth. {verdict}"),
+            "Each arm's average effect was measured on the randomized training voters, with sampling error (its 95% "
+            "interval). Each row re-plans with one arm's expected gains scaled to an end of that interval and "
+            f"reports what keeping this plan would cost if that were the truth. {sensitivity_verdict(rows)}"),
             h.table(frame[["arm", "side", "gains_x", "voters_moved", "replan_contacts", f"plan_loses_{units}",
                            "plan_loses_share"]],
                     {"gains_x": h.number(2), "voters_moved": h.number(0), f"plan_loses_{units}": h.number(2),

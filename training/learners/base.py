@@ -195,8 +195,12 @@ class CrossFitNuisance:
         mu, losses = self._cross_fit(X, np.asarray(assigned), np.asarray(y, dtype=float), folds)
         if losses is not None:
             self.losses_ = losses
-            self.rounds_ = best_rounds(losses)
         return mu
+
+    @property
+    def rounds_(self) -> dict[str, int]:
+        """The chosen round count per treated group (from ``losses_``)."""
+        return best_rounds(self.losses_)
 
     def _link(self, raw: np.ndarray) -> np.ndarray:
         return expit(raw) if self.binary else raw
