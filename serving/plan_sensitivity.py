@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from serving.bundle import ScoringModel
-from serving.planning import INTERVAL_Z, Allocator, ContactPlan, ExpectedGains, PlanError, ProgramCosts
+from serving.planning import INTERVAL_Z, ContactPlan, ExpectedGains, PlanError, ProgramCosts
 
 NEGLIGIBLE_REGRET = 0.01  # a regret share below this: the plan does not hinge on the arm's level
 SENSITIVITY_COLUMNS = [
@@ -92,7 +92,7 @@ def level_sensitivity(
     errors = arm_level_errors(model)
     cost = costs.arm_costs(model)
     channels = [a.channel for a in model.arms]
-    allocator = Allocator(plan.budget, {ch: lim.capacity for ch, lim in costs.limits(model).items()})
+    allocator = costs.allocator(model, plan.budget)
     current = plan.allocation.arm
     if len(current) != len(gains):
         raise PlanError("sensitivity", f"the plan has {len(current)} voters but the gains {len(gains)}")

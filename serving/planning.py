@@ -126,6 +126,10 @@ class ProgramCosts(_Strict):
             raise PlanError("costs.arms", f"unknown arm(s) {unknown}; the model's arms are {labels}")
         return np.array([self.arms[a.label].cost if a.label in self.arms else a.cost for a in model.arms])
 
+    def allocator(self, model: ScoringModel, budget: float) -> Allocator:
+        """The solver of a program with these costs: ``budget`` and each channel's capacity."""
+        return Allocator(float(budget), {ch: lim.capacity for ch, lim in self.limits(model).items()})
+
     def limits(self, model: ScoringModel) -> dict[str, ChannelLimits]:
         """Limits of the model's channels (a channel the model does not use is an error)."""
         used = {a.channel for a in model.arms}
@@ -608,10 +612,8 @@ def plan_from_gains(
     if duplicated.any():
         raise PlanError("voters", f"{int(duplicated.sum())} duplicate voter ids (a voter is planned once)")
     cost = costs.arm_costs(model)
-    limits = costs.limits(model)
     channels = [a.channel for a in model.arms]
-    allocator = Allocator(float(budget), {ch: lim.capacity for ch, lim in limits.items()})
-    allocation = allocator.solve(gains.gain, cost, channels)
+    allocation = costs.allocator(model, budget).solve(gains.gain, cost, channels)
     arm = allocation.arm
     picked = np.flatnonzero(arm >= 0)
     g = gains.gain[picked, arm[picked]]
