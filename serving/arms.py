@@ -13,9 +13,11 @@ on a probe segment that the result equals each arm's own ``ScoringModel.explain`
 ``predict_uplift`` (to 1e-9); if anything differs, or arms share nothing, it explains each
 arm on its own, exactly as ``ScoringModel.explain`` does.
 
-It also converts the feature frame to one float matrix once per call (categorical columns
-as their codes, as LightGBM itself does when the category lists match), instead of once
-per booster call.
+Contributions come from TreeSHAP lookup tables (:mod:`serving.treeshap_tables`), each
+checked against LightGBM's ``pred_contrib`` on the probe, else from ``pred_contrib``.
+The feature frame becomes one float matrix once per call (``ScoringModel.feature_matrix``:
+categorical columns as their codes, as LightGBM itself does when the category lists
+match), instead of once per booster call.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from serving.bundle import ScoringModel
+from serving.bundle import ScoringModel, checked_tables
+from serving.treeshap_tables import TreeShapTables
 
 CHECK_TOLERANCE = 1e-9
 SMALL_BATCH = 2_000  # rows; smaller batches predict on one thread (no OpenMP fork-join cost)
@@ -116,10 +119,12 @@ class ArmEnsembles:
         self.boosters = [model.uplift[label] for label in self.labels]
         env_threads = os.environ.get("PERSUADE_THREADS")
         self.threads = threads if threads is not None else int(env_threads) if env_threads else 0
-        self._categories = self._category_codes(model)
+        self._as_matrix = model.codes_categories()
         self.shared = shared_trees(self.boosters)
+        self._tables = self._checked_tables(probe)
         if probe is not None and not self._agrees(probe):
-            self._categories, self.shared = None, None  # ScoringModel's own path, one arm at a time
+            # ScoringModel's own path, one arm at a time
+            self._as_matrix, self.shared, self._tables = False, None, None
 
     @property
     def fast(self) -> bool:
@@ -127,27 +132,24 @@ class ArmEnsembles:
         return self.shared is not None
 
     # -- inputs ----------------------------------------------------------------------
-    @staticmethod
-    def _category_codes(model: ScoringModel) -> dict[str, list[str]] | None:
-        """The category lists if every booster codes categories as the pipeline does, else None."""
-        cats = model.pipeline.categories_
-        expected = [cats[c] for c in model.feature_names if c in cats]
-        stored = [b.pandas_categorical or [] for b in [model.turnout, *model.uplift.values()]]
-        return cats if all(s == expected for s in stored) else None
-
     def _matrix(self, X: pd.DataFrame) -> np.ndarray | pd.DataFrame:
         """``X`` as one float matrix (categories as codes, unknown as NaN), or ``X`` itself."""
-        if self._categories is None:
-            return X
-        out = np.empty((len(X), X.shape[1]), dtype=float)
-        for j, name in enumerate(X.columns):
-            col = X[name]
-            if isinstance(col.dtype, pd.CategoricalDtype):
-                codes = col.cat.codes.to_numpy()
-                out[:, j] = np.where(codes < 0, np.nan, codes)
-            else:
-                out[:, j] = col.to_numpy(dtype=float, na_value=np.nan)
-        return out
+        return self.model.feature_matrix(X) if self._as_matrix else X
+
+    def _checked_tables(self, probe: pd.DataFrame | None) -> list[tuple[TreeShapTables | None, ...]] | None:
+        """Per arm, the tables of (its shared trees, its own trees), each checked on ``probe``.
+
+        Without arms that share trees, the first entry covers all of an arm's trees and
+        the second is None. None overall without a probe or a float matrix.
+        """
+        if probe is None or not self._as_matrix or not len(probe):
+            return None
+        Xu, _ = self.inputs(probe)
+        if self.shared is None:
+            return [(checked_tables(b, Xu), None) for b in self.boosters]
+        n = self.shared.n_trees
+        common = checked_tables(self.boosters[0], Xu, 0, n)
+        return [(common, checked_tables(b, Xu, n) if b.num_trees() > n else None) for b in self.boosters]
 
     def _kw(self, n: int) -> dict[str, int]:
         return {"num_threads": 1 if n < SMALL_BATCH else self.threads}
@@ -181,17 +183,26 @@ class ArmEnsembles:
 
     def contributions(self, Xu: np.ndarray | pd.DataFrame) -> list[np.ndarray]:
         """Per arm, the (n, n_features + 1) SHAP contributions of its uplift, base value last."""
-        kw = self._kw(len(Xu))
         if self.shared is None:
-            return [np.asarray(b.predict(Xu, pred_contrib=True, **kw)) for b in self.boosters]
-        common = np.asarray(self.boosters[0].predict(Xu, num_iteration=self.shared.n_trees, pred_contrib=True, **kw))
+            return [self._contrib(k, 0, Xu) for k in range(len(self.boosters))]
+        n = self.shared.n_trees
+        common = self._contrib(0, 0, Xu, n)
         out = []
         for k, booster in enumerate(self.boosters):
             c = common * self.shared.scales[k]
-            if booster.num_trees() > self.shared.n_trees:
-                c += np.asarray(booster.predict(Xu, start_iteration=self.shared.n_trees, pred_contrib=True, **kw))
+            if booster.num_trees() > n:
+                c += self._contrib(k, 1, Xu, start=n)
             out.append(c)
         return out
+
+    def _contrib(self, k: int, part: int, Xu: np.ndarray | pd.DataFrame, num: int | None = None,
+                 start: int = 0) -> np.ndarray:
+        """Arm ``k``'s contributions of its shared trees (``part`` 0) or own trees (1)."""
+        tables = self._tables[k][part] if self._tables is not None else None
+        if tables is not None and isinstance(Xu, np.ndarray):
+            return tables.contributions(Xu)
+        return np.asarray(self.boosters[k].predict(Xu, start_iteration=start, num_iteration=num,
+                                                   pred_contrib=True, **self._kw(len(Xu))))
 
     def _agrees(self, X: pd.DataFrame) -> bool:
         """The fast path gives ScoringModel's own turnout, uplift and contributions on ``X``."""

@@ -11,13 +11,16 @@ A :class:`ScoringModel` is a directory::
                            its experiment rates are in the manifest's ``contact_rate``
 
 Boosters are LightGBM's own text format, not pickles. Each uplift booster predicts the
-uplift directly, so its TreeSHAP contributions (``pred_contrib``) plus the base value
-add up to the predicted uplift exactly.
+uplift directly, so its TreeSHAP contributions plus the base value add up to the
+predicted uplift exactly. :meth:`ScoringModel.explain` computes them from lookup tables
+(:mod:`serving.treeshap_tables`), checked against LightGBM's ``pred_contrib`` on the
+first rows it explains; where the tables do not apply or disagree, ``pred_contrib``.
 """
 
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +31,15 @@ import pandas as pd
 
 from features.config import arm_slug
 from features.pipeline import FeaturePipeline
+from serving.treeshap_tables import TreeShapTables, UnsupportedTrees
 
 CONTROL_ARM = "control"
 TURNOUT_SCORE = "turnout_score"
+TABLE_CHECK_ROWS = 64  # rows of the first explanation on which the tables are checked against pred_contrib
+TABLE_TOLERANCE = 1e-9
+# Each uplift booster's checked TreeSHAP tables (None: pred_contrib explains it). Keyed by
+# the booster object, so a model rebuilt with other boosters never meets stale tables.
+CHECKED_TABLES: weakref.WeakKeyDictionary[lgb.Booster, TreeShapTables | None] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -130,9 +139,42 @@ class ScoringModel:
         """(n, len(feature_names) + 1) SHAP contributions of ``arm``'s uplift.
 
         The last column is the base value; each row adds up to the predicted uplift.
+        LightGBM's TreeSHAP values, from lookup tables where they apply (see the module
+        docstring), else from ``pred_contrib`` itself.
         """
         Xu = self.uplift_inputs(X, turnout)
-        return np.asarray(self.uplift[arm].predict(Xu, pred_contrib=True))
+        booster = self.uplift[arm]
+        matrix = self.feature_matrix(Xu) if len(Xu) else None
+        if matrix is None:
+            return np.asarray(booster.predict(Xu, pred_contrib=True))
+        if booster not in CHECKED_TABLES:
+            CHECKED_TABLES[booster] = checked_tables(booster, matrix[:TABLE_CHECK_ROWS])
+        tables = CHECKED_TABLES[booster]
+        if tables is None:
+            return np.asarray(booster.predict(matrix, pred_contrib=True))
+        return tables.contributions(matrix)
+
+    def codes_categories(self) -> bool:
+        """Every booster codes categories as the pipeline does (LightGBM's stored lists)."""
+        cats = self.pipeline.categories_
+        expected = [cats[c] for c in self.feature_names if c in cats]
+        boosters = [self.turnout, *self.uplift.values()]
+        return all((b.pandas_categorical or []) == expected for b in boosters)
+
+    def feature_matrix(self, X: pd.DataFrame) -> np.ndarray | None:
+        """``X`` as the float matrix LightGBM predicts on: categories as their codes,
+        unknown or missing as NaN (None if the boosters code categories otherwise)."""
+        if not self.codes_categories():
+            return None
+        out = np.empty((len(X), X.shape[1]), dtype=float)
+        for j, name in enumerate(X.columns):
+            col = X[name]
+            if isinstance(col.dtype, pd.CategoricalDtype):
+                codes = col.cat.codes.to_numpy()
+                out[:, j] = np.where(codes < 0, np.nan, codes)
+            else:
+                out[:, j] = col.to_numpy(dtype=float, na_value=np.nan)
+        return out
 
     def predict_contact_rate(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
         """P(reached | attempted) per channel that has a contact-rate model."""
@@ -211,6 +253,18 @@ class ScoringModel:
                           for c in manifest.get("contact_rate", {})},
             contact_rate_info=manifest.get("contact_rate", {}),
         )
+
+
+def checked_tables(booster: lgb.Booster, probe: np.ndarray, start_iteration: int = 0,
+                   num_iteration: int | None = None) -> TreeShapTables | None:
+    """The booster's TreeSHAP tables if they apply and equal ``pred_contrib`` on ``probe``, else None."""
+    try:
+        tables = TreeShapTables(booster, start_iteration, num_iteration)
+    except UnsupportedTrees:
+        return None
+    own = booster.predict(probe, pred_contrib=True, start_iteration=start_iteration, num_iteration=num_iteration)
+    ok = np.allclose(tables.contributions(probe), own, rtol=0, atol=TABLE_TOLERANCE)
+    return tables if ok else None
 
 
 def best_arms(uplift: np.ndarray, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
