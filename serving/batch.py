@@ -7,7 +7,10 @@ each scored chunk is appended to the output file before the next is read.
 :class:`BatchScorer` turns one chunk of voters into one chunk of output rows. It is the
 single code path of every engine: :func:`score_file` here (the local engine) and the
 Spark engine (:mod:`serving.spark`) call the same :meth:`BatchScorer.score`, so their
-scores are the same numbers.
+scores are the same numbers. It predicts through the service's
+:class:`~serving.arms.ArmEnsembles` (checked on the probe segment): with pooled arms the
+trees every arm shares are evaluated once, not once per arm, and the scores are the
+service's to the last digit.
 
 Output columns, one row per input voter, in input order:
 
@@ -17,8 +20,8 @@ with ``explain=k``: ``reason_arm`` (the arm explained: the one with the highest 
 which is ``best_arm`` whenever that is not ``control``), ``reason_base`` (the base
 value), and ``reason_<i>`` / ``reason_<i>_contribution`` for i = 1..k, the features with
 the largest SHAP contributions to that arm's uplift, by absolute size. ``reason_base``
-plus every feature's contribution equals the explained arm's uplift exactly (LightGBM
-TreeSHAP, ``pred_contrib``).
+plus every feature's contribution equals the explained arm's uplift exactly (TreeSHAP,
+``ScoringModel.explain``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import pyarrow.parquet as pq
 from features.pii import PIIError, values_look_like_pii
 from features.pipeline import FeatureError
 from serving.bundle import ScoringModel
+from serving.scoring import checked_ensembles
 
 DEFAULT_CHUNK = 200_000
 Transform = Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]
@@ -195,6 +199,7 @@ class BatchScorer:
         self.explain = int(explain)
         self.transform = transform
         self.dedupe = bool(dedupe)
+        self.ensembles = checked_ensembles(model)
 
     @property
     def input_columns(self) -> list[str]:
@@ -238,11 +243,15 @@ class BatchScorer:
     def _score_features(self, X: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
         distinct = distinct_rows(X) if self.dedupe else None
         if distinct is None:
-            return self.model.score_features(X, ids)
+            return self._scores(X, ids)
         first, codes = distinct
-        scores = self.model.score_features(X.iloc[first]).iloc[codes].reset_index(drop=True)
-        scores["voter_id"] = ids.astype(str).to_numpy()  # as ScoringModel.score_features writes ids
+        scores = self._scores(X.iloc[first]).iloc[codes].reset_index(drop=True)
+        scores["voter_id"] = ids.astype(str).to_numpy()  # as ScoringModel.scores_frame writes ids
         return scores
+
+    def _scores(self, X: pd.DataFrame, ids: pd.Series | None = None) -> pd.DataFrame:
+        Xu, turnout = self.ensembles.inputs(X)
+        return self.model.scores_frame(turnout, self.ensembles.uplift(Xu), ids)
 
     def empty_chunk(self) -> pd.DataFrame:
         """A zero-row input chunk with the columns the scorer reads."""

@@ -191,17 +191,20 @@ class ScoringModel:
 
     def score_features(self, X: pd.DataFrame, ids: pd.Series | None = None) -> pd.DataFrame:
         turnout = self.predict_turnout(X) if len(X) else np.zeros(0)
-        uplift = self.predict_uplift(X, turnout)
-        out = pd.DataFrame(index=X.index)
+        return self.scores_frame(turnout, self.predict_uplift(X, turnout), ids)
+
+    def scores_frame(self, turnout: np.ndarray, uplift: np.ndarray, ids: pd.Series | None = None) -> pd.DataFrame:
+        """The scores table of :meth:`score` from turnout and (n, n_arms) uplift."""
+        out = pd.DataFrame(index=pd.RangeIndex(len(turnout)))
         out["voter_id"] = (ids.astype(str).to_numpy() if ids is not None
-                           else np.arange(len(X)).astype(str))
+                           else np.arange(len(turnout)).astype(str))
         out["turnout"] = turnout
         for j, arm in enumerate(self.arms):
             out[f"uplift_{arm.slug}"] = uplift[:, j]
         best_arm, best_uplift = best_arms(uplift, [a.label for a in self.arms])
         out["best_arm"] = best_arm
         out["best_uplift"] = best_uplift
-        return out.reset_index(drop=True)
+        return out
 
     # -- persistence -------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -103,7 +103,7 @@ class SegmentScorer:
         self.arms = [a.label for a in model.arms]
         self.feature_names = list(model.feature_names)
         self.model_info = {"name": ref.name, "version": ref.version, "run_id": ref.run_id}
-        self.ensembles = ArmEnsembles(model, probe=model.transform(probe_segment(model).frame(), allow_missing=True))
+        self.ensembles = checked_ensembles(model)
 
     def read(self, voters: Sequence[Mapping[str, Any]]) -> VoterBatch:
         """Validated columns of ``voters`` (raises ``VoterError`` naming index and field)."""
@@ -174,6 +174,11 @@ class SegmentScorer:
                       top_k: int = 5) -> dict[str, Any]:
         """Read, score and build the response of one request (the in-process path)."""
         return self.payload(self.score(self.read(voters), explain, top_k))
+
+
+def checked_ensembles(model: ScoringModel) -> ArmEnsembles:
+    """The model's :class:`ArmEnsembles`, its fast paths checked on :func:`probe_segment`."""
+    return ArmEnsembles(model, probe=model.transform(probe_segment(model).frame(), allow_missing=True))
 
 
 def probe_segment(model: ScoringModel, n: int = 12) -> VoterBatch:
