@@ -111,7 +111,7 @@ def spark_session(master: str = DEFAULT_MASTER, app_name: str = "persuade-score"
 
 
 # -- the model on the workers ------------------------------------------------------------
-_WORKER_MODELS: dict[str, ScoringModel] = {}
+_WORKER_SCORERS: dict[str, BatchScorer] = {}
 
 
 def bundle_files(model: ScoringModel) -> dict[str, bytes]:
@@ -133,17 +133,20 @@ def model_from_files(files: dict[str, bytes]) -> ScoringModel:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _worker_model(token: str, broadcast) -> ScoringModel:
-    """The broadcast model, loaded once per Python worker process (``token`` names it).
+def _worker_scorer(token: str, broadcast, explain: int, transform: Transform | None) -> BatchScorer:
+    """The job's scorer on the broadcast model, built once per Python worker process.
 
-    Only the latest model is kept: a long-lived worker scoring job after job does not
+    ``token`` names the job (its model, ``explain`` and ``transform``), so the model is
+    loaded and the scorer's fast paths are checked once, not once per task. Only the
+    latest job's scorer is kept: a long-lived worker scoring job after job does not
     accumulate models.
     """
-    model = _WORKER_MODELS.get(token)
-    if model is None:
-        _WORKER_MODELS.clear()
-        model = _WORKER_MODELS[token] = model_from_files(broadcast.value)
-    return model
+    scorer = _WORKER_SCORERS.get(token)
+    if scorer is None:
+        _WORKER_SCORERS.clear()
+        model = model_from_files(broadcast.value)
+        scorer = _WORKER_SCORERS[token] = BatchScorer(model, explain=explain, transform=transform)
+    return scorer
 
 
 def _plain(scores: pd.DataFrame) -> pd.DataFrame:
@@ -174,7 +177,7 @@ class _Shipped:
 
     def __call__(self, chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         """Runs on a worker: the local engine's :meth:`BatchScorer.score` on each Arrow batch."""
-        worker = BatchScorer(_worker_model(self.token, self.shared), explain=self.explain, transform=self.transform)
+        worker = _worker_scorer(self.token, self.shared, self.explain, self.transform)
         for chunk in chunks:
             out = _plain(worker.score(chunk))
             if self.row_counter is not None:
