@@ -30,7 +30,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from serving.bundle import ScoringModel, checked_tables
+from serving.bundle import ScoringModel, checked_tables, shap_tables
 from serving.treeshap_tables import TreeShapTables
 
 CHECK_TOLERANCE = 1e-9
@@ -145,8 +145,8 @@ class ArmEnsembles:
         if probe is None or not self._as_matrix or not len(probe):
             return None
         Xu, _ = self.inputs(probe)
-        if self.shared is None:
-            return [(checked_tables(b, Xu), None) for b in self.boosters]
+        if self.shared is None:  # each arm's whole booster: the tables ScoringModel.explain uses too
+            return [(shap_tables(b, Xu), None) for b in self.boosters]
         n = self.shared.n_trees
         common = checked_tables(self.boosters[0], Xu, 0, n)
         return [(common, checked_tables(b, Xu, n) if b.num_trees() > n else None) for b in self.boosters]

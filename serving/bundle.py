@@ -35,7 +35,7 @@ from serving.treeshap_tables import TreeShapTables, UnsupportedTrees
 
 CONTROL_ARM = "control"
 TURNOUT_SCORE = "turnout_score"
-TABLE_CHECK_ROWS = 64  # rows of the first explanation on which the tables are checked against pred_contrib
+TABLE_CHECK_ROWS = 64  # rows of the first probe on which a booster's tables are checked against pred_contrib
 TABLE_TOLERANCE = 1e-9
 # Each uplift booster's checked TreeSHAP tables (None: pred_contrib explains it). Keyed by
 # the booster object, so a model rebuilt with other boosters never meets stale tables.
@@ -144,12 +144,10 @@ class ScoringModel:
         """
         Xu = self.uplift_inputs(X, turnout)
         booster = self.uplift[arm]
-        matrix = self.feature_matrix(Xu) if len(Xu) else None
-        if matrix is None:
+        if not len(Xu) or not self.codes_categories():
             return np.asarray(booster.predict(Xu, pred_contrib=True))
-        if booster not in CHECKED_TABLES:
-            CHECKED_TABLES[booster] = checked_tables(booster, matrix[:TABLE_CHECK_ROWS])
-        tables = CHECKED_TABLES[booster]
+        matrix = self.feature_matrix(Xu)
+        tables = shap_tables(booster, matrix)
         if tables is None:
             return np.asarray(booster.predict(matrix, pred_contrib=True))
         return tables.contributions(matrix)
@@ -161,11 +159,9 @@ class ScoringModel:
         boosters = [self.turnout, *self.uplift.values()]
         return all((b.pandas_categorical or []) == expected for b in boosters)
 
-    def feature_matrix(self, X: pd.DataFrame) -> np.ndarray | None:
+    def feature_matrix(self, X: pd.DataFrame) -> np.ndarray:
         """``X`` as the float matrix LightGBM predicts on: categories as their codes,
-        unknown or missing as NaN (None if the boosters code categories otherwise)."""
-        if not self.codes_categories():
-            return None
+        unknown or missing as NaN. Only where :meth:`codes_categories` holds."""
         out = np.empty((len(X), X.shape[1]), dtype=float)
         for j, name in enumerate(X.columns):
             col = X[name]
@@ -256,6 +252,14 @@ class ScoringModel:
                           for c in manifest.get("contact_rate", {})},
             contact_rate_info=manifest.get("contact_rate", {}),
         )
+
+
+def shap_tables(booster: lgb.Booster, probe: np.ndarray) -> TreeShapTables | None:
+    """The whole booster's checked tables (:func:`checked_tables` on the first rows of
+    ``probe``), built once per booster and kept in :data:`CHECKED_TABLES`."""
+    if booster not in CHECKED_TABLES:
+        CHECKED_TABLES[booster] = checked_tables(booster, probe[:TABLE_CHECK_ROWS])
+    return CHECKED_TABLES[booster]
 
 
 def checked_tables(booster: lgb.Booster, probe: np.ndarray, start_iteration: int = 0,

@@ -150,7 +150,6 @@ class TreeShapTables:
         if num_iteration is not None and num_iteration > 0:
             trees = trees[:num_iteration]
         self.n_features = booster.num_feature()
-        self.n_trees = len(trees)
         tables = [_table(t["tree_structure"]) for t in trees]
         self.expected = float(sum(t.expected for t in tables))
         self._compile([t for t in tables if t.splits])
