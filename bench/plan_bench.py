@@ -299,6 +299,9 @@ def synthetic(n: int, seeds: list[int], uplift: dict | None = None) -> None:
             true_gain = true_gains(model, truth, costs, slugs, channels)
             # diagnostic: the model's gains with each arm's average set to the truth's (4 numbers)
             leveled = gains.gain * (true_gain.mean(axis=0) / np.nanmean(gains.gain, axis=0))
+            # and its converse: every voter's true effect, each arm's average set to the model's
+            # (what a planner that knew the shape exactly would lose to the levels' sampling error)
+            true_shape = true_gain * (np.nanmean(gains.gain, axis=0) / true_gain.mean(axis=0))
             limits = {c: v.capacity for c, v in costs.channels.items()}
             for fraction in BUDGETS:
                 budget = fraction * m
@@ -314,6 +317,8 @@ def synthetic(n: int, seeds: list[int], uplift: dict | None = None) -> None:
                 single_arm = Allocator(budget, limits).solve(only(gains.gain, single), cost, channels).arm
                 random_arm = random_targeting(rng, m, single, cost, channels, budget, limits)
                 leveled_arm = Allocator(budget, limits).solve(leveled, cost, channels).arm
+                shape_arm = Allocator(budget, limits).solve(
+                    np.where(np.isnan(gains.gain), np.nan, true_shape), cost, channels).arm
                 sensitivity = level_sensitivity(model, gains, plan, costs)
                 worst = sensitivity.loc[sensitivity.regret_share.idxmax()]
                 lo, hi = plan.interval
@@ -323,6 +328,7 @@ def synthetic(n: int, seeds: list[int], uplift: dict | None = None) -> None:
                     "plan true gain": f"{value:.1f}",
                     "plan share of oracle": f"{value / best_oracle:.1%}",
                     "with true arm averages": f"{realized(true_gain, leveled_arm) / best_oracle:.1%}",
+                    "true effects at the model's arm averages": f"{realized(true_gain, shape_arm) / best_oracle:.1%}",
                     "most sensitive level (plan loses)": f"{worst.arm} {worst.side} ({worst.regret_share:.1%})",
                     "single best arm share": f"{realized(true_gain, single_arm) / best_oracle:.1%} ({labels[single]})",
                     "random share": f"{realized(true_gain, random_arm) / best_oracle:.1%}",
