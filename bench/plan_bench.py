@@ -21,7 +21,9 @@
    the captured share of the oracle's true gain, for a budget alone, with channel
    capacities, and with a new program's contact rates. A diagnostic column plans with the
    model's gains rescaled so that each arm's average equals the truth's (four numbers):
-   what is left of the gap is the ranking of voters within arms. Another column is the
+   what is left of the gap is the ranking of voters within arms. Its converse plans with
+   the true gains rescaled to the model's arm averages: what a perfect ranking within arms
+   would keep at the levels the sample gave. Another column is the
    plan's own sensitivity table at a glance (the arm level whose interval end would cost
    the plan most), which never sees the truth. Plus the contact-rate model against the
    truth.
