@@ -19,7 +19,7 @@ of ``--repeats`` runs in this process.
 
 Usage::
 
-    .venv/bin/python bench/tree_size_bench.py            # 8 variants (about 20 minutes on a quiet machine)
+    .venv/bin/python bench/tree_size_bench.py            # 8 variants (about 45 minutes on a quiet machine)
     .venv/bin/python bench/tree_size_bench.py --quick    # 3 variants
     .venv/bin/python bench/tree_size_bench.py --grid 100x2,400x4
 
