@@ -303,7 +303,8 @@ def synthetic(n: int, seeds: list[int], uplift: dict | None = None) -> None:
             leveled = gains.gain * (true_gain.mean(axis=0) / np.nanmean(gains.gain, axis=0))
             # and its converse: every voter's true effect, each arm's average set to the model's
             # (what a planner that knew the shape exactly would lose to the levels' sampling error)
-            true_shape = true_gain * (np.nanmean(gains.gain, axis=0) / true_gain.mean(axis=0))
+            true_shape = np.where(np.isnan(gains.gain), np.nan,  # the plan's consent mask
+                                  true_gain * (np.nanmean(gains.gain, axis=0) / true_gain.mean(axis=0)))
             limits = {c: v.capacity for c, v in costs.channels.items()}
             for fraction in BUDGETS:
                 budget = fraction * m
@@ -319,8 +320,7 @@ def synthetic(n: int, seeds: list[int], uplift: dict | None = None) -> None:
                 single_arm = Allocator(budget, limits).solve(only(gains.gain, single), cost, channels).arm
                 random_arm = random_targeting(rng, m, single, cost, channels, budget, limits)
                 leveled_arm = Allocator(budget, limits).solve(leveled, cost, channels).arm
-                shape_arm = Allocator(budget, limits).solve(
-                    np.where(np.isnan(gains.gain), np.nan, true_shape), cost, channels).arm
+                shape_arm = Allocator(budget, limits).solve(true_shape, cost, channels).arm
                 sensitivity = level_sensitivity(model, gains, plan, costs)
                 worst = sensitivity.loc[sensitivity.regret_share.idxmax()]
                 lo, hi = plan.interval
