@@ -134,6 +134,13 @@ class UpliftSpec(_Strict):
         description="with nuisance_from_control: candidate round counts of the treated groups' "
         "outcome models, chosen per group by out-of-fold loss (nuisance.n_estimators is for control)",
     )
+    nuisance_treated_leaves: list[Annotated[int, Field(ge=2)]] = Field(
+        default_factory=list,
+        description="with nuisance_from_control: candidate leaves per tree of the treated groups' "
+        "outcome models (empty: nuisance.num_leaves). With more than one, the outcome models are "
+        "cross-fitted at each and grouped CV (selection_metric) chooses the shape with the learner "
+        "and size; the first listed is the reference the shapes' DR-Qini is judged against",
+    )
     final: GBMParams = GBMParams(
         n_estimators=200, learning_rate=0.02, num_leaves=4, min_child_samples=5000
     )
@@ -167,11 +174,21 @@ class UpliftSpec(_Strict):
     )
 
     @model_validator(mode="after")
-    def _distinct_sizes(self) -> UpliftSpec:
+    def _check_candidates(self) -> UpliftSpec:
         labels = [s.label for s in self.final_sizes]
         if len(set(labels)) != len(labels):
             raise ValueError(f"final_sizes: a size is listed twice ({', '.join(labels)})")
+        leaves = self.nuisance_treated_leaves
+        if len(set(leaves)) != len(leaves):
+            raise ValueError(f"nuisance_treated_leaves: a value is listed twice ({', '.join(map(str, leaves))})")
+        if leaves and not self.nuisance_from_control:
+            raise ValueError("nuisance_treated_leaves needs nuisance_from_control: true (it shapes the models "
+                             "boosted from control)")
         return self
+
+    def treated_leaves_options(self) -> list[int]:
+        """Leaves per tree of the treated groups' outcome models: the shapes grouped CV compares."""
+        return list(self.nuisance_treated_leaves) or [self.nuisance.num_leaves]
 
     def turnout_score_options(self) -> list[bool]:
         """Whether the final models see the turnout score: the candidates grouped CV compares."""

@@ -72,6 +72,26 @@ def test_the_outcome_models_round_choice_is_logged(trained):
         assert params[f"nuisance_rounds_{slug}"] == str(rounds)
 
 
+def test_the_outcome_model_shape_is_chosen_by_grouped_cv_and_logged(trained):
+    """The synthetic config compares 15- and 2-leaf treated outcome models; CV's choice is the run's model."""
+    import mlflow
+
+    result = trained.result
+    params = mlflow.get_run(trained.run_id).data.params
+    logged = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=trained.run_id, artifact_path="evaluation/selection_cv_outcome_shapes.csv"))
+    assert params["nuisance_treated_leaves_compared"] == "15,2"
+    assert list(logged.treated_leaves) == [15, 2]
+    metric = params["selection_metric"]
+    best = logged.loc[logged[metric].idxmax()]
+    assert logged.chosen.tolist() == [i == best.name for i in logged.index]
+    assert params["nuisance_treated_leaves"] == str(best.treated_leaves) == str(result.nuisance_treated_leaves)
+    assert (best.learner, best["size"], bool(best.turnout_score)) == (
+        result.learner, result.final_size, result.turnout_score_feature)
+    assert best[metric] == pytest.approx(result.selection["mean"].max())
+    assert logged[metric].nunique() == 2  # the two shapes' outcome models really differ
+
+
 def test_logged_pyfunc_has_signature_and_gives_the_bundle_scores(trained):
     import mlflow
 

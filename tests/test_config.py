@@ -129,3 +129,24 @@ def test_bad_nuisance_rounds_are_named(tmp_path, rounds, message):
     data["uplift"]["nuisance_rounds"] = rounds
     with pytest.raises(ConfigError, match=message):
         load_config(_write(tmp_path, data))
+
+
+@pytest.mark.parametrize("leaves, from_control, message", [
+    ([15, 15], True, r"nuisance_treated_leaves: a value is listed twice \(15, 15\)"),
+    ([15, 1], True, r"uplift\.nuisance_treated_leaves\.1"),
+    ([15, 2], False, r"nuisance_treated_leaves needs nuisance_from_control"),
+])
+def test_bad_treated_outcome_model_shapes_are_named(tmp_path, leaves, from_control, message):
+    data = _ggl()
+    data["uplift"]["nuisance_treated_leaves"] = leaves
+    data["uplift"]["nuisance_from_control"] = from_control
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, data))
+
+
+def test_treated_outcome_model_shapes_default_to_the_nuisance_leaves(tmp_path):
+    data = _ggl()
+    data["uplift"].pop("nuisance_treated_leaves", None)
+    config = load_config(_write(tmp_path, data))
+    assert config.uplift.treated_leaves_options() == [config.uplift.nuisance.num_leaves]
+    assert config.with_uplift(nuisance_treated_leaves=[2, 15]).uplift.treated_leaves_options() == [2, 15]

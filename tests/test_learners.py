@@ -6,6 +6,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import logit
 from scipy.stats import spearmanr
 
 from features.config import GBMParams, load_config
@@ -149,6 +150,33 @@ def test_nested_nuisance_for_a_fold_never_sees_that_folds_outcomes(from_control)
     plain_changed = nuisance.fit_predict(X, assigned, changed, folds)
     outside = folds != 2
     assert not np.allclose(plain["C"][outside], plain_changed["C"][outside])  # the plain cross-fit does leak
+
+
+def test_treated_leaves_shape_only_the_models_boosted_from_control():
+    """Two-leaf treated trees: control's model is unchanged, and one round moves each fold's log-odds in 2 steps."""
+    rng = np.random.default_rng(5)
+    n = 8000
+    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
+    assigned = rng.choice(["C", "A"], n)
+    p = 1 / (1 + np.exp(-(np.sin(2 * X.a) + 0.5 * X.b + (assigned == "A") * (0.3 + 0.5 * X.a))))
+    y = (rng.random(n) < p).astype(float)
+    folds = rng.integers(0, 4, n)
+    params = GBMParams(n_estimators=30, num_leaves=15, min_child_samples=50)
+
+    def fit(treated_leaves):
+        return CrossFitNuisance(Design(["A"], "C"), params, True, seed=1, from_control=True, rounds=[1],
+                                treated_leaves=treated_leaves).fit_predict(X, assigned, y, folds)
+
+    default, same, two = fit(None), fit(15), fit(2)
+    for label in default:
+        np.testing.assert_array_equal(same[label], default[label])  # the nuisance's own leaves: no change
+    np.testing.assert_array_equal(two["C"], default["C"])
+    for mu, most in ((two, 2), (default, 15)):
+        step = logit(mu["A"]) - logit(mu["C"])  # the arm's intercept plus its one tree, per fold
+        counts = [len(np.unique(step[folds == k].round(9))) for k in range(4)]
+        assert max(counts) <= most and (most == 2 or min(counts) > 2), counts
+    with pytest.raises(ValueError, match="needs from_control"):
+        CrossFitNuisance(Design(["A"], "C"), params, True, treated_leaves=2).fit_predict(X, assigned, y, folds)
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 """Fit a run's models on the training groups and judge them on the grouped hold-out.
 
 The steps, in order: split by group, fit the feature transform, fit the turnout model
-on control, cross-fit the outcome (nuisance) models, select the uplift learner, the
-size of its final models (trees x leaves) and whether they see the turnout score by
+on control, cross-fit the outcome (nuisance) models (at each candidate shape of the
+treated groups' models), select the uplift learner, the size of its final models
+(trees x leaves), whether they see the turnout score and the outcome models' shape by
 grouped-CV Qini on the training groups, refit every learner at its selected candidate,
 and evaluate the learners and the references (plain T-learner, turnout closest to 0.5,
 random) on the hold-out.
@@ -10,7 +11,7 @@ random) on the hold-out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -100,6 +101,14 @@ class FitResult:
     selection_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     nuisance_losses: pd.DataFrame | None = None  # out-of-fold loss per treated group x round count
     arm_effects: dict[str, dict[str, float]] = field(default_factory=dict)  # see training_arm_effects
+    outcome_shapes: pd.DataFrame | None = None  # see select_outcome_shape
+
+    @property
+    def nuisance_treated_leaves(self) -> int | None:
+        """Leaves per tree of the treated groups' outcome models, as grouped CV chose them."""
+        if self.outcome_shapes is None:
+            return None
+        return int(self.outcome_shapes.loc[self.outcome_shapes.chosen, "treated_leaves"].iloc[0])
 
     @property
     def nuisance_rounds(self) -> dict[str, int]:
@@ -323,22 +332,74 @@ class OutcomeModels:
     mu: dict[str, np.ndarray]  # out-of-fold, per label (control, arms, any contact)
     nested: dict[int, dict[str, np.ndarray]]  # per CV fold k: cross-fitted without fold k
     losses: pd.DataFrame | None  # out-of-fold loss per treated group x round count (boosted from control)
+    treated_leaves: int  # leaves per tree of the treated groups' outcome models
 
 
-def fit_outcome_models(prep: Prepared, config: RunConfig, design: Design) -> OutcomeModels:
-    """Cross-fitted outcome models' predictions on the training rows: plain and nested (for CV)."""
+def fit_outcome_models(
+    prep: Prepared, config: RunConfig, design: Design, treated_leaves: int | None = None
+) -> OutcomeModels:
+    """Cross-fitted outcome models' predictions on the training rows: plain and nested (for CV).
+
+    ``treated_leaves`` is one of ``uplift.treated_leaves_options()`` (default: the first).
+    """
     spec = config.uplift
+    leaves = spec.treated_leaves_options()[0] if treated_leaves is None else treated_leaves
     nuisance = CrossFitNuisance(
         design, spec.nuisance, config.outcome.kind == "turnout", config.split.seed,
         from_control=spec.nuisance_from_control, rounds=spec.nuisance_rounds,
+        treated_leaves=leaves if spec.nuisance_from_control else None,
     )
     assigned = prep.assigned("train", config)
     y = prep.train[config.outcome.column].to_numpy(dtype=float)
     mu = nuisance.fit_predict(prep.X_train, assigned, y, prep.folds)
     return OutcomeModels(
         mu=mu, nested=nuisance.fit_predict_nested(prep.X_train, assigned, y, prep.folds),
-        losses=getattr(nuisance, "losses_", None),
+        losses=getattr(nuisance, "losses_", None), treated_leaves=leaves,
     )
+
+
+@dataclass
+class OutcomeShapeChoice:
+    """The outcome models grouped CV chose among the treated-model shapes, and why."""
+
+    models: OutcomeModels  # the chosen shape's
+    selection_tables: dict[str, pd.DataFrame]  # select_learner's tables with the chosen shape's models
+    shapes: pd.DataFrame  # one row per shape: its best candidate, both metrics there, chosen
+
+
+def select_outcome_shape(
+    shapes: Sequence[OutcomeModels],
+    X: pd.DataFrame,
+    assigned: np.ndarray,
+    y: np.ndarray,
+    folds: np.ndarray,
+    config: RunConfig,
+    design: Design,
+    turnout: TurnoutModel | None = None,
+) -> OutcomeShapeChoice:
+    """Choose the treated groups' outcome-model shape by grouped CV, with the learner and size.
+
+    Every shape's nested outcome models feed :func:`select_learner`; the shape whose best
+    candidate scores highest on ``uplift.selection_metric`` wins (the first listed on a
+    tie). The out-of-fold loss that picks each shape's round count cannot compare shapes
+    by what they are for: small trees predict the outcome worse and can still rank the
+    difference contact makes better. All shapes are judged by the same AIPW scores, those
+    of the first shape's cross-fitted models, so DR-Qini compares them on one yardstick
+    (the Qini of the outcomes needs none).
+    """
+    metric = config.uplift.selection_metric
+    contrasts = arm_contrasts(assigned, y, shapes[0].mu, design)
+    rows, tables = [], []
+    for models in shapes:
+        by_metric = select_learner(X, assigned, y, contrasts, models.nested, folds, config, design, turnout)
+        best = by_metric[metric]["mean"].idxmax()
+        rows.append({"treated_leaves": models.treated_leaves, **dict(zip(CANDIDATE_KEYS, best, strict=True)),
+                     **{name: float(table.loc[best, "mean"]) for name, table in by_metric.items()}})
+        tables.append(by_metric)
+    table = pd.DataFrame(rows)
+    pick = int(table[metric].to_numpy().argmax())
+    table["chosen"] = np.arange(len(table)) == pick
+    return OutcomeShapeChoice(models=shapes[pick], selection_tables=tables[pick], shapes=table)
 
 
 def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress = _noop) -> FitResult:
@@ -363,14 +424,13 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
     p_test = turnout.predict(prep.X_test)
 
     progress("cross-fitted outcome models")
-    outcome_models = fit_outcome_models(prep, config, design)
-    mu, nested_mu = outcome_models.mu, outcome_models.nested
-    contrasts = arm_contrasts(a_tr, y_tr, mu, design)
-    arm_effects = training_arm_effects(contrasts, prep.train[config.group_column])
+    shapes = [fit_outcome_models(prep, config, design, leaves) for leaves in config.uplift.treated_leaves_options()]
 
-    progress("learner, size and turnout-score selection (grouped CV)")
-    selection_tables = select_learner(prep.X_train, a_tr, y_tr, contrasts, nested_mu, prep.folds, config, design,
-                                      turnout)
+    progress("learner, size, turnout-score and outcome-shape selection (grouped CV)")
+    choice = select_outcome_shape(shapes, prep.X_train, a_tr, y_tr, prep.folds, config, design, turnout)
+    outcome_models, selection_tables = choice.models, choice.selection_tables
+    mu = outcome_models.mu
+    arm_effects = training_arm_effects(arm_contrasts(a_tr, y_tr, mu, design), prep.train[config.group_column])
     selection = selection_tables[config.uplift.selection_metric]
     best = {name: selection.loc[name, "mean"].idxmax() for name in config.uplift.learners}  # (size, score)
     chosen = str(selection["mean"].idxmax()[0])
@@ -441,7 +501,7 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
         arm_metrics=arm_metrics, ate=ate, deciles=deciles, turnout=turnout_eval,
         calibration=calibration_table(p_test[ctrl_te], y_turn_te[ctrl_te]),
         test_scores=test_scores, prepared=prep, contact_rate=contact,
-        nuisance_losses=outcome_models.losses, arm_effects=arm_effects,
+        nuisance_losses=outcome_models.losses, arm_effects=arm_effects, outcome_shapes=choice.shapes,
     )
     result.gates = evaluate_gates(result)
     return result

@@ -118,6 +118,8 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
         **{f"arm_{k}": v for k, v in config.uplift.arm_params.model_dump().items()},
         **{f"nuisance_{k}": v for k, v in config.uplift.nuisance.model_dump().items()},
         "nuisance_from_control": config.uplift.nuisance_from_control,
+        "nuisance_treated_leaves": result.nuisance_treated_leaves,
+        "nuisance_treated_leaves_compared": ",".join(map(str, config.uplift.treated_leaves_options())),
         **{f"nuisance_rounds_{_nuisance_slug(model, label)}": r for label, r in result.nuisance_rounds.items()},
         **{f"turnout_{k}": v for k, v in config.turnout.params.model_dump().items()},
         "n_features": len(model.feature_names),
@@ -141,6 +143,8 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
             "ate.csv": result.ate,
             "turnout_calibration.csv": result.calibration,
         }
+        if result.outcome_shapes is not None:  # grouped CV's best candidate per treated-model shape
+            tables["selection_cv_outcome_shapes.csv"] = result.outcome_shapes
         if result.nuisance_losses is not None:  # out-of-fold loss of each treated group's outcome model
             losses = result.nuisance_losses
             table = losses.rename(columns=lambda r: f"loss_{r}_rounds").reset_index(drop=True)

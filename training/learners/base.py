@@ -162,6 +162,11 @@ class CrossFitNuisance:
         group's count is the one with the lowest out-of-fold loss (log-loss or squared
         error) on its own rows: the outcome models are judged as predictors of the
         outcome, never by an uplift metric. ``params.n_estimators`` is ignored for them.
+    treated_leaves : int, optional
+        With ``from_control``, leaves per tree of the treated groups' models (default
+        ``params.num_leaves``). Log-loss cannot choose it: it judges the outcome, not the
+        difference contact makes, and it ranks small trees last even where they rank
+        voters' uplift better. The caller compares shapes by grouped-CV uplift metrics.
 
     Attributes
     ----------
@@ -180,6 +185,7 @@ class CrossFitNuisance:
         seed: int = 0,
         from_control: bool = False,
         rounds: Sequence[int] = (10, 20, 30, 50, 80, 150),
+        treated_leaves: int | None = None,
     ):
         self.design = design
         self.params = params
@@ -187,6 +193,7 @@ class CrossFitNuisance:
         self.seed = seed
         self.from_control = from_control
         self.rounds = rounds
+        self.treated_leaves = treated_leaves
 
     def fit_predict(
         self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, folds: np.ndarray
@@ -228,10 +235,14 @@ class CrossFitNuisance:
     def _cross_fit(
         self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, folds: np.ndarray
     ) -> tuple[dict[str, np.ndarray], pd.DataFrame | None]:
+        if self.treated_leaves is not None and not self.from_control:
+            raise ValueError("treated_leaves shapes the models boosted from control: it needs from_control=True")
         control = self.design.control
         treated_labels = [*self.design.arms, ANY]
         objective = "binary" if self.binary else "regression"
         rounds = sorted(set(self.rounds)) if self.from_control else []
+        treated_params = (self.params if self.treated_leaves is None
+                          else self.params.model_copy(update={"num_leaves": self.treated_leaves}))
         mu = {label: np.zeros(len(y)) for label in [control, *treated_labels]}
         staged = {label: {r: np.zeros(len(y)) for r in rounds} for label in treated_labels}
         for k in np.unique(folds):
@@ -248,7 +259,7 @@ class CrossFitNuisance:
                     mu[label][test] = fit_booster(X[rows], y[rows], self.params, objective, self.seed).predict(X[test])
                     continue
                 start = raw + self._intercept(y[rows], raw[rows])
-                model = fit_booster(X_base[rows], y[rows], self.params, objective, self.seed,
+                model = fit_booster(X_base[rows], y[rows], treated_params, objective, self.seed,
                                     rounds=max(rounds), init_score=start[rows])
                 for r in rounds:
                     staged[label][r][test] = self._link(
