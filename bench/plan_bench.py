@@ -275,8 +275,13 @@ def synthetic(n: int, seeds: list[int], uplift: dict | None = None) -> None:
             if uplift:
                 config = config.with_uplift(**uplift)
             result = train(config, f"synthetic seed {seed}")
+        metric = config.uplift.selection_metric
+        table = result.outcome_shapes
+        shapes = ", ".join(f"{leaves}-leaf {1000 * cv:.2f}"
+                           for leaves, cv in zip(table.treated_leaves, table[metric], strict=True))
         chosen.append(f"seed {seed}: {result.learner} {result.final_size}"
-                      f"{' + turnout score' if result.turnout_score_feature else ''}")
+                      f"{' + turnout score' if result.turnout_score_feature else ''}"
+                      f", {result.nuisance_treated_leaves}-leaf treated outcome models (CV {metric} x1000: {shapes})")
         model, prep = result.model, result.prepared
         test, X = prep.test, prep.X_test
         truth = campaign.truth.set_index("voter_id").loc[test.voter_id]
