@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 import yaml
@@ -149,6 +151,7 @@ def test_promote_refuses_a_model_with_no_effect_and_keeps_the_champion(runner, t
     config_path.write_text(yaml.safe_dump(cfg))
     out = runner.invoke(main, ["train", "--config", str(config_path)])
     assert out.exit_code == 0, out.output
+    assert re.search(r"outcome\s+models\s+of\s+(15|2)-leaf\s+trees\s+\(of\s+15,\s+2\)", out.output), out.output
     before = client.get_model_version_by_alias(trained.model_name, "champion").version
     out = runner.invoke(main, ["promote", "--name", trained.model_name])
     assert out.exit_code == 1

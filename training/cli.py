@@ -66,9 +66,14 @@ def _train(config_path: Path):
     elapsed = time.perf_counter() - started
     _print_result(outcome.result, outcome.validation)
     console.print(f"\nrun id     [bold]{outcome.run_id}[/]")
+    result = outcome.result
+    shapes = result.outcome_shapes
+    compared = "" if shapes is None or len(shapes) < 2 else (
+        f", outcome models of {result.nuisance_treated_leaves}-leaf trees "
+        f"(of {', '.join(map(str, shapes.treated_leaves))})")
     console.print(f"registered [bold]{outcome.model_name}[/] version [bold]{outcome.version}[/] "
-                  f"(learner: {outcome.result.learner}, final models {outcome.result.final_size} "
-                  f"trees x leaves{' + turnout score' if outcome.result.turnout_score_feature else ''}) "
+                  f"(learner: {result.learner}, final models {result.final_size} "
+                  f"trees x leaves{' + turnout score' if result.turnout_score_feature else ''}{compared}) "
                   f"in {elapsed:.0f} s")
     for gate, info in outcome.result.gates.items():
         mark = "[green]pass[/]" if info["passed"] else "[red]FAIL[/]"
