@@ -64,9 +64,9 @@ def _train(config_path: Path):
             _fail(exc)
         bar.update(task, completed=STEPS, description="done")
     elapsed = time.perf_counter() - started
-    _print_result(outcome.result, outcome.validation)
-    console.print(f"\nrun id     [bold]{outcome.run_id}[/]")
     result = outcome.result
+    _print_result(result, outcome.validation)
+    console.print(f"\nrun id     [bold]{outcome.run_id}[/]")
     shapes = result.outcome_shapes
     compared = "" if shapes is None or len(shapes) < 2 else (
         f", outcome models of {result.nuisance_treated_leaves}-leaf trees "
@@ -75,7 +75,7 @@ def _train(config_path: Path):
                   f"(learner: {result.learner}, final models {result.final_size} "
                   f"trees x leaves{' + turnout score' if result.turnout_score_feature else ''}{compared}) "
                   f"in {elapsed:.0f} s")
-    for gate, info in outcome.result.gates.items():
+    for gate, info in result.gates.items():
         mark = "[green]pass[/]" if info["passed"] else "[red]FAIL[/]"
         console.print(f"gate {gate:<16} {mark}  {info['detail']}")
     from training.tracking import tracking_uri

@@ -428,6 +428,7 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
 
     progress("learner, size, turnout-score and outcome-shape selection (grouped CV)")
     choice = select_outcome_shape(shapes, prep.X_train, a_tr, y_tr, prep.folds, config, design, turnout)
+    del shapes  # the other shapes' outcome models (plain and nested) are not needed past the choice
     outcome_models, selection_tables = choice.models, choice.selection_tables
     mu = outcome_models.mu
     arm_effects = training_arm_effects(arm_contrasts(a_tr, y_tr, mu, design), prep.train[config.group_column])
