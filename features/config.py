@@ -12,8 +12,17 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, StrictInt, StrictStr, ValidationError, model_validator
+
+from features.model_specs import (  # the model blocks of a run config; importable from here too
+    ContactRateSpec,
+    GBMParams,
+    TurnoutSpec,
+    UpliftSpec,
+    _Strict,
+)
 
 
 class ConfigError(ValueError):
@@ -47,10 +56,6 @@ DEFAULT_DELIVERY = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class ArmSpec(_Strict):
     """One contact arm of the experiment (the control arm is not listed)."""
 
@@ -60,6 +65,7 @@ class ArmSpec(_Strict):
         default=None, gt=0, lt=1, description="designed assignment share of all voters"
     )
     cost: float = Field(default=1.0, gt=0, description="cost per attempt")
+    value: StrictInt | StrictStr | None = Field(default=None, description="raw code in the arm column, e.g. 1")
 
     @property
     def resolved_delivery(self) -> Delivery:
@@ -69,6 +75,9 @@ class ArmSpec(_Strict):
 class OutcomeSpec(_Strict):
     column: str
     kind: Literal["turnout", "support"]
+    missing: Literal["refuse", "drop"] = Field(default="refuse", description="missing outcomes: refuse, or drop "
+                                               "after a differential-attrition check (features/attrition.py)")
+    attrition_p_value: float = Field(default=0.01, gt=0, lt=1, description="refuse below this chi-square p")
 
 
 class TablesSpec(_Strict):
@@ -95,143 +104,44 @@ class SplitSpec(_Strict):
     holdout_fraction: float = Field(default=0.2, gt=0, lt=0.9)
     folds: int = Field(default=5, ge=2, le=20)
     seed: int = 20060808
-
-
-class GBMParams(_Strict):
-    """LightGBM parameters for one model role."""
-
-    n_estimators: int = Field(default=100, ge=1)
-    learning_rate: float = Field(default=0.05, gt=0)
-    num_leaves: int = Field(default=15, ge=2)
-    min_child_samples: int = Field(default=100, ge=1)
-    max_depth: int = -1
-    reg_lambda: float = Field(default=0.0, ge=0)
-    subsample: float = Field(default=1.0, gt=0, le=1)
-    colsample_bytree: float = Field(default=1.0, gt=0, le=1)
-
-
-class TreeSize(_Strict):
-    """One candidate size of the final uplift ensembles: trees x leaves per tree."""
-
-    n_estimators: int = Field(ge=1)
-    num_leaves: int = Field(ge=2)
-
-    @property
-    def label(self) -> str:
-        return f"{self.n_estimators}x{self.num_leaves}"
-
-
-class UpliftSpec(_Strict):
-    learners: list[Literal["t", "x", "dr"]] = Field(default_factory=lambda: ["t", "x", "dr"])
-    nuisance: GBMParams = GBMParams(n_estimators=150, num_leaves=15, min_child_samples=100)
-    nuisance_from_control: bool = Field(
-        default=True,
-        description="boost each treated group's outcome model from the control model (its "
-        "prediction is their start and a feature), so they learn only what contact changes",
-    )
-    nuisance_rounds: list[Annotated[int, Field(ge=1)]] = Field(
-        default_factory=lambda: [10, 20, 30, 50, 80, 150], min_length=1,
-        description="with nuisance_from_control: candidate round counts of the treated groups' "
-        "outcome models, chosen per group by out-of-fold loss (nuisance.n_estimators is for control)",
-    )
-    nuisance_treated_leaves: list[Annotated[int, Field(ge=2)]] = Field(
-        default_factory=list,
-        description="with nuisance_from_control: candidate leaves per tree of the treated groups' "
-        "outcome models (empty: nuisance.num_leaves). With more than one, the outcome models are "
-        "cross-fitted at each and grouped CV (selection_metric) chooses the shape with the learner "
-        "and size; the first listed is the reference the shapes' DR-Qini is judged against",
-    )
-    final: GBMParams = GBMParams(
-        n_estimators=200, learning_rate=0.02, num_leaves=4, min_child_samples=5000
-    )
-    final_sizes: list[TreeSize] = Field(
-        default_factory=list,
-        description="candidate sizes of the final models, chosen together with the learner by "
-        "grouped-CV Qini on the training groups (empty: only final.n_estimators x final.num_leaves)",
-    )
-    selection_metric: Literal["qini", "dr_qini"] = Field(
-        default="qini",
-        description="how grouped CV ranks learners and sizes: the Qini coefficient of the held-out "
-        "fold's outcomes, or its doubly-robust estimate (AIPW scores from outcome models that never "
-        "saw the fold)",
-    )
-    pool_arms: bool = Field(
-        default=True,
-        description="fit a shared uplift shape on all arms' pseudo-outcomes, then boost "
-        "arm-specific trees on top of it (one ensemble per arm)",
-    )
-    arm_rounds: int = Field(default=30, ge=0, description="arm-specific boosting rounds")
-    arm_params: GBMParams = Field(
-        default=GBMParams(learning_rate=0.1, num_leaves=2, min_child_samples=5000),
-        description="parameters of the arm-specific rounds (their learning rate sets how fast "
-        "each arm's level moves away from the shared shape)",
-    )
-    turnout_score_feature: bool | Literal["select"] = Field(
-        default=False,
-        description="give the final uplift models the (cross-fitted) turnout probability as a "
-        "feature: true, false, or select (both are candidates, chosen by grouped CV with the "
-        "learner and size)",
+    cv_repeats: int | None = Field(
+        default=None, ge=1, le=20,
+        description="grouped CV repeated over this many fold seeds, so the selection's own noise is "
+        "measured (unset: 3 below 20,000 training rows, else 2)",
     )
 
-    @model_validator(mode="after")
-    def _check_candidates(self) -> UpliftSpec:
-        labels = [s.label for s in self.final_sizes]
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"final_sizes: a size is listed twice ({', '.join(labels)})")
-        leaves = self.nuisance_treated_leaves
-        if len(set(leaves)) != len(leaves):
-            raise ValueError(f"nuisance_treated_leaves: a value is listed twice ({', '.join(map(str, leaves))})")
-        if leaves and not self.nuisance_from_control:
-            raise ValueError("nuisance_treated_leaves needs nuisance_from_control: true (it shapes the models "
-                             "boosted from control)")
-        return self
-
-    def treated_leaves_options(self) -> list[int]:
-        """Leaves per tree of the treated groups' outcome models: the shapes grouped CV compares."""
-        return list(self.nuisance_treated_leaves) or [self.nuisance.num_leaves]
-
-    def turnout_score_options(self) -> list[bool]:
-        """Whether the final models see the turnout score: the candidates grouped CV compares."""
-        return [False, True] if self.turnout_score_feature == "select" else [self.turnout_score_feature]
-
-    def final_candidates(self) -> dict[str, GBMParams]:
-        """The final models' parameters for each candidate size, by size label."""
-        sizes = self.final_sizes or [
-            TreeSize(n_estimators=self.final.n_estimators, num_leaves=self.final.num_leaves)
-        ]
-        return {s.label: self.final.model_copy(update=s.model_dump()) for s in sizes}
-
-
-class TurnoutSpec(_Strict):
-    column: str | None = Field(
-        default=None, description="0/1 turnout column; defaults to the outcome if it is turnout"
-    )
-    params: GBMParams = GBMParams(n_estimators=200, num_leaves=15, min_child_samples=200)
-    calibration_tolerance: float = Field(
-        default=0.02, gt=0, description="max |predicted-observed| per decile before recalibrating"
-    )
-
-
-class ContactRateSpec(_Strict):
-    """The contact log's attempt/contact flags: the contact-rate model P(reached | attempted).
-
-    Fitted per channel when the experiment frame has ``reached_column`` (phone and
-    canvass logs usually do); a channel whose attempts were all reached needs none.
-    """
-
-    attempted_column: str = "attempted"
-    reached_column: str = "reached"
-    params: GBMParams = GBMParams(n_estimators=100, num_leaves=15, min_child_samples=200)
+    def repeats_for(self, train_rows: int) -> int:
+        """How many times grouped CV is repeated for ``train_rows`` training rows."""
+        if self.cv_repeats is not None:
+            return self.cv_repeats
+        return 3 if train_rows < 20_000 else 2
 
 
 class GatesSpec(_Strict):
     qini_bootstrap: int = Field(default=200, ge=20)
-    min_rows_per_arm: int = Field(default=200, ge=1)
+    min_rows_per_arm: int = Field(default=100, ge=1)
     srm_p_value: float = Field(default=0.001, gt=0, lt=1)
+
+
+class BalanceSpec(_Strict):
+    """The balance and leakage check before fitting: thresholds beyond which, and beyond chance
+    (``p_value``), a feature is refused (features/balance.py)."""
+
+    enabled: bool = True
+    max_abs_smd: float = Field(default=0.1, gt=0, description="standardized mean difference, an arm vs control")
+    max_auc: float = Field(default=0.55, gt=0.5, lt=1, description="grouped-CV AUC of assigned vs control")
+    p_value: float = Field(default=0.001, gt=0, lt=1)
+    folds: int = Field(default=5, ge=2, le=20)
+    seed: int = 0
 
 
 class AuditSpec(_Strict):
     budget_fraction: float = Field(default=0.2, gt=0, le=1)
+    budgets: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=lambda: [0.1, 0.2, 0.3], min_length=1,
+        description="shares of voters contacted at which rankings are judged (grouped-CV selection "
+        "and the hold-out policy value)",
+    )
     band: tuple[float, float] = (0.8, 1.25)
     age_bands: list[int] = Field(default_factory=lambda: [30, 45, 65])
     reference: dict[str, str] = Field(
@@ -248,6 +158,8 @@ class ConsentSpec(_Strict):
     landline_prerecorded_cap: int = Field(default=3, ge=0, description="prerecorded calls per window, no consent")
     cap_window_days: int = Field(default=30, ge=1)
     as_of: datetime | None = Field(default=None, description="decision time (default: now)")
+    time_zone: str | None = Field(default=None, description="IANA time zone of timestamps written without one "
+                                  "(default: such timestamps are refused)")
 
 
 class RunConfig(_Strict):
@@ -259,6 +171,7 @@ class RunConfig(_Strict):
     id_column: str
     arm_column: str
     control_label: str
+    control_value: StrictInt | StrictStr | None = Field(default=None, description="with arms.<arm>.value")
     arms: dict[str, ArmSpec]
     control_share: float | None = Field(default=None, gt=0, lt=1)
     outcome: OutcomeSpec
@@ -272,9 +185,26 @@ class RunConfig(_Strict):
     split: SplitSpec = SplitSpec()
     uplift: UpliftSpec = UpliftSpec()
     gates: GatesSpec = GatesSpec()
+    balance: BalanceSpec = BalanceSpec()
     audit: AuditSpec = AuditSpec()
     consent: ConsentSpec = ConsentSpec()
     base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _labels_are_text(cls, data: Any) -> Any:
+        """Arm names and the control label are labels; raw numeric codes go in ``value:``/``control_value:``."""
+        arms, label = (data.get("arms"), data.get("control_label")) if isinstance(data, dict) else (None, None)
+        numeric = [k for k in arms if not isinstance(k, str)] if isinstance(arms, dict) else []
+        if numeric:
+            k = numeric[0]
+            raise ValueError(f"arms: arm {k!r} is a number (an unquoted YAML key): name each arm by a label and give "
+                             f"its raw code as value:, e.g. arms: {{canvass: {{value: {k}, channel: canvass}}}}, with "
+                             f"the control's code as control_value: (or quote the key, '{k}', to use it as the label)")
+        if label is not None and not isinstance(label, str):
+            raise ValueError(f"control_label: {label!r} is a number: give the control a label (e.g. control_label: "
+                             f"control) and its raw code as control_value: {label!r}, each arm's as arms.<arm>.value")
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -291,7 +221,18 @@ class RunConfig(_Strict):
                 raise ValueError(f"assignment shares must add up to 1, they add up to {total:.6f}")
         if len(set(self.features)) != len(self.features):
             raise ValueError("features: a column is listed twice")
+        values = [self.control_value, *(a.value for a in self.arms.values())]
+        if any(v is not None for v in values):
+            if any(v is None for v in values):
+                raise ValueError("control_value and every arms.<arm>.value must be given together")
+            if len({str(v) for v in values}) != len(values):
+                raise ValueError(f"control_value and arms.<arm>.value: a code is given twice ({values})")
         return self
+
+    @property
+    def has_turnout(self) -> bool:
+        """Whether the run fits a turnout model: a turnout outcome, or a support one with ``turnout.column``."""
+        return self.outcome.kind == "turnout" or self.turnout.column is not None
 
     @property
     def turnout_column(self) -> str:
@@ -299,11 +240,17 @@ class RunConfig(_Strict):
             return self.turnout.column
         if self.outcome.kind == "turnout":
             return self.outcome.column
-        raise ConfigError("turnout.column is required when the outcome kind is 'support'")
+        raise ConfigError("this run has no turnout model: a support outcome needs turnout.column for one")
 
     @property
     def arm_labels(self) -> list[str]:
         return list(self.arms)
+
+    def arm_codes(self) -> dict[int | str, str] | None:
+        """Label of each raw arm code (control included), or None if no codes are configured."""
+        if self.control_value is None:
+            return None
+        return {self.control_value: self.control_label, **{a.value: k for k, a in self.arms.items()}}
 
     def design_shares(self) -> dict[str, float] | None:
         """Assignment shares by label (control included), or None if not configured."""
@@ -317,6 +264,47 @@ class RunConfig(_Strict):
         """This config with keys of its ``uplift:`` block replaced, validated like the YAML."""
         return RunConfig.model_validate({
             **self.model_dump(), "base_dir": self.base_dir, "uplift": {**self.uplift.model_dump(), **overrides},
+        })
+
+    def scaled_to(self, rows_per_label: dict[str, int]) -> RunConfig:
+        """This config with every unset ``min_child_samples`` scaled to the data's rows per arm.
+
+        The one place the size rules live, so that a config without an ``uplift:`` or
+        ``turnout:`` block trains sensibly on 500 respondents and on 300,000 voters.
+        ``m`` is the rows of control plus the smallest arm that one grouped-CV fit sees
+        (training share of the split, all folds but one):
+
+        - final models and arm-specific rounds: 5% of ``m``, between 10 and 5,000;
+        - outcome models: 2% of the smallest group in a CV fit, between 5 and 100;
+        - turnout and contact-rate models: 2% of the control rows in a CV fit, between 10 and 200.
+
+        A value set in the config is kept.
+        """
+        fit_share = (1 - self.split.holdout_fraction) * (self.split.folds - 1) / self.split.folds
+        control = rows_per_label.get(self.control_label, 0) * fit_share
+        smallest = min(rows_per_label.get(a, 0) for a in self.arms) * fit_share
+        rules = {
+            "final": (0.05 * (control + smallest), 10, 5000),
+            "nuisance": (0.02 * min(control, smallest), 5, 100),
+            "turnout": (0.02 * control, 10, 200),
+        }
+
+        def filled(params: GBMParams, rule: str) -> GBMParams:
+            if params.min_child_samples is not None:
+                return params
+            value, low, high = rules[rule]
+            return params.model_copy(update={"min_child_samples": int(np.clip(round(value), low, high))})
+
+        uplift = self.uplift.model_copy(update={
+            "nuisance": filled(self.uplift.nuisance, "nuisance"),
+            "final": filled(self.uplift.final, "final"),
+            "arm_params": filled(self.uplift.arm_params, "final"),
+        })
+        return self.model_copy(update={
+            "uplift": uplift,
+            "turnout": self.turnout.model_copy(update={"params": filled(self.turnout.params, "turnout")}),
+            "contact_rate": self.contact_rate.model_copy(
+                update={"params": filled(self.contact_rate.params, "turnout")}),
         })
 
     def resolve(self, path: Path | None) -> Path | None:

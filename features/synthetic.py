@@ -135,7 +135,12 @@ def _phone_numbers(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.array([f"({a}) {e}-{x:04d}" for a, e, x in zip(area, exch, line, strict=True)])
 
 
-def make_campaign(n: int = 50_000, seed: int = 0, effect_scale: float = 1.0) -> SyntheticCampaign:
+EFFECT_SHAPES = ("varied", "turnout", "constant")
+
+
+def make_campaign(
+    n: int = 50_000, seed: int = 0, effect_scale: float = 1.0, effect_shape: str = "varied"
+) -> SyntheticCampaign:
     """Generate a synthetic randomized contact program.
 
     Parameters
@@ -146,7 +151,15 @@ def make_campaign(n: int = 50_000, seed: int = 0, effect_scale: float = 1.0) -> 
         Seed of the generator; the same seed gives the same tables.
     effect_scale : float
         Multiplies every true effect (0 gives a program in which contact moves nobody).
+    effect_shape : {"varied", "turnout", "constant"}
+        How the true effects vary: ``varied`` (the table above: with baseline turnout,
+        reach, age and household), ``turnout`` (each arm's effect a function of baseline
+        turnout alone, everyone reached) or ``constant`` (each arm moves every voter by
+        the same amount). The last two are where a model must not beat the references:
+        the turnout-shape reference and the constant effect.
     """
+    if effect_shape not in EFFECT_SHAPES:
+        raise ValueError(f"effect_shape must be one of {EFFECT_SHAPES}, not {effect_shape!r}")
     rng = np.random.default_rng(seed)
     ids = np.array([f"SYN-{i:08d}" for i in range(n)])
     precinct = rng.integers(0, max(n // 40, 10), n)
@@ -175,15 +188,20 @@ def make_campaign(n: int = 50_000, seed: int = 0, effect_scale: float = 1.0) -> 
         "Text": 0.01 + 0.08 * bump + 0.10 * (age < 35),
         "Canvass": 0.04 + 0.22 * bump * (1 + 0.5 * (hh >= 2)),
     }
-    reached_effect = {k: effect_scale * v for k, v in reached_effect.items()}
     p_reach = {"Mail": np.ones(n), "Phone": p_reach_phone, "Text": np.ones(n), "Canvass": p_reach_canvass}
+    if effect_shape != "varied":  # everyone reached; effects by baseline turnout alone, or by nothing
+        p_reach = {label: np.ones(n) for label in p_reach}
+        shape = bump if effect_shape == "turnout" else np.full(n, 0.5)
+        reached_effect = {"Mail": 0.01 + 0.10 * shape, "Phone": 0.02 + 0.12 * shape,
+                          "Text": 0.01 + 0.08 * shape, "Canvass": 0.04 + 0.16 * shape}
+    reached_effect = {k: effect_scale * v for k, v in reached_effect.items()}
     # Support (0-10): persuasion moves it, most among cross-pressured voters (party ~ 0.5).
     support0 = 10 * party + 0.8 * np.sin(age / 9.0) + 0.5 * (urban == "suburban")
-    cross = np.exp(-((party - 0.5) ** 2) / 0.03)
+    cross = np.exp(-((party - 0.5) ** 2) / 0.03) if effect_shape == "varied" else np.full(n, 0.5)
     support_effect = {
         "Mail": 0.2 + 0.6 * cross,
         "Phone": 0.4 + 1.2 * cross,
-        "Text": 0.1 + 0.4 * cross + 0.3 * (age < 35),
+        "Text": 0.1 + 0.4 * cross + 0.3 * (age < 35) * (effect_shape == "varied"),
         "Canvass": 0.5 + 1.5 * cross,
     }
 

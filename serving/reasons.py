@@ -66,16 +66,13 @@ def top_reasons(contributions: np.ndarray, k: int) -> TopReasons:
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     phi = contributions[:, :-1]
-    n, n_features = phi.shape
+    n_features = phi.shape[1]
     k = min(k, n_features)
     size = -np.abs(phi)
-    if k < n_features:
-        candidates = np.argpartition(size, k - 1, axis=1)[:, :k]
-        candidates.sort(axis=1)  # feature order, so that the stable sort breaks ties by it
-    else:
-        candidates = np.broadcast_to(np.arange(n_features), (n, n_features))
-    order = np.argsort(np.take_along_axis(size, candidates, axis=1), axis=1, kind="stable")
-    feature = np.take_along_axis(candidates, order, axis=1)
+    # A full stable sort, not a partition: among tied contributions (an arm whose model is
+    # the constant effect has only zeros) a partition picks any of them, so the top k would
+    # not be the first k of the full list. With a dozen features the sort costs no more.
+    feature = np.argsort(size, axis=1, kind="stable")[:, :k]
     return TopReasons(contributions[:, -1].copy(), feature, np.take_along_axis(phi, feature, axis=1))
 
 

@@ -44,7 +44,7 @@ def test_selection_is_logged_for_both_metrics_and_decided_by_the_configured_one(
 
     result = trained.result
     metric = mlflow.get_run(trained.run_id).data.params["selection_metric"]
-    assert set(result.selection_tables) == {"qini", "dr_qini"}
+    assert set(result.selection_tables) == {"policy_value", "qini", "dr_qini"}
     assert result.selection is result.selection_tables[metric]
     assert result.selection["mean"].idxmax() == (result.learner, result.final_size, result.turnout_score_feature)
     for name, table in result.selection_tables.items():
@@ -100,9 +100,12 @@ def test_logged_pyfunc_has_signature_and_gives_the_bundle_scores(trained):
     info = mlflow.models.get_model_info(f"models:/{trained.model_name}/{trained.version}")
     assert info.signature is not None
     assert "uplift_canvass" in info.signature.outputs.input_names()
+    from features.consent import Eligibility
+
     pyfunc = mlflow.pyfunc.load_model(f"models:/{trained.model_name}/{trained.version}")
     sample = trained.result.prepared.test.head(50)
-    pd.testing.assert_frame_equal(pyfunc.predict(sample), trained.result.model.score(sample))
+    model = trained.result.model  # without a consent table (params), nobody has consent
+    pd.testing.assert_frame_equal(pyfunc.predict(sample), Eligibility().apply(model.score(sample), sample, model.arms))
 
 
 def test_runs_and_evaluate(runner, trained):

@@ -128,6 +128,26 @@ def test_staged_fit_equals_a_fit_with_each_tree_count(pool_arms, arm_rounds, sub
             assert staged[trees].boosters_[arm].num_trees() == trees + (arm_rounds if pool_arms else 0)
 
 
+def test_arm_rounds_added_to_a_fitted_pooled_learner_equal_a_fit_with_them():
+    """The per-arm-shape candidate continues the pooled fit: it must be the fit it stands for."""
+    rng = np.random.default_rng(12)
+    n = 6000
+    X = pd.DataFrame(rng.normal(size=(n, 3)), columns=["a", "b", "c"])
+    assigned = rng.choice(["C", "A", "B"], n, p=[0.5, 0.25, 0.25])
+    y = X.c + np.where(assigned == "A", 0.3 * (X.a > 0), 0.0) + np.where(assigned == "B", 0.2 * X.b, 0.0)
+    y = y + rng.normal(size=n)
+    mu = {label: rng.normal(size=n) * 0.1 for label in ["C", "A", "B", "__any__"]}
+    design = Design(["A", "B"], "C", {"C": 0.5, "A": 0.25, "B": 0.25})
+    params = GBMParams(n_estimators=30, learning_rate=0.1, num_leaves=4, min_child_samples=50)
+    pooled = LEARNERS["dr"](design, params, pool_arms=True, arm_rounds=0, seed=3).fit(X, assigned, y, mu)
+    direct = LEARNERS["dr"](design, params, pool_arms=True, arm_rounds=8, seed=3).fit(X, assigned, y, mu)
+    added = pooled.with_arm_rounds(X, assigned, y, mu, 8)
+    pd.testing.assert_frame_equal(added.predict(X), direct.predict(X), rtol=0, atol=1e-12)
+    assert pooled.boosters_["A"].num_trees() == 30 and added.boosters_["A"].num_trees() == 38  # a copy
+    with pytest.raises(ValueError, match="pooled arms"):
+        LEARNERS["dr"](design, params, pool_arms=False).fit(X, assigned, y, mu).with_arm_rounds(X, assigned, y, mu, 8)
+
+
 @pytest.mark.parametrize("from_control", [False, True])
 def test_nested_nuisance_for_a_fold_never_sees_that_folds_outcomes(from_control):
     """CV of the final models must not leak the judged fold's outcomes through the targets."""
@@ -231,7 +251,8 @@ def test_arm_outcome_models_boosted_from_control_keep_the_arms_average_effect():
 
 def test_cv_candidates_with_the_turnout_score_never_see_the_judged_folds_outcomes(campaign_dir):
     """The turnout score is a feature of a candidate: in CV it must come from a model blind to the fold."""
-    from training.fit import cv_fold_scores, prepare
+    from training.fit import prepare
+    from training.selection import cv_fold_scores
     from training.turnout import fit_turnout
 
     cfg = load_config(campaign_dir / "synthetic_voted.yaml").with_uplift(

@@ -48,6 +48,16 @@ def test_top_reasons_are_the_largest_by_absolute_size():
     np.testing.assert_array_equal(np.take_along_axis(phi, reasons.feature, axis=1), reasons.contribution)
 
 
+def test_the_top_k_are_the_first_k_of_all_reasons_when_contributions_tie():
+    """An arm served by its constant effect explains every voter with zeros: k must not pick among them at random."""
+    contributions = np.zeros((50, 13))
+    contributions[:, 7] = 0.01  # only one feature moves (as the turnout-shaped reference's turnout score)
+    contributions[:, -1] = 0.05
+    full, top = top_reasons(contributions, 12), top_reasons(contributions, 3)
+    np.testing.assert_array_equal(top.feature, full.feature[:, :3])
+    assert top.feature[0].tolist() == [7, 0, 1]
+
+
 def test_all_reasons_add_up_and_ties_keep_feature_order():
     contributions = np.array([[0.5, -0.5, 0.0, 0.25, 1.0]])
     reasons = top_reasons(contributions, 10)  # more than the 4 features: all of them
@@ -238,28 +248,37 @@ def _table(tmp_path, rows) -> Path:
 
 
 def test_without_a_table_only_consent_free_deliveries_are_allowed():
-    decided = ConsentEligibility(None)(_batch(["a", "b"]), ARMS)
+    decided = ConsentEligibility(None)(_batch(["a", "b"], ["517 555 0100", None]), ARMS)
     assert decided.allowed.tolist() == [[True, False, False], [True, False, False]]
-    assert decided.reason.tolist() == [[None, "no_consent", "no_consent"]] * 2
+    assert decided.reason.tolist() == [[None, "no_consent", "no_consent"],
+                                       [None, "unverifiable_phone", "unverifiable_phone"]]
 
 
 def test_consent_rule_joins_by_id_and_by_hashed_phone(tmp_path):
     path = _table(tmp_path, [
-        {"voter_id": "a", "event": "consent", "scope": "texts", "source": "written", "timestamp": "2026-01-01"},
-        {"phone": "(517) 555-0100", "event": "revocation", "keyword": "stop", "timestamp": "2026-02-01"},
+        {"voter_id": "a", "phone": "(517) 555-0101", "event": "consent", "scope": "texts", "source": "written",
+         "timestamp": "2026-01-01T00:00:00Z"},
+        {"phone": "(517) 555-0100", "event": "revocation", "keyword": "stop", "timestamp": "2026-02-01T00:00:00Z"},
         {"voter_id": "c", "event": "do_not_contact", "source": "internal"},
-        {"voter_id": "d", "event": "consent", "scope": "texts", "source": "written", "timestamp": "2026-01-01"},
+        {"voter_id": "d", "phone": "517 555 0102", "event": "consent", "scope": "texts", "source": "written",
+         "timestamp": "2026-01-01T00:00:00Z"},
         {"phone": "+15175550199", "event": "line_type", "line_type": "landline"},
     ])
     rule = ConsentEligibility(path, WHEN, hasher=PhoneHasher("unit-test-hash-key-0123"))
-    # "a" twice: once with the revoked number, once with none; each row is decided on its own phone
-    batch = _batch(["a", "a", "c", "d", "e"], ["517.555.0100", None, None, {"not": "a phone"}, "5175550199"])
+    # "a" twice: each row is decided on its own number (the revoked one, the consented one);
+    # "d" sent a phone that is not a number: no automated contact, and no error
+    batch = _batch(["a", "a", "c", "d", "e"], ["517.555.0100", "517 555 0101", None, {"not": "a phone"},
+                                               "5175550199"])
     decided = rule(batch, ARMS)
-    assert decided.allowed[:, 1].tolist() == [False, True, False, True, False]
-    assert decided.reason[:, 1].tolist() == ["revoked", None, "do_not_contact", None, "landline_cannot_text"]
+    assert decided.allowed[:, 1].tolist() == [False, True, False, False, False]
+    assert decided.reason[:, 1].tolist() == ["revoked", None, "do_not_contact", "unverifiable_phone",
+                                             "landline_cannot_text"]
     assert decided.reason[2].tolist() == ["do_not_contact"] * 3
     assert decided.allowed[4].tolist() == [True, False, True]  # a landline under the prerecorded cap
-    assert rule.describe()["events"]["revocation"] == 1 and rule.describe()["error"] is None
+    facts = rule.describe()
+    assert facts["events"]["revocation"] == 1 and facts["error"] is None
+    assert facts["join"] == {"voters": 5, "phone_missing": 1, "phone_unparseable": 1,
+                             "table_ids_matching_no_voter": 0, "table_phones_matching_no_voter": 1}
 
 
 def test_consent_rule_refuses_a_bad_table_or_a_missing_key(tmp_path, monkeypatch):
@@ -276,18 +295,21 @@ def test_consent_rule_refuses_a_bad_table_or_a_missing_key(tmp_path, monkeypatch
 
 def test_consent_rule_rereads_a_changed_table_and_keeps_the_last_good_one(tmp_path, monkeypatch):
     monkeypatch.setattr("serving.eligibility.CHECK_EVERY_SECONDS", 0.0)
-    path = _table(tmp_path, [{"voter_id": "a", "event": "consent", "scope": "texts", "source": "written",
-                              "timestamp": "2026-01-01"}])
+    consent = {"voter_id": "a", "phone": "517 555 0100", "event": "consent", "scope": "texts", "source": "written",
+               "timestamp": "2026-01-01T00:00:00Z"}
+    path = _table(tmp_path, [consent])
     rule = ConsentEligibility(path, WHEN, hasher=PhoneHasher("unit-test-hash-key-0123"))
-    assert rule(_batch(["a"]), ARMS).allowed[0, 1]
-    _table(tmp_path, [{"voter_id": "a", "event": "consent", "scope": "texts", "source": "written",
-                       "timestamp": "2026-01-01"},
-                      {"voter_id": "a", "event": "revocation", "keyword": "QUIT", "timestamp": "2026-03-01"}])
+    assert rule(_batch(["a"], ["517 555 0100"]), ARMS).allowed[0, 1]
+    _table(tmp_path, [consent, {"voter_id": "a", "event": "revocation", "keyword": "QUIT",
+                                "timestamp": "2026-03-01T00:00:00Z"},
+                      {"voter_id": "b", "event": "do_not_contact"}])
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
-    assert rule(_batch(["a"]), ARMS).reason[0, 1] == "revoked"
+    assert rule(_batch(["a"], ["517 555 0100"]), ARMS).reason[0, 1] == "revoked"
     path.write_text("voter_id,event\na,teleport\n")
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
-    assert rule(_batch(["a"]), ARMS).reason[0, 1] == "revoked"  # the last good table stays in force
+    # the last good table's do-not-contact stays in force; automated contact waits for a good read
+    decided = rule(_batch(["a", "b"], ["517 555 0100", None]), ARMS)
+    assert decided.reason.tolist() == [[None, "consent_stale", "consent_stale"], ["do_not_contact"] * 3]
     assert "teleport" in rule.describe()["error"]
 
 

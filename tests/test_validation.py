@@ -115,7 +115,7 @@ def test_too_few_rows_per_arm(small):
     frame = small[small.arm != "Text"].copy()
     frame = pd.concat([frame, small[small.arm == "Text"].head(40)])
     cfg = _config(control_share=None, arms={k: {**v, "share": None} for k, v in synthetic_config("/x")["arms"].items()})
-    assert "arm 'Text' has 40 rows, fewer than gates.min_rows_per_arm=200" in _problems(frame, cfg)
+    assert "arm 'Text' has 40 rows, fewer than gates.min_rows_per_arm=100" in _problems(frame, cfg)
 
 
 def test_sample_ratio_mismatch(small):

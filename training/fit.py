@@ -1,45 +1,62 @@
 """Fit a run's models on the training groups and judge them on the grouped hold-out.
 
 The steps, in order: split by group, fit the feature transform, fit the turnout model
-on control, cross-fit the outcome (nuisance) models (at each candidate shape of the
-treated groups' models), select the uplift learner, the size of its final models
-(trees x leaves), whether they see the turnout score and the outcome models' shape by
-grouped-CV Qini on the training groups, refit every learner at its selected candidate,
-and evaluate the learners and the references (plain T-learner, turnout closest to 0.5,
-random) on the hold-out.
+on control (when the run has one), cross-fit the outcome (nuisance) models at each
+candidate shape of the treated groups' models, choose the model (learner, size of its
+final models, whether they see the turnout score, outcome-model shape) by grouped CV
+(:mod:`training.selection`), then per arm the model against the references a campaign
+already has by repeated grouped CV and the one-standard-error rule
+(:mod:`training.arm_choice`), refit what is served, and evaluate the served model, every
+learner and the references on the hold-out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
-from features.config import GBMParams, RunConfig
+from features.config import RunConfig
 from features.pipeline import FeaturePipeline
-from serving.bundle import TURNOUT_SCORE, ArmInfo, ScoringModel
+from serving.bundle import ArmInfo, ScoringModel
+from training.arm_choice import (
+    MODEL,
+    arm_candidates,
+    arm_cv_records,
+    chosen_candidates,
+    fit_candidates,
+    is_constant,
+    one_standard_error_choice,
+)
 from training.contact_rate import ContactRateReport, fit_contact_rate
 from training.evaluation import (
     KS,
     auuc,
     calibration_table,
-    clustered_mean,
     decile_table,
     difference_in_means,
-    dr_qini_coefficient,
+    holdout_policy_gain,
     qini_coefficient,
     turnout_metrics,
     uplift_at_k,
     uplift_metrics,
 )
-from training.learners import LEARNERS, CrossFitNuisance, Design, UpliftLearner
+from training.learners import CrossFitNuisance, Design
 from training.learners.base import best_rounds
-from training.learners.dr import aipw_score
 from training.references import DefaultTLearner, random_score, turnout_05_score
+from training.selection import (
+    arm_contrasts,
+    make_learner,
+    select_outcome_shape,
+    training_arm_effects,
+    with_turnout_score,
+)
 from training.splits import group_folds, holdout_mask
-from training.turnout import TurnoutModel, fit_turnout
+from training.turnout import TurnoutModel, fit_fold_boosters, fit_turnout
+
+SERVED = "served"  # the hold-out ranking of the served model: each arm's chosen candidate
 
 Progress = Callable[[str], None]
 
@@ -102,6 +119,13 @@ class FitResult:
     nuisance_losses: pd.DataFrame | None = None  # out-of-fold loss per treated group x round count
     arm_effects: dict[str, dict[str, float]] = field(default_factory=dict)  # see training_arm_effects
     outcome_shapes: pd.DataFrame | None = None  # see select_outcome_shape
+    arm_selection: pd.DataFrame | None = None  # see training.arm_choice.one_standard_error_choice
+    served: dict[str, str] = field(default_factory=dict)  # arm -> the candidate it serves
+    cv_repeats: int = 1
+    holdout_policy: pd.DataFrame | None = None  # ranking, arm, budget: hold-out gain over random, 95% CI
+    constant_arms: list[str] = field(default_factory=list)  # arms whose served uplift is one value for all
+    selection_metric_name: str = "policy_value"  # uplift.selection_metric
+    budgets: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3])  # audit.budgets
 
     @property
     def nuisance_treated_leaves(self) -> int | None:
@@ -134,170 +158,6 @@ class FitResult:
             slug = next(a.slug for a in self.model.arms if a.label == arm)
             out[f"ref_{name}_{slug}_qini"] = value
         return out
-
-
-def _make_learner(name: str, config: RunConfig, design: Design, final: GBMParams) -> UpliftLearner:
-    spec = config.uplift
-    return LEARNERS[name](
-        design, final, pool_arms=spec.pool_arms, arm_rounds=spec.arm_rounds,
-        arm_params=spec.arm_params, seed=config.split.seed,
-    )
-
-
-@dataclass
-class FoldScores:
-    """One candidate's predictions on one held-out CV fold."""
-
-    learner: str
-    size: str
-    turnout_score: bool  # the final models saw the turnout score as a feature
-    fold: int
-    rows: np.ndarray  # boolean mask of the fold over the training rows
-    scores: pd.DataFrame  # predicted uplift per arm for those rows
-
-    @property
-    def candidate(self) -> dict[str, str | bool]:
-        """The candidate's key, as the columns :data:`CANDIDATE_KEYS`."""
-        return {"learner": self.learner, "size": self.size, "turnout_score": self.turnout_score}
-
-
-@dataclass
-class ArmContrast:
-    """One arm against control over the training rows, as CV scores it."""
-
-    rows: np.ndarray  # boolean: the arm's and control's rows
-    treated: np.ndarray  # 1.0 for the arm's rows, else 0.0
-    share: float  # the design's treated share of the contrast
-    pseudo: np.ndarray  # AIPW score of every row (meaningful on ``rows``)
-
-
-def arm_contrasts(
-    assigned: np.ndarray, y: np.ndarray, mu: dict[str, np.ndarray], design: Design
-) -> dict[str, ArmContrast]:
-    """Each arm's contrast, its AIPW scores from the cross-fitted outcome models ``mu``."""
-    out = {}
-    for arm in design.arms:
-        treated = (assigned == arm).astype(float)
-        e = design.propensity(arm, assigned)
-        out[arm] = ArmContrast(
-            rows=(assigned == arm) | (assigned == design.control), treated=treated, share=e,
-            pseudo=aipw_score(y, treated, mu[arm], mu[design.control], e),
-        )
-    return out
-
-
-def training_arm_effects(
-    contrasts: dict[str, ArmContrast], groups: np.ndarray
-) -> dict[str, dict[str, float]]:
-    """Each arm's average effect on the training rows and its standard error.
-
-    The mean of the arm's AIPW scores (cross-fitted outcome models, design propensity):
-    the doubly-robust estimate of the average effect the final models' arm level rests
-    on, with a cluster-robust standard error over the randomization groups. The planner
-    reads it to say how much a plan depends on each arm's level
-    (``serving.plan_sensitivity``).
-    """
-    out = {}
-    for arm, c in contrasts.items():
-        ate, se = clustered_mean(c.pseudo[c.rows], np.asarray(groups)[c.rows])
-        out[arm] = {"ate": ate, "se": se, "rows": int(c.rows.sum())}
-    return out
-
-
-SELECTION_METRICS = ("qini", "dr_qini")
-CANDIDATE_KEYS = ["learner", "size", "turnout_score"]
-
-
-def with_turnout_score(X: pd.DataFrame, score: np.ndarray) -> pd.DataFrame:
-    """The final uplift models' input when they see the turnout score."""
-    return X.assign(**{TURNOUT_SCORE: score})
-
-
-def cv_fold_scores(
-    X: pd.DataFrame,
-    assigned: np.ndarray,
-    y: np.ndarray,
-    nested_mu: dict[int, dict[str, np.ndarray]],
-    folds: np.ndarray,
-    config: RunConfig,
-    design: Design,
-    turnout: TurnoutModel | None = None,
-) -> Iterator[FoldScores]:
-    """Held-out predictions of every candidate final model, fold by fold.
-
-    A candidate is a learner, a size of its final models and whether they see the
-    turnout score (``uplift.turnout_score_options()``). Each is fitted on all folds but
-    one and predicts the held-out fold ``k``, from the nuisance ``nested_mu[k]`` that
-    never saw fold ``k`` (:meth:`CrossFitNuisance.fit_predict_nested`) and, as its turnout
-    score, the turnout model fitted without fold ``k``
-    (:meth:`TurnoutModel.predict_without_fold`). Sizes that differ only in their tree
-    count come from one boosting run (:meth:`UpliftLearner.fit_staged`). The hold-out
-    split is never touched.
-    """
-    by_leaves: dict[int, dict[str, GBMParams]] = {}  # sizes that differ only in tree count share one run
-    for size, final in config.uplift.final_candidates().items():
-        by_leaves.setdefault(final.num_leaves, {})[size] = final
-    options = config.uplift.turnout_score_options()
-    if True in options and turnout is None:
-        raise ValueError("candidates with the turnout score need the turnout model")
-    inputs = {(False, int(k)): X for k in np.unique(folds)}
-    if True in options:
-        inputs |= {(True, int(k)): with_turnout_score(X, turnout.predict_without_fold(int(k), X))
-                   for k in np.unique(folds)}
-    for name in config.uplift.learners:
-        for scored in options:
-            for sizes in by_leaves.values():
-                largest = max(sizes.values(), key=lambda params: params.n_estimators)
-                for k in np.unique(folds):
-                    fit_rows, eval_rows, Xk = folds != k, folds == k, inputs[scored, int(k)]
-                    staged = _make_learner(name, config, design, largest).fit_staged(
-                        Xk[fit_rows], assigned[fit_rows], y[fit_rows], nested_mu[int(k)],
-                        [params.n_estimators for params in sizes.values()],
-                    )
-                    for size, params in sizes.items():
-                        scores = staged[params.n_estimators].predict(Xk[eval_rows])
-                        yield FoldScores(name, size, scored, int(k), eval_rows, scores)
-
-
-def select_learner(
-    X: pd.DataFrame,
-    assigned: np.ndarray,
-    y: np.ndarray,
-    contrasts: dict[str, ArmContrast],
-    nested_mu: dict[int, dict[str, np.ndarray]],
-    folds: np.ndarray,
-    config: RunConfig,
-    design: Design,
-    turnout: TurnoutModel | None = None,
-) -> dict[str, pd.DataFrame]:
-    """Grouped-CV score of every candidate final model, by selection metric.
-
-    Two metrics of the held-out fold ``k`` (:func:`cv_fold_scores`): ``qini``, the Qini
-    coefficient of its outcomes, and ``dr_qini``, the same estimand from the AIPW scores
-    of ``contrasts`` (:func:`arm_contrasts`), whose outcome models are the cross-fitted
-    ``mu`` (fitted on the other folds, so they never saw fold ``k`` either). Returns,
-    per metric, the mean over folds per arm and over arms, indexed by (learner, size,
-    turnout_score); the configured ``uplift.selection_metric`` chooses.
-    """
-    arms = config.arm_labels
-    records = []
-    for cv in cv_fold_scores(X, assigned, y, nested_mu, folds, config, design, turnout):
-        for arm, c in contrasts.items():
-            r = c.rows[cv.rows]
-            score = cv.scores[arm].to_numpy()[r]
-            t, yy, pp = c.treated[cv.rows][r], y[cv.rows][r], c.pseudo[cv.rows][r]
-            base = {**cv.candidate, "fold": cv.fold, "arm": arm}
-            records.append({**base, "metric": "qini", "value": qini_coefficient(score, yy, t)})
-            records.append({**base, "metric": "dr_qini", "value": dr_qini_coefficient(score, pp, c.share)})
-    long = pd.DataFrame(records)
-    tables = {}
-    for metric in SELECTION_METRICS:
-        part = long[long.metric == metric]
-        table = part.groupby([*CANDIDATE_KEYS, "arm"], sort=False).value.mean().unstack("arm")[arms]
-        table.columns.name = None
-        table["mean"] = table.mean(axis=1)
-        tables[metric] = table
-    return tables
 
 
 def holdout_table(
@@ -336,12 +196,15 @@ class OutcomeModels:
 
 
 def fit_outcome_models(
-    prep: Prepared, config: RunConfig, design: Design, treated_leaves: int | None = None
+    prep: Prepared, config: RunConfig, design: Design, treated_leaves: int | None = None,
+    folds: np.ndarray | None = None,
 ) -> OutcomeModels:
     """Cross-fitted outcome models' predictions on the training rows: plain and nested (for CV).
 
-    ``treated_leaves`` is one of ``uplift.treated_leaves_options()`` (default: the first).
+    ``treated_leaves`` is one of ``uplift.treated_leaves_options()`` (default: the first);
+    ``folds`` the grouped folds (default: the run's, ``prep.folds``).
     """
+    folds = prep.folds if folds is None else folds
     spec = config.uplift
     leaves = spec.treated_leaves_options()[0] if treated_leaves is None else treated_leaves
     nuisance = CrossFitNuisance(
@@ -351,55 +214,25 @@ def fit_outcome_models(
     )
     assigned = prep.assigned("train", config)
     y = prep.train[config.outcome.column].to_numpy(dtype=float)
-    mu = nuisance.fit_predict(prep.X_train, assigned, y, prep.folds)
+    mu = nuisance.fit_predict(prep.X_train, assigned, y, folds)
     return OutcomeModels(
-        mu=mu, nested=nuisance.fit_predict_nested(prep.X_train, assigned, y, prep.folds),
+        mu=mu, nested=nuisance.fit_predict_nested(prep.X_train, assigned, y, folds),
         losses=getattr(nuisance, "losses_", None), treated_leaves=leaves,
     )
 
 
-@dataclass
-class OutcomeShapeChoice:
-    """The outcome models grouped CV chose among the treated-model shapes, and why."""
-
-    models: OutcomeModels  # the chosen shape's
-    selection_tables: dict[str, pd.DataFrame]  # select_learner's tables with the chosen shape's models
-    shapes: pd.DataFrame  # one row per shape: its best candidate, both metrics there, chosen
-
-
-def select_outcome_shape(
-    shapes: Sequence[OutcomeModels],
-    X: pd.DataFrame,
-    assigned: np.ndarray,
-    y: np.ndarray,
-    folds: np.ndarray,
-    config: RunConfig,
-    design: Design,
-    turnout: TurnoutModel | None = None,
-) -> OutcomeShapeChoice:
-    """Choose the treated groups' outcome-model shape by grouped CV, with the learner and size.
-
-    Every shape's nested outcome models feed :func:`select_learner`; the shape whose best
-    candidate scores highest on ``uplift.selection_metric`` wins (the first listed on a
-    tie). The out-of-fold loss that picks each shape's round count cannot compare shapes
-    by what they are for: small trees predict the outcome worse and can still rank the
-    difference contact makes better. All shapes are judged by the same AIPW scores, those
-    of the first shape's cross-fitted models, so DR-Qini compares them on one yardstick
-    (the Qini of the outcomes needs none).
-    """
-    metric = config.uplift.selection_metric
-    contrasts = arm_contrasts(assigned, y, shapes[0].mu, design)
-    rows, tables = [], []
-    for models in shapes:
-        by_metric = select_learner(X, assigned, y, contrasts, models.nested, folds, config, design, turnout)
-        best = by_metric[metric]["mean"].idxmax()
-        rows.append({"treated_leaves": models.treated_leaves, **dict(zip(CANDIDATE_KEYS, best, strict=True)),
-                     **{name: float(table.loc[best, "mean"]) for name, table in by_metric.items()}})
-        tables.append(by_metric)
-    table = pd.DataFrame(rows)
-    pick = int(table[metric].to_numpy().argmax())
-    table["chosen"] = np.arange(len(table)) == pick
-    return OutcomeShapeChoice(models=shapes[pick], selection_tables=tables[pick], shapes=table)
+def repeat_inputs(
+    prep: Prepared, config: RunConfig, design: Design, treated_leaves: int, turnout: TurnoutModel | None, repeat: int
+) -> tuple[np.ndarray, OutcomeModels, TurnoutModel | None]:
+    """Grouped folds of CV repeat ``repeat`` (> 0), with outcome and turnout models refitted on them."""
+    folds = group_folds(prep.train[config.group_column], config.split.folds, config.split.seed + repeat)
+    models = fit_outcome_models(prep, config, design, treated_leaves, folds=folds)
+    if turnout is not None:
+        ctrl = prep.assigned("train", config) == config.control_label
+        y = prep.train.loc[ctrl, config.turnout_column].to_numpy(dtype=float)
+        turnout = replace(turnout, fold_boosters=fit_fold_boosters(
+            prep.X_train[ctrl], y, folds[ctrl], config.turnout.params, config.split.seed))
+    return folds, models, turnout
 
 
 def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress = _noop) -> FitResult:
@@ -408,6 +241,7 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
     control = config.control_label
     seed = config.split.seed
     binary = config.outcome.kind == "turnout"
+    config = config.scaled_to(frame[config.arm_column].astype(str).value_counts().to_dict())
     design = Design(arms, control, config.design_shares())
 
     progress("split and feature transform")
@@ -416,12 +250,12 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
     a_tr, a_te = prep.assigned("train", config), prep.assigned("test", config)
     y_tr = prep.train[config.outcome.column].to_numpy(dtype=float)
     y_te = prep.test[config.outcome.column].to_numpy(dtype=float)
-    turnout_col = config.turnout_column
+    groups_tr = prep.train[config.group_column].to_numpy()
 
-    progress("turnout model")
+    progress("turnout model" if config.has_turnout else "no turnout model (support outcome without one)")
     ctrl = a_tr == control
-    turnout = fit_turnout_model(prep, config)
-    p_test = turnout.predict(prep.X_test)
+    turnout = fit_turnout_model(prep, config) if config.has_turnout else None
+    p_test = turnout.predict(prep.X_test) if turnout is not None else None
 
     progress("cross-fitted outcome models")
     shapes = [fit_outcome_models(prep, config, design, leaves) for leaves in config.uplift.treated_leaves_options()]
@@ -431,67 +265,102 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
     del shapes  # the other shapes' outcome models (plain and nested) are not needed past the choice
     outcome_models, selection_tables = choice.models, choice.selection_tables
     mu = outcome_models.mu
-    arm_effects = training_arm_effects(arm_contrasts(a_tr, y_tr, mu, design), prep.train[config.group_column])
+    contrasts = arm_contrasts(a_tr, y_tr, mu, design)
+    arm_effects = training_arm_effects(contrasts, groups_tr)
     selection = selection_tables[config.uplift.selection_metric]
     best = {name: selection.loc[name, "mean"].idxmax() for name in config.uplift.learners}  # (size, score)
     chosen = str(selection["mean"].idxmax()[0])
-    candidates = config.uplift.final_candidates()
+    candidates = arm_candidates(config, learner=chosen, size=best[chosen][0], turnout_score=bool(best[chosen][1]),
+                                has_turnout=turnout is not None)
+
+    repeats = config.split.repeats_for(len(prep.train))
+    progress(f"each arm against the references (grouped CV, {repeats} repeat{'s' if repeats > 1 else ''})")
+    records = []
+    for r in range(repeats):
+        if r == 0:
+            folds_r, models_r, turnout_r = prep.folds, outcome_models, turnout
+        else:
+            folds_r, models_r, turnout_r = repeat_inputs(prep, config, design, outcome_models.treated_leaves,
+                                                         turnout, r)
+        records += arm_cv_records(candidates, prep.X_train, a_tr, y_tr, arm_contrasts(a_tr, y_tr, models_r.mu, design),
+                                  models_r.nested, folds_r, turnout_r, config, design, r)
+    arm_selection = one_standard_error_choice(pd.DataFrame(records), [c.name for c in candidates],
+                                              config.uplift.selection_metric, config.split.folds)
+    served = chosen_candidates(arm_selection)
+
     # The turnout score of the training rows: cross-fitted for control rows (the turnout
     # model saw them); treated rows were never in the turnout model's training set.
-    score_tr = turnout.predict(prep.X_train)
-    score_tr[ctrl] = turnout.oof
+    score_tr = None
+    if turnout is not None:
+        score_tr = turnout.predict(prep.X_train)
+        score_tr[ctrl] = turnout.oof
 
-    progress("refit learners and references")
+    progress("refit the served model, the learners and the references")
     test_scores: dict[str, pd.DataFrame] = {}
-    fitted: dict[str, UpliftLearner] = {}
     for name in config.uplift.learners:
         size, scored = best[name]
         X_fit = with_turnout_score(prep.X_train, score_tr) if scored else prep.X_train
         X_eval = with_turnout_score(prep.X_test, p_test) if scored else prep.X_test
-        fitted[name] = _make_learner(name, config, design, candidates[size]).fit(X_fit, a_tr, y_tr, mu)
-        test_scores[name] = fitted[name].predict(X_eval)
+        learner = make_learner(name, config, design, config.uplift.final_candidates()[size])
+        test_scores[name] = learner.fit(X_fit, a_tr, y_tr, mu).predict(X_eval)
+    scored = any(c.turnout_score for c in candidates if c.name in served.values())
+    fitted = fit_candidates(candidates, prep.X_train, score_tr, a_tr, y_tr, mu, config, design, score_column=scored)
+    by_name = {c.name: c for c in candidates}
+    for name, learner in fitted.items():
+        if name != MODEL:  # the model's hold-out scores are its learner's, above
+            test_scores[name] = learner.predict(by_name[name].frame(prep.X_test, p_test, score_column=scored))
+    uplift = {arm: fitted[served[arm]].boosters_[arm] for arm in arms}
+    test_scores[SERVED] = pd.DataFrame(
+        {arm: uplift[arm].predict(by_name[served[arm]].frame(prep.X_test, p_test, score_column=scored))
+         for arm in arms}, index=prep.X_test.index)
     ref_t = DefaultTLearner(arms, control, binary, seed).fit(prep.X_train, a_tr, y_tr)
     test_scores["t_default"] = ref_t.predict(prep.X_test)
-    test_scores["turnout_05"] = pd.DataFrame({a: turnout_05_score(p_test) for a in arms})
-    test_scores["random"] = pd.DataFrame({a: random_score(len(p_test), seed + i) for i, a in enumerate(arms)})
+    if p_test is not None:
+        test_scores["turnout_05"] = pd.DataFrame({a: turnout_05_score(p_test) for a in arms})
+    test_scores["random"] = pd.DataFrame({a: random_score(len(prep.X_test), seed + i) for i, a in enumerate(arms)})
 
     progress("hold-out evaluation")
     groups_te = prep.test[config.group_column].to_numpy()
     holdout = holdout_table(test_scores, y_te, a_te, arms, control)
-    arm_metrics, deciles, ate_rows = {}, {}, []
-    chosen_scores = test_scores[chosen]
+    arm_metrics, deciles, ate_rows, policy = {}, {}, [], []
     for arm in arms:
         r = (a_te == arm) | (a_te == control)
         t = (a_te[r] == arm).astype(float)
-        arm_metrics[arm] = uplift_metrics(
-            chosen_scores[arm].to_numpy()[r], y_te[r], t, groups_te[r], config.gates.qini_bootstrap, seed
-        )
-        deciles[arm] = decile_table(chosen_scores[arm].to_numpy()[r], y_te[r], t)
+        for ranking, scores in test_scores.items():
+            table = holdout_policy_gain(scores[arm].to_numpy()[r], y_te[r], t, groups_te[r], config.audit.budgets,
+                                        config.gates.qini_bootstrap, seed)
+            policy.append(table.assign(ranking=ranking, arm=arm))
+        served_scores = test_scores[SERVED][arm].to_numpy()[r]
+        arm_metrics[arm] = uplift_metrics(served_scores, y_te[r], t, groups_te[r], config.gates.qini_bootstrap, seed)
+        deciles[arm] = decile_table(served_scores, y_te[r], t)
         dim = difference_in_means(y_te[r], t, groups_te[r], config.gates.qini_bootstrap, seed)
         ate_rows.append({
-            "arm": arm, "predicted_ate": float(chosen_scores[arm].mean()), "observed_ate": dim.estimate,
+            "arm": arm, "predicted_ate": float(test_scores[SERVED][arm].mean()), "observed_ate": dim.estimate,
             "observed_low": dim.low, "observed_high": dim.high,
         })
     ate = pd.DataFrame(ate_rows)
     ate["consistent"] = (ate.predicted_ate >= ate.observed_low) & (ate.predicted_ate <= ate.observed_high)
 
-    ctrl_te = a_te == control
-    y_turn_te = prep.test[turnout_col].to_numpy(dtype=float)
-    turnout_eval = turnout_metrics(p_test[ctrl_te], y_turn_te[ctrl_te])
-    turnout_eval["oof_calibration_gap"] = turnout.oof_gap
-    turnout_eval["recalibrated"] = float(turnout.calibration is not None)
+    turnout_eval, calibration = {}, pd.DataFrame(columns=["decile", "n", "predicted", "observed"])
+    if turnout is not None:
+        ctrl_te = a_te == control
+        y_turn_te = prep.test[config.turnout_column].to_numpy(dtype=float)
+        turnout_eval = turnout_metrics(p_test[ctrl_te], y_turn_te[ctrl_te])
+        turnout_eval["oof_calibration_gap"] = turnout.oof_gap
+        turnout_eval["recalibrated"] = float(turnout.calibration is not None)
+        calibration = calibration_table(p_test[ctrl_te], y_turn_te[ctrl_te])
 
     arm_infos = [ArmInfo(a, s.channel.value, s.resolved_delivery.value, s.cost) for a, s in config.arms.items()]
     model = ScoringModel(
         pipeline=prep.pipeline,
-        turnout=turnout.booster,
-        uplift=fitted[chosen].boosters_,
+        turnout=turnout.booster if turnout is not None else None,
+        uplift=uplift,
         arms=arm_infos,
         control_label=control,
         id_column=config.id_column,
         outcome={"column": config.outcome.column, "kind": config.outcome.kind},
-        calibration=turnout.calibration,
-        turnout_score_feature=bool(best[chosen][1]),
+        calibration=turnout.calibration if turnout is not None else None,
+        turnout_score_feature=scored,
     )
     if contact is not None:
         model.contact_rate, model.contact_rate_info = contact.model.boosters_, contact.model.info_
@@ -499,25 +368,47 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
         model=model, learner=chosen, final_size=str(best[chosen][0]),
         turnout_score_feature=bool(best[chosen][1]), selection=selection,
         selection_tables=selection_tables, holdout=holdout,
-        arm_metrics=arm_metrics, ate=ate, deciles=deciles, turnout=turnout_eval,
-        calibration=calibration_table(p_test[ctrl_te], y_turn_te[ctrl_te]),
+        arm_metrics=arm_metrics, ate=ate, deciles=deciles, turnout=turnout_eval, calibration=calibration,
         test_scores=test_scores, prepared=prep, contact_rate=contact,
         nuisance_losses=outcome_models.losses, arm_effects=arm_effects, outcome_shapes=choice.shapes,
+        arm_selection=arm_selection, served=served, cv_repeats=repeats,
+        holdout_policy=pd.concat(policy, ignore_index=True)[["ranking", "arm", "budget", "gain", "low", "high", "se"]],
+        constant_arms=[arm for arm in arms if is_constant(uplift[arm])],
+        selection_metric_name=config.uplift.selection_metric, budgets=list(config.audit.budgets),
     )
     result.gates = evaluate_gates(result)
     return result
 
 
 def evaluate_gates(result: FitResult) -> dict[str, dict]:
-    """The promotion gates, computed at training time and logged with the run."""
+    """The promotion gates, computed at training time and logged with the run.
+
+    - ``qini_best_arm``: the served ranking of the best arm beats random on the hold-out
+      (Qini and its bootstrap interval above 0);
+    - ``beats_constant``: grouped CV found, for at least one arm, a ranking better than
+      that arm's average effect for everyone (the constant reference) by more than one
+      standard error; otherwise the model serves each arm's average effect and the gate
+      says so;
+    - ``ate_consistency``: every arm's predicted average effect lies in the hold-out's
+      interval of the difference in means;
+    - ``validation``: the input passed validation.
+    """
     best_arm = max(result.arm_metrics, key=lambda a: result.arm_metrics[a]["qini"])
     best = result.arm_metrics[best_arm]
     inconsistent = result.ate.loc[~result.ate.consistent, "arm"].tolist()
+    varying = [arm for arm in result.arm_metrics if arm not in result.constant_arms]
     return {
         "qini_best_arm": {
             "passed": bool(best["qini"] > 0 and best["qini_low"] > 0),
             "detail": f"best arm {best_arm!r}: Qini {best['qini']:.6f}, 95% CI "
                       f"[{best['qini_low']:.6f}, {best['qini_high']:.6f}]",
+        },
+        "beats_constant": {
+            "passed": bool(varying),
+            "detail": (f"grouped CV ranks voters better than the arm's average effect for {varying}"
+                       + (f"; {result.constant_arms} serve their average effect" if result.constant_arms else ""))
+            if varying else "does not beat the constant-effect reference on grouped CV: effect heterogeneity is "
+                            "not detectable at this size, and every arm serves its average effect",
         },
         "ate_consistency": {
             "passed": not inconsistent,

@@ -4,6 +4,8 @@ The gates are computed at training time on the grouped hold-out and stored as ta
 the run (``gate.<name>`` = passed/failed, details in ``evaluation/gates.json``):
 
 - ``qini_best_arm``: the best arm's Qini is positive and its bootstrap 95% CI is above 0;
+- ``beats_constant``: grouped CV found a ranking better than the constant effect (each
+  arm's average effect for everyone) for at least one arm;
 - ``ate_consistency``: each arm's predicted ATE lies in the CI of the difference in means;
 - ``validation``: the input data passed validation.
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import mlflow
 from mlflow.tracking import MlflowClient
 
-GATES = ("qini_best_arm", "ate_consistency", "validation")
+GATES = ("qini_best_arm", "beats_constant", "ate_consistency", "validation")
 
 
 class PromotionRefused(RuntimeError):

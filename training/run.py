@@ -6,12 +6,15 @@ error that names the problem, and nothing is logged or registered.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 
+from features.attrition import observed_rows
 from features.config import RunConfig, load_config
 from features.fingerprint import data_fingerprint
 from features.pii import find_pii_columns
@@ -21,11 +24,12 @@ from serving.flavor import log_model
 from serving.planning import effect_bins
 from training import plots
 from training.contact_rate import log_contact_rate
+from training.data_checks import data_checks_metadata, log_data_checks
 from training.fit import FitResult, Progress, _noop, fit_and_evaluate
 from training.learners import ANY
 from training.tracking import code_version, configure, ensure_experiment, log_json, log_metrics_flat, temp_dir
 
-STEPS = 8  # progress steps of one run: 7 in fit_and_evaluate + logging
+STEPS = 9  # progress steps of one run: 8 in fit_and_evaluate + logging
 
 
 @dataclass
@@ -62,8 +66,9 @@ def train(config: RunConfig | str | Path, progress: Progress = _noop) -> TrainOu
     validation = validate_experiment(frame, config)
     fingerprint = data_fingerprint(frame, config)
     excluded = excluded_attributes(config, frame)
+    config = config.scaled_to(validation.rows_per_arm)  # the sizes the run fits with are the ones it logs
 
-    result = fit_and_evaluate(frame, config, progress)
+    result = fit_and_evaluate(observed_rows(frame, config), config, progress)  # outcome.missing: drop
 
     progress("log to MLflow and register")
     client = configure()
@@ -71,7 +76,8 @@ def train(config: RunConfig | str | Path, progress: Progress = _noop) -> TrainOu
     with mlflow.start_run(experiment_id=experiment_id) as run:
         run_id = run.info.run_id
         model_info = _log_run(config, config_text, result, validation, fingerprint, excluded, run_id)
-    mv = mlflow.register_model(model_info.model_uri, config.model_name)
+    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Successfully registered ..." itself
+        mv = mlflow.register_model(model_info.model_uri, config.model_name)
     for gate, info in result.gates.items():
         client.set_model_version_tag(config.model_name, mv.version, f"gate.{gate}",
                                      "passed" if info["passed"] else "failed")
@@ -80,7 +86,7 @@ def train(config: RunConfig | str | Path, progress: Progress = _noop) -> TrainOu
 
 def headline_metrics(result: FitResult) -> dict[str, float]:
     """The few numbers a reviewer or a field tool wants first."""
-    out = {f"turnout_{k}": result.turnout[k] for k in ("auc", "brier")}
+    out = {f"turnout_{k}": result.turnout[k] for k in ("auc", "brier") if k in result.turnout}
     for arm in result.model.arms:
         m = result.arm_metrics[arm.label]
         out[f"{arm.slug}_qini"] = m["qini"]
@@ -99,6 +105,7 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
         "persuade.validation": "clean",
         "persuade.data_sha256": fingerprint["sha256"],
         "persuade.outcome_kind": config.outcome.kind,
+        "persuade.served": ", ".join(f"{arm}: {name}" for arm, name in result.served.items()),
         **{f"gate.{g}": ("passed" if v["passed"] else "failed") for g, v in result.gates.items()},
     })
     mlflow.log_params({
@@ -107,6 +114,9 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
         "final_sizes_compared": ",".join(config.uplift.final_candidates()),
         "final_size": result.final_size,
         "selection_metric": config.uplift.selection_metric,
+        "selection_budgets": ",".join(f"{b:g}" for b in config.audit.budgets),
+        "references_compared": ",".join(config.uplift.references),
+        "cv_repeats": result.cv_repeats,
         "pool_arms": config.uplift.pool_arms,
         "arm_rounds": config.uplift.arm_rounds,
         "turnout_score_feature": result.turnout_score_feature,
@@ -121,10 +131,10 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
         "nuisance_treated_leaves": result.nuisance_treated_leaves,
         "nuisance_treated_leaves_compared": ",".join(map(str, config.uplift.treated_leaves_options())),
         **{f"nuisance_rounds_{_nuisance_slug(model, label)}": r for label, r in result.nuisance_rounds.items()},
-        **{f"turnout_{k}": v for k, v in config.turnout.params.model_dump().items()},
+        **({f"turnout_{k}": v for k, v in config.turnout.params.model_dump().items()} if config.has_turnout else {}),
         "n_features": len(model.feature_names),
     })
-    log_metrics_flat(result.flat_metrics())
+    log_metrics_flat({**result.flat_metrics(), **arm_choice_metrics(result)})
     if result.contact_rate is not None:
         log_contact_rate(result.contact_rate)
     mlflow.log_text(config_text, "config.yaml")
@@ -140,6 +150,8 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
         tables = {
             **{f"selection_cv_{metric}.csv": table.reset_index() for metric, table in result.selection_tables.items()},
             "holdout_qini.csv": result.holdout.reset_index(),
+            "selection_cv_arms.csv": result.arm_selection,
+            "holdout_policy_value.csv": result.holdout_policy,
             "ate.csv": result.ate,
             "turnout_calibration.csv": result.calibration,
         }
@@ -157,6 +169,7 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
             table.to_csv(tmp / name, index=False)
             mlflow.log_artifact(str(tmp / name), "evaluation")
         _log_plots(config, result, tmp / "plots")
+        log_data_checks(validation, tmp / "data_checks")  # data/attrition.csv, data/balance.csv
         prep = result.prepared
         model.metadata = {
             "name": config.model_name,
@@ -173,12 +186,24 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
             "metrics": headline_metrics(result),
             "gates": {g: v["passed"] for g, v in result.gates.items()},
             "group_column": config.group_column,
+            "served": result.served,  # per arm, the candidate grouped CV chose (training.arm_choice)
+            "constant_arms": result.constant_arms,
             "uplift_deciles": effect_bins(result.deciles),  # the plan's interval (serving.planning)
             "arm_effects": result.arm_effects,  # the plan's level sensitivity (serving.plan_sensitivity)
+            **data_checks_metadata(validation),  # attrition per arm and the balance summary
         }
         bundle = model.save(tmp / "bundle")
         example = prep.test[[config.id_column, *model.input_features]].head(5).reset_index(drop=True)
         return log_model(model, bundle, example)
+
+
+def arm_choice_metrics(result: FitResult) -> dict[str, float]:
+    """Every arm's candidates' grouped-CV score and standard error, as run metrics (``cv_<arm>_<candidate>``)."""
+    out = {}
+    for row in result.arm_selection.itertuples():
+        key = f"cv_{_slug(result.model, row.arm)}_{row.candidate}"
+        out[key], out[f"{key}_se"] = row.value, row.se
+    return out
 
 
 def _slug(model, arm: str) -> str:
@@ -203,5 +228,6 @@ def _log_plots(config: RunConfig, result: FitResult, folder: Path) -> None:
         slug = _slug(result.model, arm)
         plots.qini_curves(arm, scores, y[rows], t, folder / f"qini_{slug}.png")
         plots.decile_bars(arm, result.deciles[arm], folder / f"deciles_{slug}.png", units)
-    plots.calibration_plot(result.calibration, folder / "turnout_calibration.png")
+    if len(result.calibration):  # a support model without a turnout model has none
+        plots.calibration_plot(result.calibration, folder / "turnout_calibration.png")
     mlflow.log_artifacts(str(folder), "plots")

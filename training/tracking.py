@@ -8,6 +8,7 @@ tracking server works unchanged.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import tempfile
@@ -23,7 +24,12 @@ from serving.store import PROJECT_ROOT, default_store, tracking_uri
 
 
 def configure() -> MlflowClient:
-    """Point MLflow at the tracking store and return a client."""
+    """Point MLflow at the tracking store and return a client.
+
+    MLflow's own INFO lines (input-example validation, "Created version ...") are kept
+    out of the command's output: persuade says what was registered itself.
+    """
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

@@ -47,6 +47,14 @@ class TurnoutModel:
         return p if self.calibration is None else np.interp(p, *self.calibration)
 
 
+def fit_fold_boosters(
+    X: pd.DataFrame, y: np.ndarray, folds: np.ndarray, params: GBMParams, seed: int = 0
+) -> dict[int, lgb.Booster]:
+    """Fold ``k`` -> the turnout classifier fitted on the rows outside fold ``k``."""
+    return {int(k): fit_booster(X[folds != k], np.asarray(y, dtype=float)[folds != k], params, "binary", seed)
+            for k in np.unique(folds)}
+
+
 def fit_turnout(
     X: pd.DataFrame,
     y: np.ndarray,
@@ -58,11 +66,9 @@ def fit_turnout(
     """Fit the turnout classifier on control rows ``X, y`` (grouped ``folds`` for the check)."""
     y = np.asarray(y, dtype=float)
     oof = np.zeros(len(y))
-    fold_boosters = {}
-    for k in np.unique(folds):
-        train = folds != k
-        fold_boosters[int(k)] = fit_booster(X[train], y[train], params, "binary", seed)
-        oof[~train] = fold_boosters[int(k)].predict(X[~train])
+    fold_boosters = fit_fold_boosters(X, y, folds, params, seed)
+    for k, booster in fold_boosters.items():
+        oof[folds == k] = booster.predict(X[folds == k])
     table = calibration_table(oof, y)
     gap = float((table.predicted - table.observed).abs().max())
     calibration = None

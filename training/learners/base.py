@@ -50,7 +50,6 @@ def lgb_params(params: GBMParams, objective: str, seed: int, n_jobs: int | None 
         "objective": objective,
         "learning_rate": params.learning_rate,
         "num_leaves": params.num_leaves,
-        "min_data_in_leaf": params.min_child_samples,
         "max_depth": params.max_depth,
         "lambda_l2": params.reg_lambda,
         "bagging_fraction": params.subsample,
@@ -61,6 +60,8 @@ def lgb_params(params: GBMParams, objective: str, seed: int, n_jobs: int | None 
         "verbose": -1,
         "deterministic": True,
         "force_col_wise": True,
+        # unset outside a run config (RunConfig.scaled_to fills a run's): LightGBM's own default
+        **({} if params.min_child_samples is None else {"min_data_in_leaf": params.min_child_samples}),
     }
 
 
@@ -414,15 +415,18 @@ class UpliftLearner(ABC):
                 shape = trees[ANY].predict(X)  # once for all arms: each arm averages it over its rows
                 for arm, (rows, target, weight) in contrasts.items():
                     learner.boosters_[arm], learner.arm_scale_[arm] = self._arm_on_shape(
-                        trees[ANY], shape[rows], X[rows], target, weight
+                        trees[ANY], shape[rows], target, weight
                     )
+                if self.arm_rounds > 0:
+                    learner.boosters_ = learner._arm_boosted(X, contrasts, self.arm_rounds)
             out[n] = learner
         return out
 
+    @staticmethod
     def _arm_on_shape(
-        self, shared: lgb.Booster, shape: np.ndarray, X: pd.DataFrame, target: np.ndarray, weight: np.ndarray
+        shared: lgb.Booster, shape: np.ndarray, target: np.ndarray, weight: np.ndarray
     ) -> tuple[lgb.Booster, float]:
-        """One arm's ensemble: the shared shape scaled to the arm's level, then its own rounds.
+        """One arm's ensemble: the shared shape scaled to the arm's level.
 
         The level is the mean of the arm's own targets over its contrast rows; the scale
         makes the shape's mean over those rows equal to it.
@@ -430,13 +434,35 @@ class UpliftLearner(ABC):
         level = float(np.average(target, weights=weight))
         mean_shape = float(shape.mean())
         scale = level / mean_shape if abs(mean_shape) > 1e-12 else 1.0
-        booster = scaled_booster(shared, scale)
-        if self.arm_rounds > 0:
-            booster = fit_booster(
-                X, target, self.arm_params or self.final_params, "regression", self.seed,
-                weight, rounds=self.arm_rounds, init_model=booster,
-            )
-        return booster, scale
+        return scaled_booster(shared, scale), scale
+
+    def _arm_boosted(self, X: pd.DataFrame, contrasts: Mapping, rounds: int) -> dict[str, lgb.Booster]:
+        """Each arm's ensemble continued by ``rounds`` trees of its own, on its own targets."""
+        return {
+            arm: fit_booster(X[rows], target, self.arm_params or self.final_params, "regression", self.seed,
+                             weight, rounds=rounds, init_model=self.boosters_[arm])
+            for arm, (rows, target, weight) in contrasts.items()
+        }
+
+    def with_arm_rounds(
+        self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, mu: Mapping[str, np.ndarray], rounds: int
+    ) -> UpliftLearner:
+        """A copy of this fitted pooled learner whose arms add ``rounds`` arm-specific trees.
+
+        The same as fitting with ``arm_rounds=rounds`` (the pooled shape is not grown
+        again): each arm's shape, scaled to its level, is boosted further on that arm's
+        own targets, so the arm's ranking can depart from the pooled one where its data
+        carry it. Grouped CV compares the two per arm (:mod:`training.selection`).
+        """
+        if not self.pool_arms or not hasattr(self, "boosters_"):
+            raise ValueError("with_arm_rounds continues a fitted learner with pooled arms")
+        assigned, y = np.asarray(assigned), np.asarray(y, dtype=float)
+        out = type(self)(self.design, self.final_params, pool_arms=True, arm_rounds=rounds,
+                         arm_params=self.arm_params, seed=self.seed)
+        out.arm_scale_, out.boosters_ = dict(self.arm_scale_), self.boosters_
+        contrasts = {arm: self.targets(arm, assigned, y, mu) for arm in self.design.arms}
+        out.boosters_ = out._arm_boosted(X, contrasts, rounds) if rounds > 0 else dict(self.boosters_)
+        return out
 
     def predict(self, X: pd.DataFrame) -> pd.DataFrame:
         """Predicted uplift per arm (columns = arm labels)."""

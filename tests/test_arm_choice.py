@@ -1,0 +1,181 @@
+"""Each arm's served model against the references: the metric, the candidates and the one-SE rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.config import GBMParams, load_config
+from features.tables import load_experiment
+from training.arm_choice import (
+    CONSTANT,
+    MODEL,
+    MODEL_PER_ARM,
+    TURNOUT_SHAPE,
+    ArmCandidate,
+    arm_candidates,
+    arm_cv_records,
+    fit_candidates,
+    is_constant,
+    one_standard_error_choice,
+)
+from training.evaluation import policy_gain
+from training.learners import CrossFitNuisance, Design
+from training.selection import arm_contrasts, held_constant, training_arm_effects
+from training.turnout import fit_turnout
+
+ORDER = [CONSTANT, TURNOUT_SHAPE, MODEL, MODEL_PER_ARM]
+
+
+# -- the metric ---------------------------------------------------------------------------
+def test_policy_gain_of_a_constant_score_is_zero_and_of_the_truth_is_what_the_top_holds():
+    rng = np.random.default_rng(0)
+    tau = rng.normal(0.05, 0.05, 10_000)
+    assert policy_gain(np.zeros_like(tau), tau, [0.1, 0.2, 0.3]) == pytest.approx([0, 0, 0], abs=1e-15)
+    top = np.sort(tau)[::-1]
+    expected = [top[:1000].sum() / 10_000 - 0.1 * tau.mean(), top[:3000].sum() / 10_000 - 0.3 * tau.mean()]
+    assert policy_gain(tau, tau, [0.1, 0.3]) == pytest.approx(expected)
+    assert (policy_gain(-tau, tau, [0.1, 0.3]) < 0).all()  # ranking backwards loses
+
+
+def test_policy_gain_takes_a_tied_block_in_random_order():
+    """Two blocks of tied scores: the budget's share of the boundary block counts its mean."""
+    score = np.r_[np.ones(4), np.zeros(6)]
+    pseudo = np.r_[1.0, 1.0, 0.0, 0.0, np.zeros(6)]  # the top block's mean is 0.5
+    # top 20%: 2 of the 4 tied top voters, in expectation 2 * 0.5 = 1.0; random would get 0.2 * 2.0
+    assert policy_gain(score, pseudo, [0.2])[0] == pytest.approx((1.0 - 0.4) / 10)
+
+
+def test_holdout_policy_gain_reads_the_qini_curve_at_each_budget_with_an_interval():
+    from training.evaluation import holdout_policy_gain, qini_points
+
+    rng = np.random.default_rng(4)
+    n = 20_000
+    x = rng.random(n)
+    t = (rng.random(n) < 0.5).astype(float)
+    y = (rng.random(n) < 0.3 + 0.2 * t * x).astype(float)  # contact moves high-x voters most
+    groups = rng.integers(0, 2000, n)
+    table = holdout_policy_gain(x, y, t, groups, [0.1, 0.3], n_boot=100, seed=0)
+    xs, q = qini_points(x, y, t)
+    assert table.gain.tolist() == pytest.approx([np.interp(b, xs, q) - b * q[-1] for b in (0.1, 0.3)])
+    assert (table.low < table.gain).all() and (table.gain < table.high).all() and (table.gain > 0).all()
+    flat = holdout_policy_gain(np.zeros(n), y, t, groups, [0.1, 0.3], n_boot=50, seed=0)
+    assert flat[["gain", "low", "high", "se"]].to_numpy() == pytest.approx(np.zeros((2, 4)), abs=1e-12)
+
+
+# -- the one-standard-error rule -----------------------------------------------------------
+def _records(values: dict[str, list[float]], arm: str = "A", repeats: int = 1) -> pd.DataFrame:
+    rows = []
+    for candidate, per_fold in values.items():
+        for i, v in enumerate(per_fold):
+            rows.append({"candidate": candidate, "repeat": i % repeats, "fold": i // repeats, "arm": arm,
+                         "metric": "policy_value", "value": v})
+    return pd.DataFrame(rows)
+
+
+def test_the_simplest_candidate_within_one_standard_error_of_the_best_is_served():
+    # the model is ahead by 0.2 on average, but its lead over the constant varies by 1.0 from fold to fold
+    table = one_standard_error_choice(_records({CONSTANT: [0, 0, 0, 0, 0], MODEL: [1.2, -0.8, 1.0, -0.6, 0.2]}),
+                                      ORDER, "policy_value", 5)
+    chosen = table.set_index("candidate")
+    assert chosen.loc[MODEL, "best"] and chosen.loc[CONSTANT, "chosen"] and not chosen.loc[MODEL, "chosen"]
+    assert chosen.loc[CONSTANT, "gap"] == pytest.approx(0.2)
+    assert chosen.loc[CONSTANT, "gap_se"] == pytest.approx(np.std([1.2, -0.8, 1.0, -0.6, 0.2], ddof=1) / np.sqrt(5))
+
+
+def test_a_lead_beyond_one_standard_error_serves_the_better_candidate():
+    table = one_standard_error_choice(
+        _records({CONSTANT: [0] * 5, TURNOUT_SHAPE: [0.5, 0.6, 0.4, 0.5, 0.6], MODEL: [1.0, 1.1, 0.9, 1.0, 1.2]}),
+        ORDER, "policy_value", 5).set_index("candidate")
+    assert chosen_name(table) == MODEL
+
+
+def test_stability_is_the_share_of_repeats_that_choose_the_same():
+    # repeat 0's folds favour the model clearly, repeat 1's do not
+    values = {CONSTANT: [0] * 6, MODEL: [1.0, 0.1, 1.1, -0.2, 0.9, 0.0]}
+    table = one_standard_error_choice(_records(values, repeats=2), ORDER, "policy_value", 3).set_index("candidate")
+    assert table.loc[chosen_name(table), "stability"] == pytest.approx(0.5)
+
+
+def chosen_name(table: pd.DataFrame) -> str:
+    return table.index[table.chosen][0]
+
+
+# -- the candidates are ensembles -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_program(campaign_dir):
+    from training.fit import prepare
+
+    cfg = load_config(campaign_dir / "synthetic_voted.yaml").with_uplift(
+        learners=["dr"], final_sizes=[{"n_estimators": 40, "num_leaves": 4}], nuisance_rounds=[20],
+        nuisance_treated_leaves=[15], arm_rounds=10, reference_size={"n_estimators": 30, "num_leaves": 3})
+    cfg = cfg.scaled_to(load_experiment(cfg).arm.value_counts().to_dict())
+    prep = prepare(load_experiment(cfg).head(12_000), cfg)
+    assigned = prep.assigned("train", cfg)
+    y = prep.train.voted.to_numpy(dtype=float)
+    design = Design(cfg.arm_labels, cfg.control_label, cfg.design_shares())
+    nuisance = CrossFitNuisance(design, GBMParams(n_estimators=30, min_child_samples=50), True, seed=1)
+    ctrl = assigned == cfg.control_label
+    turnout = fit_turnout(prep.X_train[ctrl], y[ctrl], prep.folds[ctrl], GBMParams(n_estimators=30), 1.0, 1)
+    mu = nuisance.fit_predict(prep.X_train, assigned, y, prep.folds)
+    nested = nuisance.fit_predict_nested(prep.X_train, assigned, y, prep.folds)
+    return cfg, prep, assigned, y, design, turnout, mu, nested
+
+
+def test_held_constant_keeps_columns_dtypes_and_categories():
+    X = pd.DataFrame({"a": [1.5, 2.5, 3.5], "n": [1, 2, 3],
+                      "c": pd.Categorical(["x", "y", "x"], categories=["x", "y", "z"])})
+    held = held_constant(X, keep=["n"])
+    assert list(held.columns) == ["a", "n", "c"] and (held.dtypes == X.dtypes).all()
+    assert list(held.c.cat.categories) == ["x", "y", "z"] and held.c.nunique() == 1 and held.a.nunique() == 1
+    assert held.n.tolist() == [1, 2, 3]
+
+
+def test_references_are_one_ensemble_per_arm_that_uses_only_what_they_may(small_program):
+    cfg, prep, assigned, y, design, turnout, mu, _ = small_program
+    candidates = arm_candidates(cfg, learner="dr", size="40x4", turnout_score=False, has_turnout=True)
+    assert [c.name for c in candidates] == ORDER
+    score = turnout.predict(prep.X_train)
+    fitted = fit_candidates(candidates, prep.X_train, score, assigned, y, mu, cfg, design, score_column=True)
+    effects = training_arm_effects(arm_contrasts(assigned, y, mu, design), prep.train.precinct)
+    X = candidates[-1].frame(prep.X_train, score, score_column=True)
+    for arm in cfg.arm_labels:
+        constant = fitted[CONSTANT].boosters_[arm]
+        assert is_constant(constant)
+        assert constant.predict(X) == pytest.approx(np.full(len(X), effects[arm]["ate"]))  # the DR average effect
+        shaped = fitted[TURNOUT_SHAPE].boosters_[arm]
+        used = dict(zip(shaped.feature_name(), shaped.feature_importance(), strict=True))
+        assert used["turnout_score"] > 0 and sum(used.values()) == used["turnout_score"]
+        contrib = shaped.predict(X, pred_contrib=True)  # exact additive reasons, all on the turnout score
+        assert contrib.sum(axis=1) == pytest.approx(shaped.predict(X))
+        assert not is_constant(fitted[MODEL].boosters_[arm])
+        assert fitted[MODEL_PER_ARM].boosters_[arm].num_trees() == fitted[MODEL].boosters_[arm].num_trees() + 10
+
+
+def test_without_a_turnout_model_there_is_no_turnout_shaped_reference(small_program):
+    cfg = small_program[0]
+    names = [c.name for c in arm_candidates(cfg, learner="dr", size="40x4", turnout_score=False, has_turnout=False)]
+    assert names == [CONSTANT, MODEL, MODEL_PER_ARM]
+    assert ArmCandidate(CONSTANT, "dr", GBMParams(), features=False, turnout_score=False).frame(
+        pd.DataFrame({"a": [1.0, 2.0]}), None).a.nunique() == 1
+
+
+def test_the_references_cv_scores_are_pinned_on_the_seeded_program(small_program):
+    """Grouped CV of the candidates on the seeded synthetic program: a change that moves them must say why."""
+    cfg, prep, assigned, y, design, turnout, mu, nested = small_program
+    candidates = arm_candidates(cfg, learner="dr", size="40x4", turnout_score=False, has_turnout=True)
+    records = pd.DataFrame(arm_cv_records(candidates, prep.X_train, assigned, y, arm_contrasts(assigned, y, mu, design),
+                                          nested, prep.folds, turnout, cfg, design, repeat=0))
+    table = one_standard_error_choice(records, ORDER, "policy_value", cfg.split.folds)
+    value = table.set_index(["arm", "candidate"]).value.unstack("candidate")[ORDER] * 1000
+    assert (value[CONSTANT] == 0).all()  # ties everyone: exactly random targeting
+    pinned = {
+        "Mail": [0.0, PIN["Mail"][0], PIN["Mail"][1]],
+        "Canvass": [0.0, PIN["Canvass"][0], PIN["Canvass"][1]],
+    }
+    for arm, expected in pinned.items():
+        assert value.loc[arm, [CONSTANT, TURNOUT_SHAPE, MODEL]].tolist() == pytest.approx(expected, abs=1e-6), arm
+
+
+PIN = {"Mail": (12.312276475065739, 4.115351901740466), "Canvass": (7.130791184682531, 3.3844844631983158)}

@@ -1,0 +1,210 @@
+"""Per arm, the served uplift model against the references a campaign already has.
+
+The candidates of one arm, simplest first (:func:`arm_candidates`):
+
+``constant``
+    The arm's average effect for every voter: the doubly-robust mean of its AIPW scores.
+    Every voter is tied, so it ranks as random targeting does; a plan on it is "send
+    the best arm to everyone the budget reaches".
+``turnout_shape``
+    The average effect times a shape of the calibrated turnout score alone, learned
+    on the training folds (the mobilization literature's "mid-propensity voters move
+    most", with the shape learned rather than assumed).
+``model``
+    The model grouped CV chose among the learners and sizes (:mod:`training.selection`).
+``model_per_arm``
+    The same model with arm-specific trees boosted on its pooled shape
+    (``uplift.arm_rounds``), so an arm's ranking can depart from the pooled one.
+
+Each is one LightGBM ensemble per arm, fitted by the same learner machinery on inputs
+held constant but for the ones it may use (:func:`training.selection.held_constant`),
+so any of them explains itself with exact additive SHAP values. Grouped CV, repeated
+over several fold seeds, scores every candidate per arm and fold;
+:func:`one_standard_error_choice` serves the simplest candidate within one standard
+error of the best.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features.config import GBMParams, RunConfig
+from training.learners import Design, UpliftLearner
+from training.selection import ArmContrast, fold_metrics, held_constant, make_learner, with_turnout_score
+from training.turnout import TurnoutModel
+
+CONSTANT, TURNOUT_SHAPE, MODEL, MODEL_PER_ARM = "constant", "turnout_shape", "model", "model_per_arm"
+REFERENCE_LEARNER = "dr"  # the references' level is the doubly-robust average effect
+
+
+@dataclass(frozen=True)
+class ArmCandidate:
+    """One way to score an arm: a learner, its final models and the inputs they may use."""
+
+    name: str
+    learner: str
+    final: GBMParams
+    features: bool  # the voter features (else held constant)
+    turnout_score: bool  # the turnout score (else absent, or held constant)
+    arm_rounds: int = 0  # arm-specific trees on the pooled shape
+
+    def frame(self, X: pd.DataFrame, score: np.ndarray | None, *, score_column: bool = False) -> pd.DataFrame:
+        """This candidate's input from the features ``X`` and the turnout ``score``.
+
+        ``score_column`` asks for the served model's layout, which carries the turnout
+        score as a column: a candidate that does not use it sees it held constant.
+        """
+        out = X if self.features else held_constant(X)
+        if self.turnout_score:
+            return with_turnout_score(out, score)
+        return with_turnout_score(out, np.full(len(X), 0.5)) if score_column else out
+
+
+def arm_candidates(
+    config: RunConfig, *, learner: str, size: str, turnout_score: bool, has_turnout: bool
+) -> list[ArmCandidate]:
+    """The candidates of every arm, simplest first, around the model grouped CV chose."""
+    spec = config.uplift
+    reference = spec.final.model_copy(update=spec.reference_size.model_dump())
+    out = []
+    if CONSTANT in spec.references:
+        out.append(ArmCandidate(CONSTANT, REFERENCE_LEARNER, reference, features=False, turnout_score=False))
+    if TURNOUT_SHAPE in spec.references and has_turnout:
+        out.append(ArmCandidate(TURNOUT_SHAPE, REFERENCE_LEARNER, reference, features=False, turnout_score=True))
+    final = spec.final_candidates()[size]
+    out.append(ArmCandidate(MODEL, learner, final, features=True, turnout_score=turnout_score))
+    if spec.pool_arms and spec.arm_rounds > 0:
+        out.append(ArmCandidate(MODEL_PER_ARM, learner, final, features=True, turnout_score=turnout_score,
+                                arm_rounds=spec.arm_rounds))
+    return out
+
+
+def fit_candidates(
+    candidates: Sequence[ArmCandidate],
+    X: pd.DataFrame,
+    score: np.ndarray | None,
+    assigned: np.ndarray,
+    y: np.ndarray,
+    mu: dict[str, np.ndarray],
+    config: RunConfig,
+    design: Design,
+    *,
+    score_column: bool = False,
+) -> dict[str, UpliftLearner]:
+    """Every candidate fitted on ``X`` (candidates that differ only in arm rounds share the pooled fit)."""
+    pooled: dict[tuple, UpliftLearner] = {}
+    out = {}
+    for c in candidates:
+        Xc = c.frame(X, score, score_column=score_column)
+        key = (c.learner, c.final, c.features, c.turnout_score)
+        if key not in pooled:
+            pooled[key] = make_learner(c.learner, config, design, c.final).fit(Xc, assigned, y, mu)
+        out[c.name] = pooled[key].with_arm_rounds(Xc, assigned, y, mu, c.arm_rounds) if c.arm_rounds else pooled[key]
+    return out
+
+
+def arm_cv_records(
+    candidates: Sequence[ArmCandidate],
+    X: pd.DataFrame,
+    assigned: np.ndarray,
+    y: np.ndarray,
+    contrasts: dict[str, ArmContrast],
+    nested_mu: dict[int, dict[str, np.ndarray]],
+    folds: np.ndarray,
+    turnout: TurnoutModel | None,
+    config: RunConfig,
+    design: Design,
+    repeat: int,
+) -> list[dict]:
+    """Every candidate's held-out metrics per arm and fold of one grouped-CV repeat.
+
+    As in :func:`training.selection.cv_fold_scores`: fitted without fold ``k``, from
+    outcome models and a turnout model that never saw it, judged on fold ``k``.
+    """
+    records = []
+    for k in np.unique(folds):
+        fit_rows, eval_rows = folds != k, folds == k
+        score = turnout.predict_without_fold(int(k), X) if turnout is not None else None
+        fitted = fit_candidates(
+            candidates, X[fit_rows], None if score is None else score[fit_rows], assigned[fit_rows], y[fit_rows],
+            nested_mu[int(k)], config, design,
+        )
+        for c in candidates:
+            scores = fitted[c.name].predict(c.frame(X[eval_rows], None if score is None else score[eval_rows]))
+            for arm, metric, value in fold_metrics(scores, eval_rows, y, contrasts, config.audit.budgets):
+                records.append({"candidate": c.name, "repeat": repeat, "fold": int(k), "arm": arm,
+                                "metric": metric, "value": value})
+    return records
+
+
+def _simplest_within_one_se(wide: pd.DataFrame, n_folds: int) -> tuple[str, pd.Series, pd.Series]:
+    """The simplest column of ``wide`` (rows: folds) within one SE of the best mean; the gaps and their SEs."""
+    best = wide.mean().idxmax()
+    diffs = wide[best].to_numpy()[:, None] - wide.to_numpy()
+    gap = pd.Series(diffs.mean(axis=0), index=wide.columns)
+    se = pd.Series(diffs.std(axis=0, ddof=1) / np.sqrt(n_folds) if len(diffs) > 1 else np.zeros(len(gap)),
+                   index=wide.columns)
+    chosen = next(c for c in wide.columns if gap[c] <= se[c])
+    return chosen, gap, se
+
+
+def one_standard_error_choice(records: pd.DataFrame, order: Sequence[str], metric: str, n_folds: int) -> pd.DataFrame:
+    """Per arm, the simplest candidate whose mean CV score is within one standard error of the best one's.
+
+    The standard error is that of the paired per-fold difference from the best
+    candidate, counted over the ``n_folds`` folds of one repeat: the folds of every
+    repeat share one sample, so repeating the split steadies the mean but does not
+    add independent data. ``stability`` is the share of repeats whose own one-SE
+    choice is the arm's choice: the selection's noise, measured.
+
+    Parameters
+    ----------
+    records : DataFrame
+        Columns ``candidate``, ``repeat``, ``fold``, ``arm``, ``metric``, ``value``.
+    order : sequence of str
+        Candidates, simplest first.
+    metric : str
+        The metric that chooses (the other metrics are reported beside it).
+    n_folds : int
+
+    Returns
+    -------
+    DataFrame
+        One row per arm and candidate: ``value`` and ``se`` (its mean and standard error
+        on ``metric``), ``gap`` and ``gap_se`` (below the best, paired), ``best``,
+        ``chosen``, ``stability`` and every metric's mean.
+    """
+    part = records[records.metric == metric]
+    means = records.groupby(["arm", "candidate", "metric"], sort=False).value.mean().unstack("metric")
+    rows = []
+    for arm in part.arm.unique():
+        wide = part[part.arm == arm].pivot_table(index=["repeat", "fold"], columns="candidate", values="value")
+        wide = wide[[c for c in order if c in wide.columns]]
+        chosen, gap, gap_se = _simplest_within_one_se(wide, n_folds)
+        repeats = wide.index.get_level_values("repeat")
+        per_repeat = [_simplest_within_one_se(wide[repeats == r], n_folds)[0] for r in np.unique(repeats)]
+        best = wide.mean().idxmax()
+        for c in wide.columns:
+            rows.append({
+                "arm": arm, "candidate": c, "value": float(wide[c].mean()),
+                "se": float(wide[c].std(ddof=1) / np.sqrt(n_folds)) if len(wide) > 1 else 0.0,
+                "gap": float(gap[c]), "gap_se": float(gap_se[c]), "best": c == best, "chosen": c == chosen,
+                "stability": float(np.mean([p == chosen for p in per_repeat])) if c == chosen else np.nan,
+                **{f"cv_{m}": float(means.loc[(arm, c), m]) for m in means.columns},
+            })
+    return pd.DataFrame(rows)
+
+
+def chosen_candidates(table: pd.DataFrame) -> dict[str, str]:
+    """Arm -> the candidate it serves, from :func:`one_standard_error_choice`'s table."""
+    return dict(zip(table.loc[table.chosen, "arm"], table.loc[table.chosen, "candidate"], strict=True))
+
+
+def is_constant(booster: lgb.Booster) -> bool:
+    """Whether ``booster`` predicts one value for every voter (no tree splits)."""
+    return all(tree["num_leaves"] <= 1 for tree in booster.dump_model()["tree_info"])

@@ -1,0 +1,66 @@
+"""What ``persuade train`` says about each arm's served model against the references.
+
+The per-arm table of :func:`training.arm_choice.one_standard_error_choice` (grouped-CV
+policy value of every candidate, with its standard error) and, when an arm serves its
+average effect, the plain statement of why and the interval of that effect.
+"""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+
+from training.arm_choice import CONSTANT, MODEL, MODEL_PER_ARM, TURNOUT_SHAPE
+
+HEADERS = {CONSTANT: "constant", TURNOUT_SHAPE: "turnout shape", MODEL: "model", MODEL_PER_ARM: "per-arm shape"}
+Z95 = 1.959964
+
+
+def arm_choice_table(result) -> Table:
+    """Rows: arms; columns: each candidate's CV score x1000 and SE, and the served one (a rich Table).
+
+    ``result`` is a :class:`training.fit.FitResult`. Cells are plain text (never rich
+    markup), so an arm label with brackets prints as it is.
+    """
+    table = result.arm_selection
+    metric = result.selection_metric_name
+    budgets = "/".join(f"{b:.0%}" for b in result.budgets)
+    title = (f"Grouped CV, {result.cv_repeats} repeat(s): {metric} x1000 ± SE"
+             + (f" at {budgets} budgets" if metric == "policy_value" else "") + "; * = served")
+    out = Table(title=title)
+    out.add_column("arm", overflow="fold")
+    candidates = list(dict.fromkeys(table.candidate))
+    for c in candidates:
+        out.add_column(HEADERS.get(c, c), justify="right", overflow="fold")
+    out.add_column("stable", justify="right")
+    for arm in dict.fromkeys(table.arm):
+        part = table[table.arm == arm].set_index("candidate")
+        cells = [Text(arm)]
+        for c in candidates:
+            if c not in part.index:
+                cells.append(Text("-"))
+                continue
+            row = part.loc[c]
+            cells.append(Text(f"{'*' if row.chosen else ''}{row.value * 1000:.2f}±{row.se * 1000:.2f}"))
+        chosen = part[part.chosen]
+        cells.append(Text(f"{chosen.stability.iloc[0]:.0%}" if len(chosen) else "-"))
+        out.add_row(*cells)
+    return out
+
+
+def constant_statement(result) -> list[str]:
+    """Plain sentences for arms that serve their average effect (empty when none do)."""
+    if not result.constant_arms:
+        return []
+    lines = []
+    if len(result.constant_arms) == len(result.served):
+        lines.append("Effect heterogeneity is not detectable at this size: the model serves each arm's average "
+                     "effect (grouped CV found no ranking better than it by more than one standard error).")
+    else:
+        lines.append(f"Arms serving their average effect (no better ranking found by grouped CV): "
+                     f"{', '.join(result.constant_arms)}.")
+    for arm in result.constant_arms:
+        effect = result.arm_effects[arm]
+        low, high = effect["ate"] - Z95 * effect["se"], effect["ate"] + Z95 * effect["se"]
+        lines.append(f"  {arm}: average effect {effect['ate']:.4f}, 95% CI [{low:.4f}, {high:.4f}]")
+    return lines
