@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from features.attrition import Attrition, check_attrition, measure_attrition, observed_rows
+from features.balance import BalanceCheck, check_balance
 from features.config import RunConfig
 from features.pii import find_pii_columns
 
@@ -34,6 +36,8 @@ class ValidationReport:
     outcome_mean_per_arm: dict[str, float]
     srm_p_value: float | None
     warnings: list[str] = field(default_factory=list)
+    attrition: Attrition | None = None  # rows assigned and observed per arm (features/attrition.py)
+    balance: BalanceCheck | None = None  # balance and leakage of the features (features/balance.py)
 
 
 def _is_binary(values: pd.Series) -> bool:
@@ -41,12 +45,12 @@ def _is_binary(values: pd.Series) -> bool:
     return len(uniq) > 0 and set(np.asarray(uniq, dtype=float).tolist()) <= {0.0, 1.0}
 
 
-def _check_outcome(frame: pd.DataFrame, column: str, kind: str, label: str) -> list[str]:
+def _check_outcome(frame: pd.DataFrame, column: str, kind: str, label: str, hint: str = "") -> list[str]:
     if column not in frame.columns:
         return [f"{label} column {column!r} is missing"]
     values = frame[column]
     if values.isna().any():
-        return [f"{label} column {column!r} has {int(values.isna().sum())} missing values"]
+        return [f"{label} column {column!r} has {int(values.isna().sum())} missing values{hint}"]
     if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         if pd.api.types.is_bool_dtype(values):
             return []
@@ -106,7 +110,9 @@ def validate_experiment(frame: pd.DataFrame, config: RunConfig) -> ValidationRep
     Returns
     -------
     ValidationReport
-        Row counts, outcome means per arm and the sample-ratio test.
+        Row counts and outcome means per arm of the rows fitted (with ``outcome.missing:
+        drop``, those with an outcome), the sample-ratio test, the attrition per arm and
+        the balance and leakage check of the features.
 
     Raises
     ------
@@ -122,14 +128,13 @@ def validate_experiment(frame: pd.DataFrame, config: RunConfig) -> ValidationRep
     if missing_feats:
         problems.append(f"feature columns missing from the input: {missing_feats}")
     problems += check_feature_list(config, frame if not missing_feats else None)
-    problems += _check_outcome(frame, config.outcome.column, config.outcome.kind, "outcome")
-    try:
-        turnout_col = config.turnout_column
-    except ValueError as exc:
-        problems.append(str(exc))
-        turnout_col = None
+    # with outcome.missing: drop, the rows fitted are those with an outcome (after the attrition check below)
+    fit = observed_rows(frame, config) if config.outcome.column in frame.columns else frame
+    problems += _check_outcome(fit, config.outcome.column, config.outcome.kind, "outcome",
+                               " (outcome.missing: drop drops such rows after a differential-attrition check)")
+    turnout_col = config.turnout_column if config.has_turnout else None  # a support run may have none
     if turnout_col and turnout_col != config.outcome.column:
-        problems += _check_outcome(frame, turnout_col, "turnout", "turnout")
+        problems += _check_outcome(fit, turnout_col, "turnout", "turnout")
     if missing_cols:
         raise DataValidationError(problems)
 
@@ -153,11 +158,12 @@ def validate_experiment(frame: pd.DataFrame, config: RunConfig) -> ValidationRep
     if unknown:
         problems.append(
             f"arm column {config.arm_column!r} has unknown arm labels {unknown}; "
-            f"configured: {sorted(known)}"
+            f"configured: {sorted(known)}{_code_hint(unknown, config)}"
         )
     counts = {str(k): int(v) for k, v in arms.value_counts().items()}
+    fitted = {str(k): int(v) for k, v in fit[config.arm_column].value_counts().items()}
     for label in sorted(known):
-        n = counts.get(label, 0)
+        n = fitted.get(label, 0)
         if n < config.gates.min_rows_per_arm:
             problems.append(
                 f"arm {label!r} has {n} rows, fewer than gates.min_rows_per_arm="
@@ -174,12 +180,45 @@ def validate_experiment(frame: pd.DataFrame, config: RunConfig) -> ValidationRep
                 f"(chi-square p={srm_p:.2e} < {config.gates.srm_p_value}); observed shares {observed}, "
                 f"configured {shares}"
             )
+    attrition = balance = None
+    if not unknown and not arms.isna().any() and config.outcome.column in frame.columns:
+        attrition = measure_attrition(frame, config)
+        if config.outcome.missing == "drop":
+            problems += check_attrition(attrition, config)
+        structural = missing_feats or check_feature_list(config) or frame[config.group_column].isna().any()
+        if config.balance.enabled and not structural:
+            balance = check_balance(fit, config)
+            problems += balance.problems()
     if problems:
         raise DataValidationError(problems)
-    means = frame.groupby(config.arm_column)[config.outcome.column].mean()
+    means = fit.groupby(config.arm_column)[config.outcome.column].mean()
     return ValidationReport(
-        n_rows=len(frame),
-        rows_per_arm=counts,
+        n_rows=len(fit),
+        rows_per_arm=fitted,
         outcome_mean_per_arm={str(k): float(v) for k, v in means.items()},
         srm_p_value=srm_p,
+        attrition=attrition,
+        balance=balance,
     )
+
+
+def _code_hint(unknown: list[str], config: RunConfig) -> str:
+    """How to map raw numeric arm codes, when the unknown labels look like codes."""
+    codes = config.arm_codes()
+    if codes is not None:
+        return (f"; the configured codes are {sorted(map(str, codes))} (control_value, arms.<arm>.value), "
+                f"mapped by features.tables.load_experiment")
+    if not all(_is_number(v) for v in unknown):
+        return ""
+    arm = next(iter(config.arms))
+    return (f". These look like raw numeric codes: map them to labels in the config with each arm's code as "
+            f"value: (arms: {{{arm}: {{value: {unknown[-1]}, ...}}}}) and the control's as control_value: "
+            f"(e.g. control_value: {unknown[0]})")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

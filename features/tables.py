@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from features.config import RunConfig
@@ -33,7 +34,38 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
 
 
 def load_experiment(config: RunConfig) -> pd.DataFrame:
-    """Load the raw tables named by ``config`` into one frame (not yet validated)."""
+    """Load the raw tables named by ``config`` into one frame (not yet validated).
+
+    Raw arm codes are mapped to their labels when the config gives them
+    (``arms.<arm>.value`` and ``control_value``; see :func:`map_arm_codes`).
+    """
+    return map_arm_codes(_read_experiment(config), config)
+
+
+def map_arm_codes(frame: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
+    """``frame`` with its arm column's raw codes replaced by the configured labels.
+
+    A code matches a value of the column as text (``1`` matches ``1``, ``1.0`` and
+    ``"1"``); values that match no code are kept as they are, for validation to name.
+    Without configured codes the frame is returned unchanged (labels are matched as text).
+    """
+    codes = config.arm_codes()
+    if codes is None or config.arm_column not in frame.columns:
+        return frame
+    labels = {_code_text(code): label for code, label in codes.items()}
+    raw = frame[config.arm_column]
+    mapping = {v: labels.get(_code_text(v), str(v)) for v in pd.unique(raw.dropna())}
+    return frame.assign(**{config.arm_column: raw.map(mapping).astype("object")})
+
+
+def _code_text(value) -> str:
+    """A raw arm code as text; a whole float (1.0, from a column with missing values) as an integer."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _read_experiment(config: RunConfig) -> pd.DataFrame:
     spec = config.data
     if spec.table is not None:
         return read_table(config.resolve(spec.table))
