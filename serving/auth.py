@@ -10,6 +10,10 @@ Keys come from the environment:
 ``PERSUADE_ADMIN_KEYS`` / ``PERSUADE_ADMIN_KEYS_FILE``
     The same for admin keys (``/admin/*``, e.g. ``POST /admin/reload``). An admin key
     may also score.
+``PERSUADE_CONSENT_KEYS`` / ``PERSUADE_CONSENT_KEYS_FILE``
+    The same for consent-event keys (``/consent/*``, e.g. ``POST /consent/events`` from a
+    texting platform's webhook). They are accepted there only, and only they are: a
+    scoring or admin key cannot write consent events, a consent-event key cannot score.
 
 A key is identified by the first 12 hex digits of its sha256 (its *key id*), which is
 what the audit log records. The key itself is never logged, stored or echoed. With no
@@ -35,6 +39,7 @@ KEY_ID_LENGTH = 12
 OPEN_PATHS = frozenset({"/", "/livez", "/healthz", "/readyz", "/metrics", "/docs.json", "/schema.json"})
 OPEN_PREFIXES = ("/static_content/", "/assets/")
 ADMIN_PREFIX = "/admin/"
+CONSENT_PREFIX = "/consent/"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -45,15 +50,18 @@ def key_digest(key: str) -> str:
 
 @dataclass(frozen=True)
 class KeyRing:
-    """The accepted keys, as digests: digest -> key id, for scoring and for admin."""
+    """The accepted keys, as digests: digest -> key id, for scoring, for admin, for consent events."""
 
     scoring: frozenset[str]
     admin: frozenset[str]
+    consent: frozenset[str] = frozenset()
 
     @classmethod
-    def from_keys(cls, keys: Iterable[str] = (), admin_keys: Iterable[str] = ()) -> KeyRing:
+    def from_keys(cls, keys: Iterable[str] = (), admin_keys: Iterable[str] = (),
+                  consent_keys: Iterable[str] = ()) -> KeyRing:
         admin = frozenset(key_digest(k) for k in admin_keys if k)
-        return cls(frozenset(key_digest(k) for k in keys if k) | admin, admin)
+        return cls(frozenset(key_digest(k) for k in keys if k) | admin, admin,
+                   frozenset(key_digest(k) for k in consent_keys if k))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> KeyRing:
@@ -61,7 +69,7 @@ class KeyRing:
         env = os.environ if env is None else env
         scoring = _env_digests(env, "PERSUADE_API_KEYS")
         admin = _env_digests(env, "PERSUADE_ADMIN_KEYS")
-        ring = cls(scoring | admin, admin)
+        ring = cls(scoring | admin, admin, _env_digests(env, "PERSUADE_CONSENT_KEYS"))
         if not ring.scoring:
             logger.warning("no API keys configured (PERSUADE_API_KEYS or PERSUADE_API_KEYS_FILE): "
                            "every scoring request will be refused")
@@ -73,6 +81,11 @@ class KeyRing:
         if digest not in self.scoring:
             return None, False
         return digest[:KEY_ID_LENGTH], digest in self.admin
+
+    def identify_consent(self, key: str) -> str | None:
+        """Key id of a presented consent-event key; None if it is not one."""
+        digest = key_digest(key)
+        return digest[:KEY_ID_LENGTH] if digest in self.consent else None
 
 
 def _env_digests(env: Mapping[str, str], name: str) -> frozenset[str]:
@@ -92,8 +105,9 @@ def _env_digests(env: Mapping[str, str], name: str) -> frozenset[str]:
 class BearerKeyMiddleware:
     """ASGI middleware: ``Authorization: Bearer <key>`` on every path but the open ones.
 
-    No key or an unknown key is a 401; a scoring key on ``/admin/*`` is a 403. The key
-    id of an accepted request goes into the request's audit record.
+    No key or an unknown key is a 401; a scoring key on ``/admin/*`` is a 403; on
+    ``/consent/*`` only consent-event keys are accepted. The key id of an accepted
+    request goes into the request's audit record.
 
     Parameters
     ----------
@@ -111,6 +125,9 @@ class BearerKeyMiddleware:
             await self.app(scope, receive, send)
             return
         key = _bearer(scope)
+        if scope["path"].startswith(CONSENT_PREFIX):
+            await self._consent(scope, receive, send, key)
+            return
         key_id, admin = self.keys.identify(key) if key else (None, False)
         if key_id is None:
             await _refuse(send, 401, "missing or invalid API key: send 'Authorization: Bearer <key>'")
@@ -121,6 +138,20 @@ class BearerKeyMiddleware:
         if scope["path"].startswith(ADMIN_PREFIX) and not admin:
             await _refuse(send, 403, "this endpoint needs an admin key")
             return
+        await self.app(scope, receive, send)
+
+    async def _consent(self, scope, receive, send, key: str | None) -> None:
+        """``/consent/*``: consent-event keys only (401 without a key, 403 for another kind of key)."""
+        key_id = self.keys.identify_consent(key) if key else None
+        if key_id is None:
+            if key and self.keys.identify(key)[0] is not None:
+                await _refuse(send, 403, "this endpoint needs a consent-event key (PERSUADE_CONSENT_KEYS)")
+            else:
+                await _refuse(send, 401, "missing or invalid consent-event key: send 'Authorization: Bearer <key>'")
+            return
+        record = current_record()
+        if record is not None:
+            record.key_id = key_id
         await self.app(scope, receive, send)
 
 

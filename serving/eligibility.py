@@ -2,26 +2,32 @@
 
 Every ``POST /score`` and ``POST /plan`` goes through :class:`ConsentEligibility` before
 anything is returned: an arm the voter may not get (do-not-contact, no consent to texts
-or automated calls, a revocation, the landline prerecorded-call cap) is never the
-voter's ``best_arm`` nor planned, and the response gives the reason code per arm.
+or automated calls for the number sent, a revocation, the landline prerecorded-call cap,
+a stale table, a number that cannot be parsed) is never the voter's ``best_arm`` nor
+planned, its uplift is ``null``, and the response gives the reason code per arm.
 
 The consent table is named by ``PERSUADE_CONSENT_TABLE`` (parquet or CSV, the format
 of :class:`features.consent.ConsentTable`). Without one, no voter has a consent record,
-so every delivery that needs prior consent is suppressed (``no_consent``) and mail,
-canvass and live calls stay allowed: the service never contacts on a guess.
+so every delivery that needs prior consent is suppressed and mail, canvass and live
+calls stay allowed: the service never contacts on a guess.
 
 The table is re-read when its file changes (checked at most once a second), so a
-revocation written to it takes effect with the next request. A change that cannot be
-read keeps the last good table in force and is reported in ``GET /model`` and the log.
+revocation written to it takes effect with the next request. Fail closed: while the
+file is older than ``PERSUADE_CONSENT_MAX_AGE_HOURS`` (default 24), or after a re-read
+failed (a bad row, a deleted file) until a good one, automated deliveries are suppressed
+(``consent_stale``); the last good table's do-not-contact rows keep applying.
+``PERSUADE_CONSENT_AS_OF`` is for replaying a past decision only (``GET /model`` and the
+log say so): consents are taken as of then, do-not-contact and revocations always apply.
 
 Every decision is made by :mod:`features.consent`; per request only the voters that have
 events in the table are folded, against their own events (a voter without records gets
 the decision computed once for "no records"), which keeps the rule under a millisecond
 for the usual request.
 
-Phone numbers sent with the voters (field ``phone``) are hashed (HMAC, key from
-``PERSUADE_HASH_KEY``) as soon as they are read and used only to join rows of the
-table keyed by phone; they are never logged, kept or returned.
+The phone number sent with each voter (field ``phone``) is the number the decision is
+for. It is parsed and hashed (HMAC, key from ``PERSUADE_HASH_KEY``) as soon as it is
+read; a missing, malformed, float, list or object value is ``unverifiable_phone`` for
+automated deliveries, never an error. Numbers are never logged, kept or returned.
 """
 
 from __future__ import annotations
@@ -34,14 +40,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-from features.consent import PHONE_HASH_COLUMN, ConsentError, ConsentTable, EligibilityRules
+from features.consent import ConsentError, ConsentTable, EligibilityRules
 from features.consent import Eligibility as ConsentRules
-from features.phones import PhoneHasher
+from features.consent_state import JoinTally
+from features.phones import PhoneHasher, mask_phones
 from serving.bundle import ArmInfo
 from serving.scoring import Eligibility
 from serving.voters import VoterBatch
@@ -50,6 +57,7 @@ logger = logging.getLogger("persuade.serving")
 
 PHONE_FIELD = "phone"
 CHECK_EVERY_SECONDS = 1.0
+DEFAULT_MAX_AGE_HOURS = 24.0
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,7 @@ class LoadedTable:
     by_id, by_phone : dict of str to ndarray
         Voter id / phone hash -> positions of the events keyed by it.
     info : dict
-        Name, fingerprint and event counts (computed once, for ``GET /model``).
+        Name, fingerprint, event counts and key check (computed once, for ``GET /model``).
     loaded_at : str
     """
 
@@ -77,15 +85,26 @@ class LoadedTable:
         events = table.events
         by_id = {str(k): v for k, v in events.groupby("voter_id", sort=False).indices.items()}
         by_phone = {str(k): v for k, v in events.groupby("phone_hash", sort=False).indices.items()}
-        info = {"table": table.name, "fingerprint": table.fingerprint(), "events": table.counts()}
+        info = {"table": table.name, "fingerprint": table.fingerprint(), "events": table.counts(),
+                "key_check": table.key_check}
         return cls(table, by_id, by_phone, info, datetime.now().astimezone().isoformat(timespec="seconds"))
 
-    def events_of(self, ids: Sequence[str], hashes: Sequence[str | None]) -> ConsentTable:
+    def events_of(self, ids: Sequence[str | None], hashes: Sequence[str | None]) -> ConsentTable:
         """Only the events that name these voters or phones: their consent state is the same."""
-        keys = [self.by_id[i] for i in ids if i in self.by_id]
+        keys = [self.by_id[i] for i in ids if i is not None and i in self.by_id]
         keys += [self.by_phone[h] for h in hashes if h is not None and h in self.by_phone]
         rows = np.unique(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
-        return ConsentTable(self.table.events.iloc[rows])
+        part = ConsentTable(self.table.events.iloc[rows], self.table.key_check)
+        part.written_at = self.table.written_at
+        return part
+
+
+class EventFeed(Protocol):
+    """More events in force besides the file (the consent ledger, ``serving.consent_feed.LedgerFeed``)."""
+
+    def merge(self, base: LoadedTable | None) -> LoadedTable: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 class ConsentEligibility:
@@ -93,8 +112,8 @@ class ConsentEligibility:
 
     Every decision is made by :mod:`features.consent`. For speed, the voters of a request
     who have no event in the table (by id or phone) get the decision of a voter without
-    records, computed once per set of arms; only the others are folded, against just their
-    own events.
+    records (per phone status), computed once per set of arms; only the others are
+    folded, against just their own events.
 
     Parameters
     ----------
@@ -102,12 +121,18 @@ class ConsentEligibility:
         The consent table; ``None`` means no consent records (consent-only deliveries
         suppressed for everyone).
     as_of : datetime or str, optional
-        Decide as of this instant (for reproducible lists); default: now, at each request.
+        Replay: take consents as of this instant (with a zone); default: now, at each request.
     landline_prerecorded_cap : int
         Prerecorded or AI-voice calls a landline without consent may get in the window.
     window_days : int
     hasher : PhoneHasher, optional
         Default: key from ``PERSUADE_HASH_KEY``.
+    time_zone : str, optional
+        IANA time zone of the table's timestamps written without one (else refused).
+    max_age_hours : float, optional
+        A table file older than this is stale (automated deliveries wait); None: no limit.
+    feed : EventFeed, optional
+        Events that arrive between re-reads of the file (the consent ledger).
 
     Raises
     ------
@@ -118,25 +143,38 @@ class ConsentEligibility:
     passthrough = (PHONE_FIELD,)
 
     def __init__(self, table_path: str | Path | None = None, as_of: datetime | str | None = None,
-                 landline_prerecorded_cap: int = 3, window_days: int = 30,
-                 hasher: PhoneHasher | None = None):
+                 landline_prerecorded_cap: int = 3, window_days: int = 30, hasher: PhoneHasher | None = None,
+                 time_zone: str | None = None, max_age_hours: float | None = DEFAULT_MAX_AGE_HOURS,
+                 feed: EventFeed | None = None):
         self.path = Path(table_path) if table_path else None
         self.as_of = as_of
         self.rules = EligibilityRules(landline_prerecorded_cap, window_days)
         self.hasher = hasher or PhoneHasher()
+        self.time_zone = time_zone
+        self.max_age_hours = max_age_hours
+        self.feed = feed
+        ConsentRules(None, self.rules, as_of)  # refuse a decision time without a zone now
         self._lock = threading.Lock()
         self._checked = 0.0
         self._stamp: tuple[int, int] | None = None
         self._error: str | None = None
         self._no_record: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._seen = JoinTally()  # the join's diagnostics of the requests answered since the last read
+        self._seen_lock = threading.Lock()
         self._loaded: LoadedTable | None = self._read() if self.path is not None else None
+        if as_of is not None:
+            logger.warning("PERSUADE_CONSENT_AS_OF is set (%s): for replaying a past decision only; "
+                           "do-not-contact and revocations apply whatever their date", as_of)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ConsentEligibility:
-        """``PERSUADE_CONSENT_TABLE``, ``PERSUADE_CONSENT_AS_OF``, ``PERSUADE_PRERECORDED_CAP``."""
+        """From ``PERSUADE_CONSENT_TABLE``, ``_AS_OF``, ``_TIMEZONE``, ``_MAX_AGE_HOURS`` (0: no limit)
+        and ``PERSUADE_PRERECORDED_CAP``."""
         env = os.environ if env is None else env
+        max_age = float(env.get("PERSUADE_CONSENT_MAX_AGE_HOURS", DEFAULT_MAX_AGE_HOURS))
         return cls(env.get("PERSUADE_CONSENT_TABLE") or None, env.get("PERSUADE_CONSENT_AS_OF") or None,
-                   int(env.get("PERSUADE_PRERECORDED_CAP", "3")))
+                   int(env.get("PERSUADE_PRERECORDED_CAP", "3")), time_zone=env.get("PERSUADE_CONSENT_TIMEZONE"),
+                   max_age_hours=max_age if max_age > 0 else None)
 
     # -- the table -------------------------------------------------------------------
     def _file_stamp(self) -> tuple[int, int]:
@@ -148,83 +186,117 @@ class ConsentEligibility:
             stamp = self._file_stamp()  # before reading: a change made while reading is seen next time
         except FileNotFoundError:
             raise ConsentError(f"consent table not found: {self.path}") from None
-        table = ConsentTable.read(self.path, self.hasher, phone_column=PHONE_FIELD)
+        table = ConsentTable.read(self.path, self.hasher, phone_column=PHONE_FIELD, time_zone=self.time_zone)
         if table.has_phone_rows:
             self.hasher.hash("+10000000000")  # fails now, not mid-request, when the key is missing
         loaded = LoadedTable.index(table)
-        self._stamp, self._error = stamp, None
+        self._stamp, self._error, self._seen = stamp, None, JoinTally()
         return loaded
 
     def loaded(self) -> LoadedTable | None:
-        """The table in force, re-read first if its file changed."""
-        if self.path is None or time.monotonic() - self._checked < CHECK_EVERY_SECONDS:
-            return self._loaded
-        with self._lock:
-            self._checked = time.monotonic()
-            try:
-                if self._file_stamp() != self._stamp:
-                    self._loaded = self._read()
-                    logger.info("consent table %s re-read: %s", self.path.name, self._loaded.info["events"])
-            except Exception as exc:  # noqa: BLE001 - keep the last good table, say why loudly
-                message = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
-                if message != self._error:
-                    logger.error("consent table %s could not be re-read; the last good one stays in force: %s",
-                                 self.path.name, message)
-                self._error = message
-        return self._loaded
+        """The table in force (with the feed's events), re-read first if its file changed."""
+        if self.path is not None and time.monotonic() - self._checked >= CHECK_EVERY_SECONDS:
+            with self._lock:
+                self._checked = time.monotonic()
+                try:
+                    if self._file_stamp() != self._stamp:
+                        self._loaded = self._read()
+                        logger.info("consent table %s re-read: %s", self.path.name, self._loaded.info["events"])
+                except Exception as exc:  # noqa: BLE001 - keep the last good table's do-not-contact, say why
+                    message = mask_phones(f"{type(exc).__name__}: {exc}".replace("\n", " "))[:300]
+                    if message != self._error:
+                        logger.error("consent table %s could not be re-read; automated contact is suppressed "
+                                     "(consent_stale) until a good read: %s", self.path.name, message)
+                    self._error = message
+        return self.feed.merge(self._loaded) if self.feed is not None else self._loaded
+
+    def _consent_rules(self, loaded: LoadedTable | None) -> ConsentRules:
+        """The decision of ``features.consent`` with the table in force (and its staleness)."""
+        stale = f"the last re-read failed: {self._error}" if self._error else None
+        return ConsentRules(loaded.table if loaded is not None else None, self.rules, self.as_of, PHONE_FIELD,
+                            self.hasher, self.max_age_hours, stale)
 
     def describe(self) -> dict[str, Any]:
-        """For ``GET /model``: which table is in force (no personal data)."""
+        """For ``GET /model``: the table in force, its staleness and the join's diagnostics (no personal data)."""
         loaded = self.loaded()
-        facts = ConsentRules(None, self.rules, self.as_of).describe()
-        info = loaded.info if loaded is not None else {"table": None, "fingerprint": None, "events": {}}
-        return {**facts, **info, "loaded_at": loaded.loaded_at if loaded else None, "error": self._error}
+        rules = self._consent_rules(loaded)
+        with self._seen_lock:
+            seen = JoinTally().add(self._seen)
+        facts = rules.describe(seen, loaded.info if loaded is not None else None)
+        facts["join_scope"] = "voters of the requests answered since the table was loaded"
+        out = {**facts, "time_zone": self.time_zone, "loaded_at": loaded.loaded_at if loaded else None,
+               "error": self._error}
+        if self.feed is not None:
+            out["ledger"] = self.feed.describe()
+        return out
 
     # -- the rule --------------------------------------------------------------------
-    def _decide(self, table: ConsentTable | None, frame: pd.DataFrame,
-                arms: Sequence[ArmInfo]) -> tuple[np.ndarray, np.ndarray]:
-        """``features.consent``'s decision for ``frame``'s voters (ids may repeat)."""
-        rules = ConsentRules(table, self.rules, self.as_of, PHONE_FIELD, self.hasher)
-        slugs = [a.slug for a in arms]
-        allowed = np.ones((len(frame), len(arms)), dtype=bool)
-        reason = np.full((len(frame), len(arms)), None, dtype=object)
-        # the consent state is per voter id: a request naming one id twice is decided row by row
-        occurrence = frame.groupby("voter_id", sort=False).cumcount().to_numpy()
-        for k in range(int(occurrence.max()) + 1 if len(frame) else 0):
-            rows = np.flatnonzero(occurrence == k)
-            decided = rules.for_voters(frame.iloc[rows], arms)
-            allowed[rows] = decided[[f"eligible_{s}" for s in slugs]].to_numpy(dtype=bool)
-            why = decided[[f"suppression_{s}" for s in slugs]].to_numpy(dtype=object)
-            reason[rows] = np.where(allowed[rows], None, why)
-        return allowed, reason
-
-    def _without_records(self, arms: Sequence[ArmInfo]) -> tuple[np.ndarray, np.ndarray]:
-        """The decision for a voter with no event in the table (the same for everyone)."""
-        key = tuple((a.slug, a.delivery) for a in arms)
+    def _without_records(self, rules: ConsentRules, arms: Sequence[ArmInfo],
+                         status: str) -> tuple[np.ndarray, np.ndarray]:
+        """The decision for a voter with no event in the table (the same for everyone of a phone status)."""
+        stale = rules.stale_reason() is not None
+        key = (tuple((a.slug, a.delivery) for a in arms), status, stale)
         if key not in self._no_record:
-            self._no_record[key] = self._decide(None, pd.DataFrame({"voter_id": ["no-record"]}), arms)
-        allowed, reason = self._no_record[key]
-        return allowed[0], reason[0]
+            keys = pd.DataFrame({"voter_id": [None], "phone_hash": [None], "phone_status": [status]})
+            decided, _ = ConsentRules(None, self.rules, self.as_of, stale="stale" if stale else None).decide(
+                pd.DataFrame({"voter_id": ["no-record"]}), arms, keys=keys)
+            self._no_record[key] = _arrays(decided, arms)
+        return self._no_record[key]
 
     def __call__(self, voters: VoterBatch, arms: Sequence[ArmInfo]) -> Eligibility:
         loaded = self.loaded()
+        rules = self._consent_rules(loaded)
         n = len(voters)
-        default_allowed, default_reason = self._without_records(arms)
-        allowed = np.tile(default_allowed, (n, 1))
-        reason = np.tile(default_reason, (n, 1))
-        if loaded is None or n == 0:
-            return Eligibility(allowed, reason)
-        ids = voters.ids.astype(str)
-        hashes: list[str | None] = [None] * n
-        if loaded.by_phone:  # a voter sent without a phone joins by id only
-            raw = pd.Series(voters.passthrough.get(PHONE_FIELD, np.full(n, None)), dtype=object)
-            raw = raw.where(raw.map(lambda v: isinstance(v, str | int) and not isinstance(v, bool)), None)
-            hashes = self.hasher.hash_raw(raw, column=PHONE_FIELD, errors="coerce").tolist()
-        known = np.fromiter(((i in loaded.by_id) or (h is not None and h in loaded.by_phone)
-                             for i, h in zip(ids.tolist(), hashes, strict=True)), dtype=bool, count=n)
-        rows = np.flatnonzero(known)
-        if rows.size:
-            known_ids, known_hashes = ids[rows].tolist(), [hashes[r] for r in rows]
-            frame = pd.DataFrame({"voter_id": known_ids, PHONE_HASH_COLUMN: known_hashes})
-            allowed[rows], reason[rows] = self._decide(loaded.events_of(known_ids, known_hashes), frame, arms)
+        frame = pd.DataFrame({"voter_id": np.asarray(voters.ids, dtype=object),
+                              PHONE_FIELD: voters.passthrough.get(PHONE_FIELD, np.full(n, None, dtype=object))})
+        keys = rules.keys(frame)
+        status = keys.phone_status.to_numpy(dtype=object)
+        allowed = np.ones((n, len(arms)), dtype=bool)
+        reason = np.full((n, len(arms)), None, dtype=object)
+        for kind in np.unique(status) if n else []:
+            rows = status == kind
+            allowed[rows], reason[rows] = self._without_records(rules, arms, str(kind))
+        if loaded is not None and n:
+            ids, hashes = keys.voter_id.tolist(), keys.phone_hash.tolist()
+            by_id = [i is not None and i in loaded.by_id for i in ids]
+            by_phone = [h is not None and h in loaded.by_phone for h in hashes]
+            seen = JoinTally(n, int((status == "missing").sum()), int((status == "unparseable").sum()),
+                             {i for i, hit in zip(ids, by_id, strict=True) if hit},
+                             {h for h, hit in zip(hashes, by_phone, strict=True) if hit})
+            with self._seen_lock:
+                self._seen.add(seen)
+            rows = np.flatnonzero(np.logical_or(by_id, by_phone))
+            if rows.size:
+                part = keys.iloc[rows].reset_index(drop=True)
+                known = ConsentRules(loaded.events_of(part.voter_id.tolist(), part.phone_hash.tolist()), self.rules,
+                                     self.as_of, PHONE_FIELD, self.hasher, stale=rules.stale_reason())
+                decided, _ = known.decide(frame.iloc[rows], arms, keys=part)
+                allowed[rows], reason[rows] = _arrays(decided, arms)
         return Eligibility(allowed, reason)
+
+
+def _arrays(decided: pd.DataFrame, arms: Sequence[ArmInfo]) -> tuple[np.ndarray, np.ndarray]:
+    """(allowed, reason) arrays, arms in order, from a decision frame."""
+    slugs = [a.slug for a in arms]
+    allowed = decided[[f"eligible_{s}" for s in slugs]].to_numpy(dtype=bool)
+    why = decided[[f"suppression_{s}" for s in slugs]].to_numpy(dtype=object)
+    return allowed, np.where(allowed, None, why)
+
+
+# -- the pyfunc's consent ---------------------------------------------------------------
+PREDICT_PARAMS: dict[str, Any] = {"consent_table": "", "as_of": "", "prerecorded_cap": 3, "consent_time_zone": "",
+                                  "consent_max_age_hours": DEFAULT_MAX_AGE_HOURS}
+
+
+def predict_eligibility(params: Mapping[str, Any] | None) -> ConsentRules:
+    """The consent decision of the MLflow pyfunc's ``predict`` (:data:`PREDICT_PARAMS`).
+
+    Without ``consent_table`` nobody has consent: every arm that needs it is suppressed.
+    The number each decision is for is the input's ``phone`` column (optional in the signature).
+    """
+    given = {**PREDICT_PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
+    max_age = float(given["consent_max_age_hours"])
+    return ConsentRules.from_path(given["consent_table"] or None, int(given["prerecorded_cap"]),
+                                  as_of=given["as_of"] or None, phone_column=PHONE_FIELD,
+                                  time_zone=given["consent_time_zone"] or None,
+                                  max_age_hours=max_age if max_age > 0 else None)

@@ -21,23 +21,38 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow
 import pandas as pd
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
+from mlflow.types.schema import ColSpec, Schema
 
 from serving.bundle import ScoringModel
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-REQUIREMENTS = ["lightgbm", "pandas", "numpy", "pyarrow", "scikit-learn", "mlflow", "pyyaml", "pydantic", "scipy"]
+REQUIREMENTS = ["lightgbm", "pandas", "numpy", "pyarrow", "scikit-learn", "mlflow", "pyyaml", "pydantic", "scipy",
+                "phonenumbers"]
 
 
 class PersuadePyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper: ``predict`` returns the score columns for each input row."""
+    """pyfunc wrapper: ``predict`` returns the score columns for each input row, consent applied.
+
+    An arm that needs consent is never returned unless a consent table is given in
+    ``params`` (``consent_table``, ``as_of``, ``prerecorded_cap``, ``consent_time_zone``,
+    ``consent_max_age_hours``; see ``serving.eligibility.PREDICT_PARAMS``); the number each
+    decision is for is the optional input column ``phone``.
+    """
 
     def load_context(self, context) -> None:
         self.model = ScoringModel.load(context.artifacts["bundle"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        return self.model.score(model_input)
+        return predict_scores(self.model, model_input, params)
+
+
+def predict_scores(model: ScoringModel, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+    """The pyfunc's answer: ``model.score`` with the consent decision of ``params`` applied."""
+    from serving.eligibility import predict_eligibility  # serving.eligibility imports this module
+
+    return predict_eligibility(params).apply(model.score(model_input), model_input, model.arms, model.id_column)
 
 
 def pip_requirements() -> list[str]:
@@ -47,12 +62,17 @@ def pip_requirements() -> list[str]:
 
 def log_model(model: ScoringModel, bundle_dir: Path, input_example: pd.DataFrame, name: str = "model"):
     """Log ``model`` (already saved at ``bundle_dir``) to the active run as a pyfunc."""
-    output = model.score(input_example)
+    from serving.eligibility import PHONE_FIELD, PREDICT_PARAMS
+
+    output = predict_scores(model, input_example)
     with warnings.catch_warnings():
         # MLflow hints that integer columns cannot hold missing values: voter files carry
         # integer counts, and int64 inputs would not pass a float64 signature either.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-        signature = infer_signature(input_example, output)
+        signature = infer_signature(input_example, output, params=PREDICT_PARAMS)
+    # the number a consent decision is for: an optional input, never in the example
+    signature = ModelSignature(Schema([*signature.inputs.inputs, ColSpec("string", PHONE_FIELD, required=False)]),
+                               signature.outputs, signature.params)
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=str(Path(__file__).with_name("pyfunc_model.py")),

@@ -42,6 +42,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.consent import ConsentTransform
+from features.consent_state import JoinTally, tally
 from serving.batch import DEFAULT_CHUNK, BatchScorer, Transform
 from serving.bundle import ScoringModel
 
@@ -62,11 +64,12 @@ DEFAULT_MASTER = "local[2]"
 
 @dataclass
 class SparkStats:
-    """What :func:`score_dataset` did."""
+    """What :func:`score_dataset` did (``consent``: the join diagnostics of a consent transform)."""
 
     rows: int
     output: str
     master: str
+    consent: JoinTally | None = None
 
 
 def spark_session(master: str = DEFAULT_MASTER, app_name: str = "persuade-score",
@@ -272,6 +275,33 @@ def read_voters(spark: SparkSession, path: str | Path, scorer: BatchScorer) -> D
     return spark.read.parquet(path)
 
 
+_TALLY_SCHEMA = "voters long, phone_missing long, phone_unparseable long, ids array<string>, phones array<string>"
+
+
+def consent_tally(frame: DataFrame, transform: ConsentTransform) -> JoinTally:
+    """The join diagnostics of a consent transform over a Spark DataFrame of voters.
+
+    Each partition tallies its voters on a worker (the consent layer's own
+    :func:`features.consent_state.tally`); only counts and the table's matched keys
+    come back to the driver.
+    """
+    eligibility, id_column = transform.eligibility, transform.id_column
+
+    def per_partition(chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        table_ids, table_phones = eligibility.table.keys() if eligibility.table is not None else (set(), set())
+        total = JoinTally()
+        for chunk in chunks:
+            total.add(tally(eligibility.keys(chunk, id_column), table_ids, table_phones))
+        yield pd.DataFrame({"voters": [total.voters], "phone_missing": [total.phone_missing],
+                            "phone_unparseable": [total.phone_unparseable],
+                            "ids": [sorted(total.matched_ids)], "phones": [sorted(total.matched_phones)]})
+
+    total = JoinTally()
+    for row in frame.select(id_column, *transform.columns).mapInPandas(per_partition, _TALLY_SCHEMA).collect():
+        total.add(JoinTally(row.voters, row.phone_missing, row.phone_unparseable, set(row.ids), set(row.phones)))
+    return total
+
+
 class _RowProgress(threading.Thread):
     """Reports newly scored rows (a Spark accumulator, updated as tasks finish) to ``on_chunk``."""
 
@@ -325,7 +355,9 @@ def score_dataset(
     master : str
         Used only when ``spark`` is not given.
     explain, transform
-        As in :func:`serving.batch.score_file`.
+        As in :func:`serving.batch.score_file`. A consent transform
+        (:meth:`features.consent.Eligibility.transform`) decides on the workers, as the
+        local engine does, and its join diagnostics come back in ``SparkStats.consent``.
     chunk_size : int
         Rows per Arrow batch handed to the scorer on the workers.
     on_chunk : callable, optional
@@ -358,7 +390,8 @@ def score_dataset(
         if progress is not None:
             progress.finish()
         rows = session.read.parquet(str(output_path)).count()
-        return SparkStats(rows=rows, output=str(output_path), master=session.sparkContext.master)
+        consent = consent_tally(frame, transform) if isinstance(transform, ConsentTransform) else None
+        return SparkStats(rows=rows, output=str(output_path), master=session.sparkContext.master, consent=consent)
     finally:
         if progress is not None and progress.is_alive():
             progress.finish()

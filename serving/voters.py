@@ -132,7 +132,7 @@ class VoterReader:
                 columns[name] = self._numeric(values, name, problems)
         if problems:
             raise VoterError(sorted(problems, key=lambda p: (p.voter, p.field)), len(problems))
-        passthrough = {name: np.array([v.get(name) for v in voters], dtype=object) for name in self.passthrough}
+        passthrough = {name: _objects([v.get(name) for v in voters]) for name in self.passthrough}
         return VoterBatch(ids, columns, passthrough)
 
     @staticmethod
@@ -169,6 +169,13 @@ class VoterReader:
                 if not isinstance(v, _SCALARS):
                     problems.append(FieldProblem(i, name, f"must be a string, got {_kind(v)}"))
         return np.array(values, dtype=object)
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    """A 1-d object array of ``values`` as they are (lists stay single values, never a 2-d array)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 
 
 def _numeric_problem(value: Any) -> str | None:

@@ -1,4 +1,4 @@
-"""Phone numbers: E.164 normalization and keyed hashing."""
+"""Phone numbers: one parser (phonenumbers), E.164 normalization, keyed hashing, masking."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from features.phones import (
     MissingHashKeyError,
     PhoneFormatError,
     PhoneHasher,
+    mask_phones,
     normalize_e164,
     normalize_phones,
+    parse_phones,
 )
 
 KEY = "unit-test-key-0123456789"
@@ -31,7 +33,9 @@ def test_spellings_of_one_number_normalize_to_the_same_e164(written):
 
 def test_international_numbers_keep_their_country_code():
     assert normalize_e164("+44 20 7946 0958") == "+442079460958"
-    assert normalize_e164("0044 20 7946 0958") == "+442079460958"
+    assert normalize_e164("011 44 20 7946 0958") == "+442079460958"  # dialed from the US
+    with pytest.raises(PhoneFormatError):
+        normalize_e164("+44 20 7946")  # not a valid UK number
 
 
 @pytest.mark.parametrize("bad", [
@@ -41,7 +45,11 @@ def test_international_numbers_keep_their_country_code():
     "415555267100",  # 12 digits without +
     "+0 415 555 2671",
     "call me",
-    "415-555-2671 x12",
+    "415-555-2671 x12",  # an extension: the line dialed would not be the number on record
+    "(415) 555-2671 ext. 3",
+    "0044 20 7946 0958",  # a European international prefix is not dialed from the US
+    4155552671.0,  # a float (a nullable number column): refused, not rounded into a number
+    ["415-555-2671"], {"number": "415-555-2671"}, True, "",
 ])
 def test_non_numbers_are_refused_without_echoing_the_value(bad):
     with pytest.raises(PhoneFormatError) as info:
@@ -58,9 +66,40 @@ def test_a_column_error_names_the_column_and_row_not_the_number():
 
 
 def test_coerce_turns_bad_values_into_missing_and_keeps_missing():
-    values = pd.Series(["415-555-2671", "nope", None, float("nan"), 4155552672.0])
+    values = pd.Series(["415-555-2671", "nope", None, float("nan"), 4155552672.0, 4155552672])
     out = normalize_phones(values, errors="coerce")
-    assert out.tolist() == ["+14155552671", None, None, None, "+14155552672"]
+    assert out.tolist() == ["+14155552671", None, None, None, None, "+14155552672"]
+
+
+def test_every_value_gets_a_status_and_nothing_raises():
+    values = pd.Series(["(415) 555-2671", None, " ", "415-555-2671 x12", ["415-555-2671"], {"n": 1}, 4155552671.0,
+                        float("nan"), "+1 415 555 2672"], dtype=object)
+    e164, status = parse_phones(values)
+    assert status.tolist() == ["ok", "missing", "missing", "unparseable", "unparseable", "unparseable", "unparseable",
+                               "missing", "ok"]
+    assert e164.tolist() == ["+14155552671", None, None, None, None, None, None, None, "+14155552672"]
+
+
+@pytest.mark.parametrize("text", [
+    "bad value 415-555-2671 here", "e.g. ['4155552671', '+1 (415) 555-2671']", "x+14155552671y",
+    "row 3: 1-415-555-2671", "{'phone': 4155552671}", "+44 20 7946 0958", "14155552671999",
+])
+def test_mask_phones_masks_every_spelling(text):
+    masked = mask_phones(text)
+    assert "[phone]" in masked
+    assert not any(digits in masked.replace(" ", "").replace("-", "") for digits in ("5552671", "79460958"))
+
+
+def test_mask_phones_keeps_dates_counts_and_ids():
+    text = "column 'timestamp': 3 values at 2026-03-09T14:00:00Z (first at row 12), voter VF-000000001"
+    assert mask_phones(text) == text
+
+
+def test_the_key_check_value_identifies_the_key_and_reveals_nothing():
+    ours, other = PhoneHasher(key=KEY), PhoneHasher(key=KEY + "-other")
+    assert ours.key_check() == PhoneHasher(key=KEY).key_check()
+    assert ours.key_check() != other.key_check() and len(ours.key_check()) == 16
+    assert ours.key_check() not in ours.hash("+14155552671")
 
 
 def test_hash_is_the_hmac_sha256_of_the_e164_form_under_the_key():

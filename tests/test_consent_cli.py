@@ -1,0 +1,154 @@
+"""``persuade score`` and ``persuade plan`` with consent: no path around it, diagnostics, no number in a message.
+
+Issue 19, findings 1, 2, 3, 7 and 8 through the command line (in-process ``CliRunner``,
+the session's champion in its temp MLflow store, real files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from consent_cases import AS_OF, KEY, hash_key  # noqa: F401
+
+from features.phones import PhoneHasher
+from serving.planning import read_plan_summary
+from training.cli import main
+
+# numbers planted in bad consent tables; no output may repeat them in any spelling
+PLANTED = ["(415) 555-0199", "+1 212 555 0187", "646.555.0142", "3125550163"]
+PLANTED_DIGITS = [re.sub(r"\D", "", p)[-7:] for p in PLANTED]
+
+
+@pytest.fixture(scope="module")
+def files(campaign, tmp_path_factory):
+    """3,000 voters of the campaign (their phone column renamed ``cell``) and the campaign's consent table."""
+    folder = tmp_path_factory.mktemp("consent_cli")
+    voters = campaign.voter_file.sample(3000, random_state=11).reset_index(drop=True)
+    voters.rename(columns={"phone": "cell"}).to_parquet(folder / "voters.parquet")
+    campaign.consent.to_parquet(folder / "consent.parquet")
+    return folder, voters
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def plan_args(champion_uri, folder, *extra: str) -> list[str]:
+    return ["plan", "--model", champion_uri, "--input", str(folder / "voters.parquet"), "--budget", "400",
+            "--output", str(folder / "plan.parquet"), *extra]
+
+
+def no_planted_number(text: str) -> bool:
+    """No planted number in ``text``, in any spelling (digits compared within each run of a number)."""
+    runs = [re.sub(r"\D", "", run) for run in re.findall(r"\d[\d\s().+\-]*", text)]
+    return not any(digits in run for digits in PLANTED_DIGITS for run in runs)
+
+
+# -- finding 7: no path around it ---------------------------------------------------------
+def test_plan_of_a_model_with_consent_arms_needs_consent_or_no_consent(champion_uri, files):
+    folder, _ = files
+    (folder / "plan.parquet").unlink(missing_ok=True)
+    result = run(*plan_args(champion_uri, folder))
+    assert result.exit_code == 2
+    assert "['Text'] need consent" in result.output and "--no-consent" in result.output
+    assert not (folder / "plan.parquet").exists()
+    both = run(*plan_args(champion_uri, folder, "--consent", str(folder / "consent.parquet"), "--no-consent"))
+    assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_plan_with_no_consent_drops_the_arms_that_need_it(champion_uri, files):
+    folder, voters = files
+    result = run(*plan_args(champion_uri, folder, "--no-consent"))
+    assert result.exit_code == 0, result.output
+    plan = pd.read_parquet(folder / "plan.parquet")
+    summary = read_plan_summary(folder / "plan.parquet")
+    assert len(plan) and "Text" not in set(plan.arm)
+    assert summary["not_allowed"] == {"no_consent": len(voters)}
+    assert summary["provenance"]["consent_applied"] == {"table": None, "no_consent": True, "dropped_arms": ["Text"]}
+    assert "--no-consent: arms ['Text'] are not planned" in result.output
+
+
+def test_plan_with_consent_takes_the_score_options_and_carries_the_number_decided_for(champion_uri, files):
+    folder, voters = files
+    result = run(*plan_args(champion_uri, folder, "--consent", str(folder / "consent.parquet"), "--as-of", AS_OF,
+                            "--phone-column", "cell", "--prerecorded-cap", "0"))
+    assert result.exit_code == 0, result.output
+    plan = pd.read_parquet(folder / "plan.parquet")
+    assert list(plan.columns[:3]) == ["voter_id", "phone_hash", "arm"]
+    hasher = PhoneHasher(key=KEY)
+    number = dict(zip(voters.voter_id, voters.phone, strict=True))
+    texted = plan[plan.arm == "Text"]
+    assert len(texted) and all(h == hasher.hash_raw(pd.Series([number[v]]))[0]
+                               for v, h in zip(texted.voter_id, texted.phone_hash, strict=True))
+    applied = read_plan_summary(folder / "plan.parquet")["provenance"]["consent_applied"]
+    assert applied["landline_prerecorded_cap"] == 0 and applied["join"]["voters"] == len(voters)
+    assert applied["join"]["phone_missing"] == 0 and applied["join"]["table_phones_matching_no_voter"] > 0
+    assert "join: numbers missing 0" in " ".join(result.output.split())
+    assert "replaying a past decision only" in " ".join(result.output.split())
+
+
+def test_score_with_consent_writes_the_hash_and_the_join_diagnostics(champion_uri, files):
+    folder, voters = files
+    out = folder / "scores.parquet"
+    broken = voters.rename(columns={"phone": "cell"})
+    broken["cell"] = broken.cell.astype(object).where(voters.index % 10 != 0, "x")
+    broken.iloc[:5, broken.columns.get_loc("cell")] = None
+    broken.to_parquet(folder / "broken.parquet")
+    result = run("score", "--model", champion_uri, "--input", str(folder / "broken.parquet"), "--output", str(out),
+                 "--consent", str(folder / "consent.parquet"), "--phone-column", "cell")
+    assert result.exit_code == 0, result.output
+    scores = pd.read_parquet(out)
+    bad = (voters.index % 10 == 0) | (voters.index < 5)
+    assert not scores.eligible_text[bad].any() and scores.phone_hash[bad].isna().all()
+    reasons = scores.suppression_text[bad]
+    assert set(reasons) <= {"unverifiable_phone", "do_not_contact"} and (reasons == "unverifiable_phone").mean() > 0.9
+    assert scores.phone_hash[~bad].str.fullmatch("[0-9a-f]{64}").all()
+    join = json.loads((folder / "scores.parquet.provenance.json").read_text())["consent"]["join"]
+    assert join["voters"] == 3000 and join["phone_missing"] == 5 and join["phone_unparseable"] == int(bad.sum()) - 5
+    assert f"not parseable {join['phone_unparseable']:,}" in " ".join(result.output.split())
+
+
+def test_an_old_consent_table_suppresses_automated_contact(champion_uri, files, tmp_path):
+    folder, _ = files
+    old = tmp_path / "old.parquet"
+    old.write_bytes((folder / "consent.parquet").read_bytes())
+    three_days_ago = time.time() - 72 * 3600
+    os.utime(old, (three_days_ago, three_days_ago))
+    result = run("score", "--model", champion_uri, "--input", str(folder / "voters.parquet"), "--output",
+                 str(tmp_path / "s.parquet"), "--consent", str(old), "--phone-column", "cell")
+    assert result.exit_code == 0, result.output
+    scores = pd.read_parquet(tmp_path / "s.parquet")
+    assert set(scores.suppression_text) <= {"consent_stale", "do_not_contact"}
+    assert "automated contact is suppressed (consent_stale)" in " ".join(result.output.split())
+    fine = run("score", "--model", champion_uri, "--input", str(folder / "voters.parquet"), "--output",
+               str(tmp_path / "s.parquet"), "--consent", str(old), "--phone-column", "cell",
+               "--consent-max-age-hours", "100")
+    assert fine.exit_code == 0 and pd.read_parquet(tmp_path / "s.parquet").eligible_text.any()
+
+
+# -- finding 8: no number in any message ----------------------------------------------------
+@pytest.mark.parametrize("bad", [
+    {"event": PLANTED[0]},
+    {"event": "line_type", "line_type": PLANTED[1]},
+    {"event": "consent", "scope": PLANTED[2], "source": "written", "timestamp": "2026-01-01T00:00:00Z"},
+    {"event": "revocation", "keyword": "STOP", "timestamp": PLANTED[3]},
+    {"event": "do_not_contact", "phone": PLANTED[0] + " ext 4"},
+])
+def test_errors_about_a_bad_table_never_repeat_a_number(champion_uri, files, tmp_path, bad):
+    folder, _ = files
+    table = tmp_path / "bad.csv"
+    pd.DataFrame([{"voter_id": "VF-1", "phone": PLANTED[1], "event": "do_not_contact"},
+                  {"voter_id": "VF-2", **bad}]).to_csv(table, index=False)
+    for args in (["score", "--model", champion_uri, "--input", str(folder / "voters.parquet"), "--output",
+                  str(tmp_path / "s.parquet")],
+                 plan_args(champion_uri, folder)):
+        result = run(*args, "--consent", str(table), "--phone-column", "cell")
+        assert result.exit_code == 2, result.output
+        assert "consent table bad.csv" in result.output and "Traceback" not in result.output
+        assert no_planted_number(result.output), result.output

@@ -1,0 +1,125 @@
+"""The consent options of ``persuade score`` and ``persuade plan``: one wiring for both.
+
+:func:`consent_options` adds the options to a command, which receives them as one
+:class:`ConsentOptions`. :meth:`ConsentOptions.eligibility` reads the consent table;
+:func:`report` prints what was applied and the join's diagnostics (table keys that
+matched no voter, voters whose number is missing or cannot be parsed) and the warnings
+a reviewer must see (replay, stale table, data errors). Nothing printed holds a number.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from features.consent import Eligibility, needs_consent
+from features.consent_state import JoinTally
+
+DEFAULT_MAX_AGE_HOURS = 24.0
+
+
+@dataclass(frozen=True)
+class ConsentOptions:
+    """The consent options of a command line."""
+
+    consent_path: Path | None
+    no_consent: bool
+    as_of: str | None
+    prerecorded_cap: int
+    phone_column: str
+    consent_time_zone: str | None
+    consent_max_age_hours: float
+
+    def check(self) -> None:
+        """Refuse contradicting options (a ``click.UsageError``)."""
+        if self.consent_path is not None and self.no_consent:
+            raise click.UsageError("give --consent TABLE or --no-consent, not both")
+
+    def eligibility(self) -> Eligibility | None:
+        """The consent table read with these options (None without ``--consent``)."""
+        if self.consent_path is None:
+            return None
+        max_age = self.consent_max_age_hours if self.consent_max_age_hours > 0 else None
+        return Eligibility.from_path(self.consent_path, self.prerecorded_cap, as_of=self.as_of,
+                                     phone_column=self.phone_column, time_zone=self.consent_time_zone,
+                                     max_age_hours=max_age)
+
+
+_OPTIONS = [
+    click.option("--consent", "consent_path", default=None,
+                 type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 help="Consent table: arms a voter may not get are never chosen (eligible_<arm>, "
+                      "suppression_<arm>; phone_hash: the number decided for)."),
+    click.option("--no-consent", is_flag=True,
+                 help="Apply no consent table: arms that need consent are dropped for everybody "
+                      "(and no do-not-contact list is applied)."),
+    click.option("--as-of", "as_of", default=None,
+                 help="Replay a past decision (ISO 8601 with a zone): consents are taken as of then; "
+                      "do-not-contact and revocations apply whatever their date. Default: now."),
+    click.option("--prerecorded-cap", default=3, show_default=True, type=click.IntRange(min=0),
+                 help="Prerecorded calls a landline may get without consent per 30 days (per line)."),
+    click.option("--phone-column", default="phone", show_default=True,
+                 help="Phone column of the input: the number each decision is for (read, hashed, dropped)."),
+    click.option("--consent-time-zone", default=None,
+                 help="IANA time zone of the table's timestamps written without one (else they are refused)."),
+    click.option("--consent-max-age-hours", default=DEFAULT_MAX_AGE_HOURS, show_default=True,
+                 type=click.FloatRange(min=0),
+                 help="An older consent table file suppresses automated contact (consent_stale); 0: no limit."),
+]
+_NAMES = [f.name for f in fields(ConsentOptions)]
+
+
+def consent_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the consent options to a click command; it receives them as ``consent: ConsentOptions``."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        options = ConsentOptions(**{name: kwargs.pop(name) for name in _NAMES})
+        options.check()
+        return command(*args, consent=options, **kwargs)
+
+    for option in reversed(_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def consent_arms(model) -> list[str]:
+    """Labels of the model's arms that need consent."""
+    return [a.label for a in model.arms if needs_consent(a.delivery)]
+
+
+def report(out: Console, err: Console, eligibility: Eligibility, tally: JoinTally) -> dict[str, Any]:
+    """Print what was applied and the join's diagnostics; return them (for the provenance)."""
+    facts = eligibility.describe(tally)
+    join, errors = facts["join"], facts["data_errors"]
+    out.print(f"consent table {facts['table']} (fingerprint {facts['fingerprint'][:16]}…) applied as of "
+              f"{facts['as_of']} to {join['voters']:,} voters", highlight=False)
+    out.print(f"join: numbers missing {join['phone_missing']:,}, not parseable {join['phone_unparseable']:,} "
+              f"(automated contact suppressed: unverifiable_phone); table voter ids matching no voter "
+              f"{join['table_ids_matching_no_voter']:,}, table numbers matching no voter "
+              f"{join['table_phones_matching_no_voter']:,}", highlight=False)
+    for warning in facts["warnings"]:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if facts["stale"]:
+        err.print(f"[yellow]warning:[/] {facts['stale']}: automated contact is suppressed (consent_stale)",
+                  highlight=False)
+    if errors.get("dated_after_as_of"):
+        err.print(f"[yellow]warning:[/] {errors['dated_after_as_of']:,} do-not-contact, revocation or "
+                  "prerecorded-call rows are dated after the decision time (a data error; applied anyway)",
+                  highlight=False)
+    unbound = errors.get("consent_without_number", 0) + errors.get("line_type_without_number", 0)
+    if unbound:
+        err.print(f"[yellow]warning:[/] {unbound:,} consent or line-type rows name no number and grant nothing "
+                  "(the number is what is consented)", highlight=False)
+    return facts
+
+
+def no_consent_facts(model) -> dict[str, Any]:
+    """What ``--no-consent`` applied (for the provenance)."""
+    return {"table": None, "no_consent": True, "dropped_arms": consent_arms(model)}
