@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic.json_schema import SkipJsonSchema
 from starlette.responses import Response
 
 from serving.limits import MAX_VOTERS
@@ -66,23 +67,30 @@ class ArmReasons(BaseModel):
 
 class VoterScore(BaseModel):
     voter_id: str
-    turnout: float = Field(description="P(outcome) without contact.")
-    uplift: dict[str, float] = Field(description="Arm label -> predicted uplift against no contact.")
+    turnout: float | SkipJsonSchema[None] = Field(
+        default=None, description="P(turnout) without contact. Present only when the served model has a turnout "
+        "model (`has_turnout` in `GET /model`): a support model trained without a turnout column has none, and "
+        "its scores leave the field out.")
+    uplift: dict[str, float | None] = Field(description="Arm label -> predicted uplift against no contact; "
+                                            "null for an arm the voter may not get (see ineligible_reasons).")
     best_arm: str = Field(description="Arm with the largest positive uplift, or `control` if none is positive.")
     best_uplift: float
     rank: int = Field(description="1 = most persuadable voter of the request (largest best_uplift).")
     eligible: dict[str, bool] | None = Field(default=None, description="Arm -> may this voter get it "
                                              "(present when eligibility rules apply).")
     ineligible_reasons: dict[str, str | None] | None = None
-    reasons: dict[str, ArmReasons] | None = Field(default=None, description="Arm -> reasons (when explain).")
+    reasons: dict[str, ArmReasons | None] | None = Field(
+        default=None, description="Arm -> reasons (when explain); null for an arm the voter may not get.")
 
 
 class SegmentSummary(BaseModel):
     voters: int
     outcome: str = Field(description="`turnout` (uplift in probability) or `support` (outcome units).")
+    eligible_voters: dict[str, int] = Field(description="Arm -> voters of the request who may get it.")
     expected_incremental: dict[str, float] = Field(
-        description="Arm -> expected incremental outcomes if every voter of the request got that arm.")
-    mean_uplift: dict[str, float]
+        description="Arm -> expected incremental outcomes if every voter who may get that arm got it.")
+    mean_uplift: dict[str, float | None] = Field(
+        description="Arm -> mean uplift of the voters who may get it (null if nobody may).")
     best_arm_counts: dict[str, int]
 
 
@@ -119,6 +127,8 @@ class ModelCard(BaseModel):
     loaded_at: str
     learner: str | None = None
     outcome: dict[str, str]
+    has_turnout: bool = Field(description="The model predicts turnout: only then do scores have a `turnout` field "
+                                          "(a support model may be trained without a turnout model).")
     control_label: str
     arms: list[ArmOut]
     input_features: list[str]
@@ -129,8 +139,10 @@ class ModelCard(BaseModel):
     gates: dict[str, bool]
     reload: ReloadStatus
     consent: dict[str, Any] | None = Field(
-        default=None, description="The consent table in force: file name, fingerprint, event counts, "
-                                  "as_of, the landline cap, and the last re-read error if any.")
+        default=None, description="The consent table in force: file name, fingerprint, event counts, key "
+                                  "check, as_of (and a replay warning when pinned), the landline cap, maximum "
+                                  "age and staleness, data errors, join diagnostics of the requests answered, "
+                                  "and the last re-read error if any (numbers masked).")
 
 
 class FieldError(BaseModel):

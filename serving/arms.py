@@ -156,8 +156,14 @@ class ArmEnsembles:
 
     # -- predictions -----------------------------------------------------------------
     def inputs(self, X: pd.DataFrame) -> tuple[np.ndarray | pd.DataFrame, np.ndarray]:
-        """The uplift models' input and the calibrated turnout, from transformed features ``X``."""
+        """The uplift models' input and the calibrated turnout, from transformed features ``X``.
+
+        The turnout is NaN for every row of a model without a turnout model (a support model
+        trained without a turnout column), as ``ScoringModel.predict_turnout`` gives.
+        """
         Xm = self._matrix(X)
+        if not self.model.has_turnout:
+            return Xm, np.full(len(X), np.nan)  # nor is it then an input of the uplift models
         p = self.model.turnout.predict(Xm, **self._kw(len(X))) if len(X) else np.zeros(0)
         if self.model.calibration is not None:
             xs, ys = self.model.calibration
@@ -211,7 +217,7 @@ class ArmEnsembles:
         uplift = model.predict_uplift(X, turnout)
         own = [model.explain(X, label, turnout) for label in self.labels]
         Xu, p = self.inputs(X)
-        return (np.allclose(p, turnout, rtol=0, atol=CHECK_TOLERANCE)
+        return (np.allclose(p, turnout, rtol=0, atol=CHECK_TOLERANCE, equal_nan=True)  # NaN: no turnout model
                 and np.allclose(self.uplift(Xu), uplift, rtol=0, atol=CHECK_TOLERANCE)
                 and all(np.allclose(c, o, rtol=0, atol=CHECK_TOLERANCE)
                         for c, o in zip(self.contributions(Xu), own, strict=True)))

@@ -14,8 +14,9 @@ service's to the last digit.
 
 Output columns, one row per input voter, in input order:
 
-``voter_id``, ``turnout``, ``uplift_<arm_slug>`` per arm, ``best_arm`` (``control``
-when no arm is positive), ``best_uplift``; then any columns a ``transform`` adds; then,
+``voter_id``, ``turnout`` (only for a model with a turnout model: a support model may have
+none), ``uplift_<arm_slug>`` per arm, ``best_arm`` (``control`` when no arm is positive),
+``best_uplift``; then any columns a ``transform`` adds; then,
 with ``explain=k``: ``reason_arm`` (the arm explained: the one with the highest uplift,
 which is ``best_arm`` whenever that is not ``control``), ``reason_base`` (the base
 value), and ``reason_<i>`` / ``reason_<i>_contribution`` for i = 1..k, the features with
@@ -114,7 +115,7 @@ def top_reasons(
         Uplift per arm in ``model.arms`` order; NaN for an arm a voter may not get.
     turnout : ndarray of shape (n,)
         The turnout scores of the same voters (an input of the uplift models when
-        ``model.turnout_score_feature``).
+        ``model.turnout_score_feature``; NaN for a model without a turnout model).
     top_k : int
         Number of reasons per voter (capped at the number of features).
     dedupe : bool
@@ -203,13 +204,16 @@ class BatchScorer:
 
     @property
     def input_columns(self) -> list[str]:
-        """The columns read from the input: the id and the model's raw features."""
-        return [self.model.id_column, *self.model.input_features]
+        """The columns read from the input: the id, the model's raw features and those the transform
+        reads (its ``columns`` attribute, e.g. the phone number a consent decision is for)."""
+        own = [self.model.id_column, *self.model.input_features]
+        return [*own, *(c for c in getattr(self.transform, "columns", ()) if c not in own)]
 
     def input_types(self) -> dict[str, pa.DataType]:
-        """Arrow types to read text input (CSV) with: ids and categories as text, numbers as float."""
+        """Arrow types to read text input (CSV) with: ids, categories and the transform's columns as
+        text, numbers as float."""
         categorical = set(self.model.pipeline.categories_)
-        types = {self.model.id_column: pa.string()}
+        types = {col: pa.string() for col in self.input_columns}
         for col in self.model.input_features:
             types[col] = pa.string() if col in categorical else pa.float64()
         return types
@@ -228,7 +232,7 @@ class BatchScorer:
         model = self.model
         X = model.transform(chunk)
         scores = self._score_features(X, chunk[model.id_column])
-        turnout = scores["turnout"].to_numpy()
+        turnout = scores["turnout"].to_numpy() if model.has_turnout else np.full(len(scores), np.nan)
         if self.transform is not None:
             scores = self.transform(chunk, scores)
             if len(scores) != len(chunk):
@@ -376,17 +380,18 @@ def _stream(path: Path, dataset: ds.Dataset, scorer: BatchScorer, chunk_size: in
 
 
 def iter_chunks(
-    path: str | Path, model: ScoringModel, chunk_size: int = DEFAULT_CHUNK
+    path: str | Path, model: ScoringModel, chunk_size: int = DEFAULT_CHUNK, scorer: BatchScorer | None = None
 ) -> Iterator[pd.DataFrame]:
     """Input chunks (id + feature columns only, at most ``chunk_size`` rows) as pandas frames.
 
     Nothing is read ahead: memory is bounded by the chunk size (and, for parquet, the
-    size of one row group) whatever the file size.
+    size of one row group) whatever the file size. ``scorer`` (default: the model's,
+    without transform) says which columns to read.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     path = Path(path)
-    scorer = BatchScorer(model)
+    scorer = scorer or BatchScorer(model)
     dataset = open_dataset(path, scorer.input_types())
     scorer.check_columns(dataset.schema.names)
     batches = _stream(path, dataset, scorer, chunk_size)
@@ -450,7 +455,7 @@ def score_file(
     writer: pq.ParquetWriter | None = None
     rows = chunks = 0
     try:
-        for chunk in iter_chunks(input_path, model, chunk_size):
+        for chunk in iter_chunks(input_path, model, chunk_size, scorer):
             scores = scorer.score(chunk)
             if writer is None:
                 scorer.check_output(scores)

@@ -4,7 +4,8 @@ A :class:`ScoringModel` is a directory::
 
     manifest.json          arms, channels, control label, id column, outcome, metadata
     pipeline.json          the fitted features.FeaturePipeline
-    turnout.txt            LightGBM booster: P(turnout) without contact
+    turnout.txt            LightGBM booster: P(turnout) without contact (absent: a support
+                           model trained without a turnout column has none)
     turnout_calibration.json   isotonic correction points (or null)
     uplift/<arm_slug>.txt  one LightGBM regressor per arm: the uplift itself
     contact_rate/<channel>.txt  optional: P(reached | attempted) per channel (phone, canvass);
@@ -62,8 +63,9 @@ class ScoringModel:
     ----------
     pipeline : FeaturePipeline
         Fitted feature transform shared with training.
-    turnout : lightgbm.Booster
-        Binary classifier of the outcome without contact.
+    turnout : lightgbm.Booster or None
+        Binary classifier of turnout without contact; None for a support model trained
+        without a turnout column (its scores then have no ``turnout`` column).
     uplift : dict of str to lightgbm.Booster
         Arm label -> regressor of that arm's uplift against control.
     arms : list of ArmInfo
@@ -88,7 +90,7 @@ class ScoringModel:
     """
 
     pipeline: FeaturePipeline
-    turnout: lgb.Booster
+    turnout: lgb.Booster | None
     uplift: dict[str, lgb.Booster]
     arms: list[ArmInfo]
     control_label: str
@@ -114,7 +116,15 @@ class ScoringModel:
     def transform(self, frame: pd.DataFrame, allow_missing: bool = False) -> pd.DataFrame:
         return self.pipeline.transform(frame, allow_missing=allow_missing)
 
+    @property
+    def has_turnout(self) -> bool:
+        """Whether the model predicts turnout (a support model may not)."""
+        return self.turnout is not None
+
     def predict_turnout(self, X: pd.DataFrame) -> np.ndarray:
+        """Calibrated P(turnout) without contact; NaN for every row of a model without a turnout model."""
+        if self.turnout is None:
+            return np.full(len(X), np.nan)
         p = self.turnout.predict(X)
         if self.calibration is not None:
             xs, ys = self.calibration
@@ -156,7 +166,7 @@ class ScoringModel:
         """Every booster codes categories as the pipeline does (LightGBM's stored lists)."""
         cats = self.pipeline.categories_
         expected = [cats[c] for c in self.feature_names if c in cats]
-        boosters = [self.turnout, *self.uplift.values()]
+        boosters = [b for b in (self.turnout, *self.uplift.values()) if b is not None]
         return all((b.pandas_categorical or []) == expected for b in boosters)
 
     def feature_matrix(self, X: pd.DataFrame) -> np.ndarray:
@@ -179,8 +189,9 @@ class ScoringModel:
     def score(self, frame: pd.DataFrame, allow_missing: bool = False) -> pd.DataFrame:
         """Turnout, uplift per arm, best arm and best uplift for each row of ``frame``.
 
-        Columns: ``voter_id``, ``turnout``, ``uplift_<arm_slug>`` per arm, ``best_arm``
-        (``control`` when no arm's uplift is positive) and ``best_uplift``.
+        Columns: ``voter_id``, ``turnout`` (only when the model has a turnout model),
+        ``uplift_<arm_slug>`` per arm, ``best_arm`` (``control`` when no arm's uplift is
+        positive) and ``best_uplift``.
         """
         X = self.transform(frame, allow_missing=allow_missing)
         return self.score_features(X, frame[self.id_column] if self.id_column in frame else None)
@@ -194,7 +205,8 @@ class ScoringModel:
         out = pd.DataFrame(index=pd.RangeIndex(len(turnout)))
         out["voter_id"] = (ids.astype(str).to_numpy() if ids is not None
                            else np.arange(len(turnout)).astype(str))
-        out["turnout"] = turnout
+        if self.has_turnout:
+            out["turnout"] = turnout
         for j, arm in enumerate(self.arms):
             out[f"uplift_{arm.slug}"] = uplift[:, j]
         best_arm, best_uplift = best_arms(uplift, [a.label for a in self.arms])
@@ -213,13 +225,15 @@ class ScoringModel:
             "id_column": self.id_column,
             "outcome": self.outcome,
             "turnout_score_feature": self.turnout_score_feature,
+            "has_turnout": self.has_turnout,
             "metadata": self.metadata,
         }
         if self.contact_rate:
             manifest["contact_rate"] = {c: self.contact_rate_info.get(c, {}) for c in self.contact_rate}
         (path / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default))
         (path / "pipeline.json").write_text(json.dumps(self.pipeline.to_dict(), indent=2))
-        self.turnout.save_model(str(path / "turnout.txt"))
+        if self.turnout is not None:
+            self.turnout.save_model(str(path / "turnout.txt"))
         (path / "turnout_calibration.json").write_text(json.dumps(self.calibration))
         for arm in self.arms:
             self.uplift[arm.label].save_model(str(path / "uplift" / f"{arm.slug}.txt"))
@@ -239,7 +253,7 @@ class ScoringModel:
         calibration = json.loads((path / "turnout_calibration.json").read_text())
         return cls(
             pipeline=FeaturePipeline.from_dict(json.loads((path / "pipeline.json").read_text())),
-            turnout=lgb.Booster(model_file=str(path / "turnout.txt")),
+            turnout=lgb.Booster(model_file=str(path / "turnout.txt")) if manifest.get("has_turnout", True) else None,
             uplift={a.label: lgb.Booster(model_file=str(path / "uplift" / f"{a.slug}.txt")) for a in arms},
             arms=arms,
             control_label=manifest["control_label"],

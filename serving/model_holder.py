@@ -56,15 +56,17 @@ def _now() -> str:
 def smoke_check(scorer: SegmentScorer) -> None:
     """Score and explain a probe segment; raise :class:`SmokeCheckError` if anything is off.
 
-    Checked on :func:`~serving.scoring.probe_segment`: turnout is a probability, every uplift
-    is finite, every arm's reasons add up to its uplift (base value + all contributions, to 1e-6).
+    Checked on :func:`~serving.scoring.probe_segment`: turnout is a probability (for a model
+    that has a turnout model), every uplift is finite, every arm's reasons add up to its uplift
+    (base value + all contributions, to 1e-6).
     """
     model = scorer.model
     if not model.arms:
         raise SmokeCheckError("the model has no arms")
     batch = probe_segment(model)
     scores = scorer.score(batch, explain=True, top_k=len(model.feature_names))
-    if not (np.isfinite(scores.turnout).all() and ((scores.turnout >= 0) & (scores.turnout <= 1)).all()):
+    turnout = scores.turnout
+    if model.has_turnout and not (np.isfinite(turnout).all() and ((turnout >= 0) & (turnout <= 1)).all()):
         raise SmokeCheckError("turnout is not a probability on the smoke segment")
     if scores.uplift.shape != (len(batch), len(model.arms)) or not np.isfinite(scores.uplift).all():
         raise SmokeCheckError("uplift is not finite on the smoke segment")
@@ -221,6 +223,7 @@ def model_card(served: ServedModel, status: dict[str, Any]) -> dict[str, Any]:
         "loaded_at": served.loaded_at,
         "learner": meta.get("learner"),
         "outcome": dict(model.outcome),
+        "has_turnout": model.has_turnout,
         "control_label": model.control_label,
         "arms": [{"label": a.label, "slug": a.slug, "channel": a.channel, "delivery": a.delivery, "cost": a.cost}
                  for a in model.arms],

@@ -132,7 +132,9 @@ class SegmentScorer:
         rank = np.empty(n, dtype=np.int64)
         rank[np.argsort(-scores.best_uplift, kind="stable")] = np.arange(1, n + 1)
         arms = self.arms
-        uplift_rows = scores.uplift.tolist()
+        allowed = None if scores.eligibility is None else scores.eligibility.allowed
+        # an arm a voter may not get has no uplift (null), as in the CLI's scored lists
+        uplift_rows = (scores.uplift if allowed is None else np.where(allowed, scores.uplift, np.nan)).tolist()
         records = []
         for i, (vid, turnout, best, best_uplift, r) in enumerate(zip(
                 scores.ids.tolist(), scores.turnout.tolist(), scores.best_arm.tolist(),
@@ -141,32 +143,42 @@ class SegmentScorer:
                 "voter_id": vid, "turnout": turnout, "uplift": dict(zip(arms, uplift_rows[i], strict=True)),
                 "best_arm": best, "best_uplift": best_uplift, "rank": r,
             })
-        if scores.eligibility is not None:
-            allowed = scores.eligibility.allowed.tolist()
+        if not self.model.has_turnout:  # a support model without a turnout model: no turnout field (api.py)
+            for record in records:
+                del record["turnout"]
+        if allowed is not None:
+            ok_rows = allowed.tolist()
             why = scores.eligibility.reason.tolist()
             for i, record in enumerate(records):
-                record["eligible"] = dict(zip(arms, allowed[i], strict=True))
-                record["ineligible_reasons"] = {a: w for a, ok, w in zip(arms, allowed[i], why[i], strict=True)
+                record["eligible"] = dict(zip(arms, ok_rows[i], strict=True))
+                record["ineligible_reasons"] = {a: w for a, ok, w in zip(arms, ok_rows[i], why[i], strict=True)
                                                 if not ok}
         if scores.reasons is not None:
             per_arm = {arm: reasons_records(r, self.feature_names, scores.values, scores.offset)
                        for arm, r in scores.reasons.items()}
             for i, record in enumerate(records):
-                record["reasons"] = {arm: per_arm[arm][i] for arm in arms}
+                record["reasons"] = {arm: per_arm[arm][i] if allowed is None or allowed[i, j] else None
+                                     for j, arm in enumerate(arms)}
         return {"model": self.model_info, "scores": records, "summary": self.summary(scores)}
 
     def summary(self, scores: SegmentScores) -> dict[str, Any]:
-        """Voters scored, expected incremental outcomes per arm, mean uplift, best-arm counts."""
+        """Voters scored, and per arm over the voters who may get it: how many, expected incremental
+        outcomes, mean uplift (null when nobody may); best-arm counts."""
         n = len(scores)
-        total = scores.uplift.sum(axis=0) if n else np.zeros(len(self.arms))
+        allowed = np.ones(scores.uplift.shape, dtype=bool) if scores.eligibility is None \
+            else scores.eligibility.allowed
+        eligible = allowed.sum(axis=0) if n else np.zeros(len(self.arms), dtype=int)
+        total = np.where(allowed, scores.uplift, 0.0).sum(axis=0) if n else np.zeros(len(self.arms))
+        mean = [t / k if k else None for t, k in zip(total.tolist(), eligible.tolist(), strict=True)]
         labels, counts = np.unique(scores.best_arm.astype(str), return_counts=True)
         best_counts = dict.fromkeys([*self.arms, CONTROL_ARM], 0)
         best_counts.update(zip(labels.tolist(), counts.tolist(), strict=True))
         return {
             "voters": n,
             "outcome": self.model.outcome.get("kind", "turnout"),
+            "eligible_voters": dict(zip(self.arms, eligible.tolist(), strict=True)),
             "expected_incremental": dict(zip(self.arms, total.tolist(), strict=True)),
-            "mean_uplift": dict(zip(self.arms, (total / n if n else total).tolist(), strict=True)),
+            "mean_uplift": dict(zip(self.arms, mean, strict=True)),
             "best_arm_counts": best_counts,
         }
 

@@ -5,7 +5,9 @@ Environment: ``PERSUADE_MODEL_URI`` (default ``models:/persuade-ggl2008@champion
 ``PERSUADE_API_KEYS[_FILE]``, ``PERSUADE_ADMIN_KEYS[_FILE]``, ``PERSUADE_RELOAD_SECONDS``
 (alias polling, default 30), ``PERSUADE_WORKERS`` (default 1), ``PERSUADE_MAX_BODY_BYTES``,
 ``PERSUADE_CONSENT_TABLE`` (+ ``PERSUADE_HASH_KEY``, ``PERSUADE_CONSENT_AS_OF``,
-``PERSUADE_PRERECORDED_CAP``; see serving/eligibility.py), ``MLFLOW_TRACKING_URI``.
+``PERSUADE_PRERECORDED_CAP``; see serving/eligibility.py), ``PERSUADE_CONSENT_LEDGER`` and
+``PERSUADE_CONSENT_KEYS[_FILE]`` (``POST /consent/events``; see serving/consent_intake.py),
+``MLFLOW_TRACKING_URI``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.responses import Response
 
+from features.consent_ledger import ConsentLedger
 from serving.api import (
     ErrorResponse,
     ModelCard,
@@ -35,6 +38,8 @@ from serving.api import (
 from serving.audit import AuditMiddleware, AuditRecord, current_record
 from serving.auth import BearerKeyMiddleware, is_open_path
 from serving.batching import Overloaded, ScoreBatcher, ScoreJob
+from serving.consent_feed import LedgerFeed, LedgerUnavailable
+from serving.consent_intake import ConsentEvents, ConsentEventsRequest, ConsentEventsResponse, ConsentIntake
 from serving.eligibility import ConsentEligibility
 from serving.limits import MAX_BODY_BYTES, MAX_VOTERS, BodyLimitMiddleware
 from serving.log_privacy import install as keep_requests_out_of_logs
@@ -62,6 +67,9 @@ class Persuade:
 
     def __init__(self) -> None:
         self.consent = ConsentEligibility.from_env()  # a consent table that cannot be read stops start-up
+        ledger = ConsentLedger.from_env()  # consent events (POST /consent/events), see serving/consent_feed.py
+        self.intake = ConsentIntake(ledger)
+        self.consent.feed = LedgerFeed(ledger)  # the ledger's events apply from the next request on
         self.holder = ModelHolder(
             os.environ.get("PERSUADE_MODEL_URI", DEFAULT_MODEL_URI),
             float(os.environ.get("PERSUADE_RELOAD_SECONDS", "30")),
@@ -81,7 +89,7 @@ class Persuade:
 
     @bentoml.api(route="/score", input_spec=ScoreRequest, output_spec=ScoreResponse)
     async def score(self, voters: Voters, explain: bool = False, top_k: int = 5) -> Response:
-        """Score a segment: turnout, uplift per arm, best arm, rank and (explain) SHAP reasons.
+        """Score a segment: turnout (if the model has one), uplift per arm, best arm, rank, (explain) SHAP reasons.
 
         Consent rules apply first: an arm a voter may not get is never their best arm, and
         `eligible`/`ineligible_reasons` say why per arm. Needs `Authorization: Bearer <key>`
@@ -105,7 +113,7 @@ class Persuade:
                     lambda: encode(served.scorer.score_request(voters, explain, top_k)))
         except VoterError as exc:
             return error_response(422, str(exc), [p.as_dict() for p in exc.problems])
-        except Overloaded as exc:
+        except (Overloaded, LedgerUnavailable) as exc:
             return error_response(503, str(exc))
         if audit is not None:
             audit.voters = len(voters)
@@ -141,9 +149,28 @@ class Persuade:
             return error_response(422, str(exc), [p.as_dict() for p in exc.problems])
         except PlanError as exc:
             return error_response(422, str(exc), [{"field": exc.field, "message": str(exc)}])
+        except LedgerUnavailable as exc:
+            return error_response(503, str(exc))
         if audit is not None:
             audit.voters = len(voters)
         return Response(body, media_type="application/json")
+
+    @bentoml.api(route="/consent/events", input_spec=ConsentEventsRequest, output_spec=ConsentEventsResponse)
+    async def consent_events(self, events: ConsentEvents) -> Response:
+        """Record consent events (STOP replies, do-not-contact, consents) in the consent ledger.
+
+        Each event is committed before the 200 and applies to the next /score and /plan. Send
+        `reply` with a voter's free-text answer and it is read as an opt-out (STOP, PARA, ...),
+        an opt-in or help reply (recorded, no effect), or unclear (kept for review; revokes
+        automated contact meanwhile). Idempotent by `event_id`. Needs a consent-event key
+        (`PERSUADE_CONSENT_KEYS`; else 401/403). Errors: 422 a bad event,
+        `{"error", "detail": [{"event", "field", "message"}]}` (no value echoed); 409 an
+        `event_id` recorded with other content; 413 too many events; 503 the ledger cannot be
+        written (nothing recorded: retry).
+        """
+        audit = current_record()
+        status, body = await anyio.to_thread.run_sync(self.intake.receive, events, audit.key_id if audit else None)
+        return json_response(body, status)
 
     @http.get("/report", response_class=HTMLResponse, responses={404: {"model": ErrorResponse}})
     async def report(self):
@@ -168,7 +195,11 @@ class Persuade:
         served, _ = self._take_model()
         if served is None:
             return JSONResponse(self.holder.status(), status_code=503)
-        return {**model_card(served, self.holder.status()), "consent": self.consent.describe()}
+        try:
+            consent = self.consent.describe()
+        except LedgerUnavailable as exc:  # /score and /plan answer 503; the card says why
+            consent = {"error": str(exc), "decisions": "refused until the consent ledger can be read"}
+        return {**model_card(served, self.holder.status()), "consent": consent}
 
     @bentoml.on_shutdown
     def stop(self) -> None:

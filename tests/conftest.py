@@ -66,3 +66,62 @@ def trained(mlflow_store, campaign_dir):
 @pytest.fixture(scope="session")
 def champion_uri(trained) -> str:
     return f"models:/{trained.model_name}@champion"
+
+
+# -- PostgreSQL (Debian's package) for the consent ledger's tests -------------------------
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on a Unix socket in a temp dir (no TCP), run as user postgres.
+
+    Yields ``(socket folder, port)``; the server is stopped and its folder removed after
+    the session. ``.ci/run`` installs Debian's ``postgresql`` package when it is missing.
+    """
+    import shutil
+    import subprocess
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="persuade-pg-"))
+    shutil.chown(folder, "postgres")
+    data, port = folder / "db", "54329"
+
+    def as_postgres(*command) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *map(str, command)], check=True, capture_output=True)
+
+    as_postgres(PG_BIN / "initdb", "-D", data, "-A", "trust", "-U", "persuade")
+    as_postgres(PG_BIN / "pg_ctl", "-D", data, "-o", f"-k {folder} -p {port} -c listen_addresses=",
+                "-l", folder / "server.log", "-w", "start")
+    try:
+        yield folder, port
+    finally:
+        as_postgres(PG_BIN / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_database(postgres_server):
+    """``postgres_database()`` creates a fresh database on the session's server and returns its URL (psycopg)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    folder, port = postgres_server
+    admin = sa.create_engine(f"postgresql+psycopg://persuade@/postgres?host={folder}&port={port}",
+                             isolation_level="AUTOCOMMIT")
+
+    def create() -> str:
+        name = f"ledger_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+        return f"postgresql+psycopg://persuade@/{name}?host={folder}&port={port}"
+
+    yield create
+    admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_database) -> str:
+    """A fresh database on the session's PostgreSQL server: its SQLAlchemy URL."""
+    return postgres_database()

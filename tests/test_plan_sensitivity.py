@@ -139,7 +139,7 @@ def test_persuade_plan_sensitivity(champion_uri, campaign, tmp_path):
     voters.to_parquet(tmp_path / "voters.parquet")
     out = tmp_path / "plan.parquet"
     args = ["plan", "--model", champion_uri, "--input", str(tmp_path / "voters.parquet"), "--budget", "300",
-            "--output", str(out)]
+            "--output", str(out), "--no-consent"]
     result = CliRunner().invoke(main, [*args, "--sensitivity"])
     assert result.exit_code == 0, result.output
     assert "at an end of its 95% interval" in result.output

@@ -223,7 +223,7 @@ def test_plan_respects_budget_capacities_and_priority(model, voters):
 def test_ineligible_arms_are_never_planned(model, voters):
     dnc = voters.voter_id.iloc[:300]
     consent = ConsentTable.from_frame(pd.DataFrame({"voter_id": dnc, "event": "do_not_contact"}))
-    table = eligibility_for(voters[["voter_id"]], model.arms, consent)
+    table = eligibility_for(voters[["voter_id", "phone"]], model.arms, consent)
     allowed, reasons = eligibility_arrays(table, voters.voter_id, model)
     plan = plan_contacts(model, voters, 3000.0, allowed=allowed, reasons=reasons)
     assert not plan.table.voter_id.isin(dnc).any()
@@ -255,7 +255,8 @@ def test_persuade_plan_writes_the_ordered_list(champion_uri, voters, tmp_path):
     costs.write_text("channels:\n  phone: {capacity: 100, contact_rate: 0.5}\n")
     out = tmp_path / "plan.parquet"
     result = CliRunner().invoke(main, ["plan", "--model", champion_uri, "--input", str(tmp_path / "voters.parquet"),
-                                       "--budget", "500", "--costs", str(costs), "--output", str(out)])
+                                       "--budget", "500", "--costs", str(costs), "--output", str(out),
+                                       "--no-consent"])
     assert result.exit_code == 0, result.output
     plan = pd.read_parquet(out)
     assert list(plan.columns[:4]) == ["voter_id", "arm", "channel", "expected_gain"]
@@ -288,7 +289,7 @@ def test_persuade_plan_applies_consent(champion_uri, voters, tmp_path):
 def test_persuade_plan_reports_bad_input(champion_uri, voters, tmp_path):
     voters.drop(columns=["hh_size"]).to_parquet(tmp_path / "voters.parquet")
     args = ["plan", "--model", champion_uri, "--input", str(tmp_path / "voters.parquet"), "--output",
-            str(tmp_path / "plan.parquet")]
+            str(tmp_path / "plan.parquet"), "--no-consent"]
     result = CliRunner().invoke(main, [*args, "--budget", "10"])
     assert result.exit_code == 2 and "hh_size" in result.output
     bad = tmp_path / "costs.yaml"

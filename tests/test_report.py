@@ -158,7 +158,7 @@ def test_mail_only_arms_need_no_consent_and_suppress_nobody():
 def test_without_a_consent_table_arms_that_need_consent_are_suppressed_for_everybody(campaign_dir):
     config = load_config(campaign_dir / "synthetic_voted.yaml").model_copy(
         update={"consent": load_config("configs/ggl2008.yaml").consent})
-    voters = pd.DataFrame({"voter_id": ["a", "b"]})
+    voters = pd.DataFrame({"voter_id": ["a", "b"], "phone": ["415 555 2671", "415 555 2672"]})
     _, counts, html = consent_summary(config, config.arms, voters)
     text = counts[counts.arm == "Text"].set_index("reason").voters
     assert text["no_consent"] == 2 and text["eligible"] == 0

@@ -151,9 +151,10 @@ def test_scores_are_the_models_scores(client, model, segment, consent_table):
     got_turnout = np.array([s.turnout for s in body.scores])
     np.testing.assert_allclose(got_turnout, expected["turnout"], rtol=0, atol=1e-9)
     for arm in model.arms:
-        got = np.array([s.uplift[arm.label] for s in body.scores])
-        np.testing.assert_allclose(got, raw[f"uplift_{arm.slug}"], rtol=0, atol=1e-9)
-        assert [s.eligible[arm.label] for s in body.scores] == expected[f"eligible_{arm.slug}"].tolist()
+        got = np.array([np.nan if s.uplift[arm.label] is None else s.uplift[arm.label] for s in body.scores])
+        allowed = expected[f"eligible_{arm.slug}"].to_numpy()
+        np.testing.assert_allclose(got, np.where(allowed, raw[f"uplift_{arm.slug}"], np.nan), rtol=0, atol=1e-9)
+        assert [s.eligible[arm.label] for s in body.scores] == allowed.tolist()
     assert [s.best_arm for s in body.scores] == expected["best_arm"].tolist()
     best = np.array([s.best_uplift for s in body.scores])
     ranks = np.array([s.rank for s in body.scores])
@@ -165,10 +166,11 @@ def test_scores_are_the_models_scores(client, model, segment, consent_table):
 
 def test_summary_adds_up(client, segment):
     body = score(client, records(segment.head(50))).json()
-    uplift = pd.DataFrame([s["uplift"] for s in body["scores"]])
+    uplift = pd.DataFrame([s["uplift"] for s in body["scores"]]).astype(float)  # null: not allowed
     summary = body["summary"]
     assert summary["voters"] == 50 and summary["outcome"] == "turnout"
     for arm in uplift.columns:
+        assert summary["eligible_voters"][arm] == uplift[arm].notna().sum()
         assert summary["expected_incremental"][arm] == pytest.approx(uplift[arm].sum(), abs=1e-9)
         assert summary["mean_uplift"][arm] == pytest.approx(uplift[arm].mean(), abs=1e-12)
     assert sum(summary["best_arm_counts"].values()) == 50
@@ -184,6 +186,9 @@ def test_reasons_add_up_to_the_uplift(client, model, segment):
     for voter, full, top3 in zip(voters, body["scores"], short["scores"], strict=True):
         assert set(full["reasons"]) == {a.label for a in model.arms}
         for arm, reasons in full["reasons"].items():
+            if full["uplift"][arm] is None:  # an arm the voter may not get: no uplift, no reasons
+                assert reasons is None and top3["reasons"][arm] is None
+                continue
             contributions = [r["contribution"] for r in reasons["top"]]
             assert len(contributions) == n_features
             assert reasons["base_value"] + sum(contributions) == pytest.approx(full["uplift"][arm], abs=1e-6)
@@ -206,6 +211,9 @@ def test_reasons_match_the_models_explanation(client, model, segment):
         top = np.abs(contributions[:, :-1]).argmax(axis=1)
         for i, s in enumerate(body["scores"]):
             reason = s["reasons"][arm.label]
+            if s["uplift"][arm.label] is None:  # an arm the voter may not get has no reasons
+                assert reason is None
+                continue
             assert reason["base_value"] == pytest.approx(contributions[i, -1], abs=1e-9)
             assert reason["top"][0]["feature"] == model.feature_names[top[i]]
             assert reason["top"][0]["contribution"] == pytest.approx(contributions[i, top[i]], abs=1e-9)
@@ -303,7 +311,7 @@ def test_concurrent_single_voter_requests(client, model, segment):
         assert s["turnout"] == pytest.approx(expected["turnout"].iloc[i], abs=1e-9)
         assert body["summary"]["voters"] == 1
         if i % 2:
-            assert all(len(r["top"]) == 1 + i % 4 for r in s["reasons"].values())
+            assert all(len(r["top"]) == 1 + i % 4 for r in s["reasons"].values() if r is not None)
         else:
             assert "reasons" not in s
 
@@ -363,16 +371,21 @@ def test_consent_changes_take_effect_without_a_restart(client, segment, consent_
                       == int((original.event == "do_not_contact").sum()), timeout=20)
 
 
-def test_an_unreadable_consent_change_keeps_the_last_good_table(client, segment, consent_table):
+def test_an_unreadable_consent_change_keeps_the_last_good_do_not_contact_and_stops_automated_contact(
+        client, segment, consent_table):
     good = consent_table.read_bytes()
     expected = score(client, records(segment.head(20))).json()["scores"]
     try:
         consent_table.write_bytes(b"not a parquet file")
         assert eventually(lambda: client.get("/model").json()["consent"]["error"], timeout=20)
-        assert score(client, records(segment.head(20))).json()["scores"] == expected
+        for before, now in zip(expected, score(client, records(segment.head(20))).json()["scores"], strict=True):
+            assert now["eligible"]["Text"] is False  # automated contact waits for a good read
+            assert now["ineligible_reasons"]["Text"] in {"consent_stale", "do_not_contact"}
+            assert now["eligible"]["Mail"] == before["eligible"]["Mail"]  # do-not-contact still applies
     finally:
         consent_table.write_bytes(good)
     assert eventually(lambda: client.get("/model").json()["consent"]["error"] is None, timeout=20)
+    assert score(client, records(segment.head(20))).json()["scores"] == expected
 
 
 # -- POST /plan ------------------------------------------------------------------------

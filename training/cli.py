@@ -14,6 +14,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from training.cli_consent import ConsentOptions, consent_arms, consent_options, no_consent_facts
+from training.cli_consent import report as consent_report
+from training.ledger_cli import consent_group
+
 console = Console(stderr=False)
 err = Console(stderr=True)
 
@@ -29,6 +33,9 @@ def _fail(exc: BaseException) -> None:
 @click.version_option(package_name="persuade")
 def main() -> None:
     """persuade: turnout and persuasion (uplift) models for voter-contact programs."""
+
+
+main.add_command(consent_group)  # persuade consent import|export (training/ledger_cli.py)
 
 
 # -- train ---------------------------------------------------------------------------
@@ -66,6 +73,10 @@ def _train(config_path: Path):
     elapsed = time.perf_counter() - started
     result = outcome.result
     _print_result(result, outcome.validation)
+    from training.data_checks import data_checks_tables
+
+    for part in data_checks_tables(outcome.validation):  # attrition per arm, balance and leakage
+        console.print(part, markup=False, highlight=False) if isinstance(part, str) else console.print(part)
     console.print(f"\nrun id     [bold]{outcome.run_id}[/]")
     shapes = result.outcome_shapes
     compared = "" if shapes is None or len(shapes) < 2 else (
@@ -75,6 +86,8 @@ def _train(config_path: Path):
                   f"(learner: {result.learner}, final models {result.final_size} "
                   f"trees x leaves{' + turnout score' if result.turnout_score_feature else ''}{compared}) "
                   f"in {elapsed:.0f} s")
+    console.print("served per arm: " + ", ".join(f"{arm}: {name}" for arm, name in result.served.items()),
+                  markup=False, highlight=False)
     for gate, info in result.gates.items():
         mark = "[green]pass[/]" if info["passed"] else "[red]FAIL[/]"
         console.print(f"gate {gate:<16} {mark}  {info['detail']}")
@@ -85,16 +98,18 @@ def _train(config_path: Path):
 
 
 def _print_result(result, validation) -> None:
+    from training.choice_summary import arm_choice_table, constant_statement
+
     arms = [a.label for a in result.model.arms]
     table = Table(title="Hold-out Qini by arm (x1000; higher is better)")
     table.add_column("ranking")
     for arm in arms:
         table.add_column(arm, justify="right")
     for name in result.holdout.index.get_level_values(0).unique():
-        label = f"{name} (selected)" if name == result.learner else name
+        label = f"{name} (the model's learner)" if name == result.learner else name
         table.add_row(label, *[f"{result.holdout.loc[(name, a), 'qini'] * 1000:.3f}" for a in arms])
     console.print(table)
-    t = Table(title="Selected model: hold-out metrics per arm")
+    t = Table(title="Served model: hold-out metrics per arm")
     cols = ("arm", "Qini x1000 [95% CI]", "AUUC", "uplift@10%", "@20%", "@30%", "pred. ATE", "observed ATE [95% CI]")
     for col in cols:
         t.add_column(col, justify="right" if col != "arm" else "left")
@@ -106,7 +121,13 @@ def _print_result(result, validation) -> None:
                   f"{m['uplift_at_30']:.4f}",
                   f"{a.predicted_ate:.4f}", f"{a.observed_ate:.4f} [{a.observed_low:.4f}, {a.observed_high:.4f}]")
     console.print(t)
+    console.print(arm_choice_table(result))
+    for line in constant_statement(result):
+        console.print(line, markup=False, highlight=False)
     tm = result.turnout
+    if not tm:
+        console.print("no turnout model: a support outcome trained without turnout.column")
+        return
     console.print(f"turnout model (hold-out control): AUC {tm['auc']:.3f}  log loss {tm['log_loss']:.4f}  "
                   f"Brier {tm['brier']:.4f}  max decile gap {tm['max_calibration_gap']:.3f}"
                   f"{'  (recalibrated)' if tm['recalibrated'] else ''}")
@@ -196,7 +217,7 @@ def runs(limit: int, experiment: str | None) -> None:
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r.info.start_time / 1000)),
             r.data.tags.get("persuade.learner", "?"),
             f"{best[0][:-5]} {best[1] * 1000:.3f}" if best else "-",
-            f"{r.data.metrics.get('turnout_auc', float('nan')):.3f}",
+            f"{r.data.metrics['turnout_auc']:.3f}" if "turnout_auc" in r.data.metrics else "-",  # no turnout model
             "all passed" if not gates else "failed: " + ",".join(gates),
         )
     console.print(table)
@@ -216,31 +237,26 @@ def runs(limit: int, experiment: str | None) -> None:
 @click.option("--explain", "explain", default=0, show_default=True, type=click.IntRange(min=0),
               help="Top K SHAP reasons per voter for its highest-uplift arm (reason_arm, reason_<i>, "
                    "reason_<i>_contribution).")
-@click.option("--consent", "consent_path", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Consent table: apply eligibility (eligible_<arm>, suppression_<arm>; never best arm when not).")
-@click.option("--as-of", "as_of", default=None, help="Consent decision time (ISO 8601; default: now, UTC).")
-@click.option("--prerecorded-cap", default=3, show_default=True, type=click.IntRange(min=0),
-              help="Prerecorded calls a landline may get without consent per 30 days.")
-@click.option("--phone-column", default="phone", show_default=True,
-              help="Phone column of the input, read (and hashed) only to join the consent table.")
+@consent_options
 def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int, engine: str, spark_master: str,
-          explain: int, consent_path: Path | None, as_of: str | None, prerecorded_cap: int,
-          phone_column: str) -> None:
+          explain: int, consent: ConsentOptions) -> None:
     """Score a voter file (parquet or CSV) into parquet, streaming in chunks (or on Spark)."""
-    from serving.batch import score_file
+    from serving.batch import open_dataset, score_file
     from training.tracking import configure
 
     configure()
     model, ref, total = _model_and_rows(model_uri, input_path)
-    transform, consent_info = None, None
-    if consent_path is not None:
-        if engine != "local":
-            _fail(ValueError("--consent works with --engine local"))
-        try:
-            transform, consent_info = _eligibility_transform(model, input_path, consent_path, as_of,
-                                                             prerecorded_cap, phone_column)
-        except USER_ERRORS as exc:
-            _fail(exc)
+    transform, eligibility = None, None
+    try:
+        eligibility = consent.eligibility()
+        if eligibility is not None:
+            transform = eligibility.transform(model.arms, model.id_column, open_dataset(input_path).schema.names)
+        elif consent.no_consent:
+            from features.consent import WithoutConsentTransform
+
+            transform = WithoutConsentTransform(model.arms, model.id_column)
+    except USER_ERRORS as exc:
+        _fail(exc)
     started = time.perf_counter()
     with Progress(TextColumn("[bold]scoring"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"),
                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console) as bar:
@@ -256,7 +272,7 @@ def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int, 
                 from serving.spark import score_dataset
 
                 stats = score_dataset(model, input_path, output_path, master=spark_master, explain=explain,
-                                      chunk_size=chunk_size, on_chunk=advance)
+                                      chunk_size=chunk_size, on_chunk=advance, transform=transform)
             else:
                 stats = score_file(model, input_path, output_path, chunk_size, on_chunk=advance, explain=explain,
                                    transform=transform)
@@ -266,19 +282,21 @@ def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int, 
     elapsed = time.perf_counter() - started
     console.print(f"scored {stats.rows:,} voters with {ref.name or ref.uri} v{ref.version or '-'} "
                   f"in {elapsed:.1f} s -> {stats.output}")
+    consent_info = None
+    if eligibility is not None:
+        consent_info = consent_report(console, err, eligibility, stats.consent if engine == "spark"
+                                      else transform.tally)
+    elif consent.no_consent:
+        consent_info = no_consent_facts(model)
+        err.print(f"[yellow]warning:[/] --no-consent: arms {consent_info['dropped_arms']} dropped; no "
+                  "do-not-contact list was applied", highlight=False)
+    elif consent_arms(model):
+        err.print(f"[yellow]warning:[/] scored without --consent: arms {consent_arms(model)} need consent and "
+                  f"must not be used from this list", highlight=False)
     if engine == "local":
         from training.report import score_provenance
 
         score_provenance(ref, model, input_path, stats.rows, consent_info).write(stats.output)
-    if consent_info is not None:
-        console.print(f"eligibility applied: consent table {consent_info['table']} as of {consent_info['as_of']}")
-    else:
-        from features.consent import needs_consent
-
-        needing = [a.label for a in model.arms if needs_consent(a.delivery)]
-        if needing:
-            err.print(f"[yellow]warning:[/] scored without --consent: arms {needing} need consent and "
-                      f"must not be used from this list", highlight=False)
 
 
 def _model_and_rows(model_uri: str, input_path: Path):
@@ -293,23 +311,6 @@ def _model_and_rows(model_uri: str, input_path: Path):
         _fail(exc)
     except Exception as exc:  # noqa: BLE001 - MLflow's own errors for unknown models
         _fail(LookupError(f"cannot load model {model_uri!r}: {exc}"))
-
-
-def _eligibility_transform(model, input_path: Path, consent_path: Path, as_of: str | None, cap: int,
-                           phone_column: str):
-    """The score transform that applies eligibility, and what it applies (for provenance)."""
-    from datetime import UTC, datetime
-
-    from features.consent import Eligibility, apply_eligibility
-
-    eligibility = Eligibility.from_path(consent_path, cap, as_of=as_of or datetime.now(UTC),
-                                        phone_column=phone_column)
-    table = eligibility.for_voter_file(input_path, model.arms, model.id_column)
-
-    def transform(chunk, scores):
-        return apply_eligibility(scores, table, model.arms)
-
-    return transform, eligibility.describe()
 
 
 # -- report --------------------------------------------------------------------------
@@ -418,16 +419,19 @@ def demo(config_path: Path, out_dir: Path) -> None:
                    "default: the run config's costs, no capacities.")
 @click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Parquet file: one row per contacted voter in priority order.")
-@click.option("--consent", "consent_path", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Consent table: arms a voter may not get are never planned.")
-@click.option("--as-of", "as_of", default=None, help="Consent decision time (ISO 8601; default: now, UTC).")
 @click.option("--chunk-size", default=200_000, show_default=True, help="Rows per streamed chunk.")
 @click.option("--sensitivity", is_flag=True,
               help="Also re-plan with each arm's average effect at either end of its 95% interval and report "
                    "what the plan would lose (two more solves per arm).")
+@consent_options
 def plan(model_uri: str, input_path: Path, budget: float, costs_path: Path | None, output_path: Path,
-         consent_path: Path | None, as_of: str | None, chunk_size: int, sensitivity: bool) -> None:
-    """Choose whom to contact, with which arm, within the budget (maximum expected gain)."""
+         chunk_size: int, sensitivity: bool, consent: ConsentOptions) -> None:
+    """Choose whom to contact, with which arm, within the budget (maximum expected gain).
+
+    A model with arms that need consent needs --consent TABLE (arms a voter may not get
+    are never planned), or --no-consent (those arms are dropped for everybody).
+    """
+    from features.consent import without_consent
     from serving.planning import (
         ProgramCosts,
         eligibility_arrays,
@@ -444,21 +448,25 @@ def plan(model_uri: str, input_path: Path, budget: float, costs_path: Path | Non
     except USER_ERRORS as exc:
         _fail(exc)
     model, ref, total = _model_and_rows(model_uri, input_path)
+    if consent_arms(model) and consent.consent_path is None and not consent.no_consent:
+        _fail(ValueError(f"arms {consent_arms(model)} need consent: give --consent TABLE to apply the consent "
+                         "rules, or --no-consent to plan without those arms"))
+    try:
+        eligibility = consent.eligibility()
+    except USER_ERRORS as exc:
+        _fail(exc)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
                   TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("expected gains", total=total)
         try:
             ids, gains = gains_from_file(model, input_path, costs, chunk_size, on_chunk=lambda n: bar.advance(task, n))
-            reasons, consent_info = None, None
-            if consent_path is not None:
-                from datetime import UTC, datetime
-
-                from features.consent import Eligibility
-
-                eligibility = Eligibility.from_path(consent_path, as_of=as_of or datetime.now(UTC))
-                table = eligibility.for_voter_file(input_path, model.arms, model.id_column)
-                consent_info = eligibility.describe()
-                allowed, reasons = eligibility_arrays(table, ids, model)
+            reasons = decided = tally = None
+            if eligibility is not None:
+                decided, tally = eligibility.for_voter_file(input_path, model.arms, model.id_column, chunk_size)
+            elif consent.no_consent:
+                decided = without_consent(ids, model.arms)
+            if decided is not None:
+                allowed, reasons = eligibility_arrays(decided, ids, model)
                 gains = gains.restrict(allowed)
             solve = bar.add_task("allocating", total=1)
             result = plan_from_gains(model, ids, gains, budget, costs, reasons)
@@ -472,9 +480,20 @@ def plan(model_uri: str, input_path: Path, budget: float, costs_path: Path | Non
         except USER_ERRORS as exc:
             bar.stop()
             _fail(exc)
+    consent_info = None
+    if eligibility is not None:
+        consent_info = consent_report(console, err, eligibility, tally)
+        if "phone_hash" in decided.columns:  # the number decided for: the dialer must dial it and no other
+            number = decided.drop_duplicates("voter_id").set_index("voter_id").phone_hash
+            result.table.insert(1, "phone_hash", number.reindex(result.table.voter_id.astype(str)).to_numpy())
+    elif consent.no_consent:
+        consent_info = no_consent_facts(model)
+        err.print(f"[yellow]warning:[/] --no-consent: arms {consent_info['dropped_arms']} are not planned; no "
+                  "do-not-contact list was applied", highlight=False)
     from training.report import plan_provenance
 
-    write_plan(result, output_path, plan_provenance(ref, model, input_path, costs_path, consent_path, consent_info))
+    write_plan(result, output_path, plan_provenance(ref, model, input_path, costs_path, consent.consent_path,
+                                                    consent_info))
     _print_plan(result, output_path)
 
 

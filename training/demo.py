@@ -56,13 +56,19 @@ def report_over_http(base_url: str, key: str) -> bytes:
     return resp.content
 
 
+def outcome_units(outcome: str) -> tuple[str, float, str]:
+    """(uplift unit, its scale, what is gained) for a response's ``outcome`` kind: turnout or support."""
+    return ("pp", 100.0, "votes") if outcome == "turnout" else ("points", 1.0, "support points")
+
+
 def print_plan(console: Console, plan: dict) -> None:
     """What the plan does with the budget, and how sure it is."""
+    gained = outcome_units(plan.get("outcome", "turnout"))[2]
     interval = plan.get("interval") or {}
     spread = f" [95% interval {interval['low']:.1f}, {interval['high']:.1f}]" if interval else ""
     arms = ", ".join(f"{arm} {n}" for arm, n in plan["contacts_per_arm"].items() if n)
     console.print(f"planned {sum(plan['contacts_per_arm'].values())} contacts for budget {plan['budget']:g} "
-                  f"(spent {plan['spent']:g}: {arms or 'none'}); expected extra votes "
+                  f"(spent {plan['spent']:g}: {arms or 'none'}); expected extra {gained} "
                   f"{plan['total_expected_gain']:.1f}{spread}; LP bound {plan['solver']['lp_bound']:.1f}")
     if plan.get("sensitivity"):
         console.print(sensitivity_verdict(plan["sensitivity"]))
@@ -74,22 +80,26 @@ def print_response(console: Console, response: dict) -> None:
     console.print(f"scored {len(response['scores'])} voters over HTTP with {m['name']} v{m['version']} "
                   f"(run {m['run_id']})")
     summary = response.get("summary", {})
+    unit, scale, gained = outcome_units(summary.get("outcome", "turnout"))
     table = Table(title="segment summary")
     table.add_column("arm")
-    table.add_column("mean uplift (pp)", justify="right")
-    table.add_column("expected extra votes if all got it", justify="right")
+    table.add_column(f"mean uplift ({unit})", justify="right")
+    table.add_column(f"expected extra {gained} if all got it", justify="right")
     for arm, mean in summary.get("mean_uplift", {}).items():
-        table.add_row(arm, f"{mean * 100:.2f}", f"{summary.get('expected_incremental', {}).get(arm, float('nan')):.1f}")
+        table.add_row(arm, f"{mean * scale:.2f}" if mean is not None else "-",  # null: nobody may get it
+                      f"{summary.get('expected_incremental', {}).get(arm, float('nan')):.1f}")
     console.print(table)
     top = sorted(response["scores"], key=lambda s: s["rank"])[:5]
+    turnout = any("turnout" in s for s in top)  # a support model without a turnout model has none
     t = Table(title="top 5 voters of the segment")
-    for col in ("rank", "voter_id", "turnout", "best arm", "uplift (pp)", "top reasons (best arm)"):
+    for col in ("rank", "voter_id", *(["turnout"] if turnout else []), "best arm", f"uplift ({unit})",
+                "top reasons (best arm)"):
         t.add_column(col)
     for s in top:
         reasons = s.get("reasons", {}).get(s["best_arm"], {}).get("top", [])
-        text = "; ".join(f"{r['feature']}={r['value']} ({r['contribution'] * 100:+.2f})" for r in reasons)
-        t.add_row(str(s["rank"]), s["voter_id"], f"{s['turnout']:.2f}", s["best_arm"],
-                  f"{s['best_uplift'] * 100:.2f}", text)
+        text = "; ".join(f"{r['feature']}={r['value']} ({r['contribution'] * scale:+.2f})" for r in reasons)
+        t.add_row(str(s["rank"]), s["voter_id"], *([f"{s['turnout']:.2f}"] if turnout else []), s["best_arm"],
+                  f"{s['best_uplift'] * scale:.2f}", text)
     console.print(t)
 
 

@@ -44,7 +44,7 @@ from training.evaluation import (
     uplift_metrics,
 )
 from training.learners import CrossFitNuisance, Design
-from training.learners.base import best_rounds
+from training.learners.nuisance import best_rounds
 from training.references import DefaultTLearner, random_score, turnout_05_score
 from training.selection import (
     arm_contrasts,

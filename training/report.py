@@ -2,9 +2,10 @@
 
 - :class:`ModelReport` (``persuade report --run RUN_ID``): what a training run produced
   and why it targets whom: the model card, global SHAP for turnout and each arm's
-  uplift, Qini curves and decile tables, calibration, the fairness audit and the
-  consent suppression counts. It is logged to the run at :data:`MODEL_REPORT_ARTIFACT`
-  (``report/model_report.html``), where the service finds the champion's report.
+  uplift, Qini curves and decile tables, turnout calibration, the fairness audit and the
+  consent suppression counts (a support model without a turnout model has no turnout
+  SHAP and no calibration section, and the report says why). It is logged to the run at
+  :data:`MODEL_REPORT_ARTIFACT` (``report/model_report.html``), where the service finds the champion's report.
 - :class:`ListReport` (``persuade report --scores scores.parquet``): one scored list:
   how many voters were scored, suppressed (by reason) and targeted per arm, the top
   reasons behind targeting, the expected incremental outcomes, and which model, data
@@ -46,6 +47,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 
+from features.attrition import observed_rows
 from features.config import GBMParams, RunConfig
 from features.consent import (
     REASON_TEXT,
@@ -68,6 +70,7 @@ from serving.model_report import MODEL_REPORT_ARTIFACT, REPORT_DIR
 from serving.plan_sensitivity import sensitivity_verdict
 from serving.planning import PLAN_METADATA_KEY, SUPPRESSION_KEYS, read_plan_summary
 from training import report_html as h
+from training.data_checks import data_checks_section
 from training.fairness import FairnessAudit
 from training.fit import prepare
 from training.tracking import PROJECT_ROOT, configure
@@ -169,6 +172,11 @@ def plan_provenance(ref: ModelRef, model: ScoringModel, input_path: str | Path, 
 
 
 # -- shared pieces --------------------------------------------------------------------
+NO_TURNOUT_NOTE = ("This model has no turnout model: its outcome is a support score and it was trained without a "
+                   "turnout column (turnout.column), so its scores have no turnout, and this report has no turnout "
+                   "SHAP and no turnout calibration section.")
+
+
 def _units(model: ScoringModel) -> tuple[h.Formatter, str]:
     if model.outcome.get("kind") == "turnout":
         return h.pp(2), "votes"
@@ -214,7 +222,8 @@ def _parameter_tables(params: dict[str, str]) -> list[str]:
             other[key] = value
     out = [h.key_values(other)]
     if grid:
-        frame = pd.DataFrame.from_dict(grid, orient="index").reindex(columns=[r for r in roles.values()])
+        logged = {role for cells in grid.values() for role in cells}  # no turnout column without a turnout model
+        frame = pd.DataFrame.from_dict(grid, orient="index").reindex(columns=[r for r in roles.values() if r in logged])
         out.append(h.table(frame.rename_axis("LightGBM parameter").reset_index().fillna("-")))
     return out
 
@@ -236,6 +245,15 @@ def _reason_legend(codes: Iterable[str]) -> str:
     return h.key_values({r.value: REASON_TEXT[r] for r in used}) if used else ""
 
 
+CONSENT_READING = (
+    "How the table is read: a decision is per voter and number dialed. Consent and line type recorded with a "
+    "number apply to that number only (a new number carries nothing from an old one; consent rows without a number "
+    "grant nothing); the landline prerecorded cap counts calls per line. Do-not-contact and revocations apply "
+    "whatever their date; only consents wait for their timestamp. Timestamps without a zone, epoch numbers and "
+    "day/month dates are refused. A missing or unparseable number suppresses automated contact "
+    "(unverifiable_phone), and so does a stale table (consent_stale) when dialing lists are made.")
+
+
 def consent_summary(config: RunConfig, arms: Arms, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """Eligibility of every voter of ``frame`` under the run's consent settings.
 
@@ -249,7 +267,7 @@ def consent_summary(config: RunConfig, arms: Arms, frame: pd.DataFrame) -> tuple
     table = None
     if spec.table is not None:
         table = ConsentTable.read(config.resolve(spec.table), id_column=config.id_column,
-                                  phone_column=spec.phone_column)
+                                  phone_column=spec.phone_column, time_zone=spec.time_zone)
     rules = EligibilityRules(spec.landline_prerecorded_cap, spec.cap_window_days)
     eligibility = eligibility_for(frame, arms, table, rules, spec.as_of, config.id_column, spec.phone_column)
     counts = suppression_counts(eligibility, arms)
@@ -276,7 +294,8 @@ def consent_summary(config: RunConfig, arms: Arms, frame: pd.DataFrame) -> tuple
     rules_shown = rules_table()
     body += [h.heading("Voters per arm: eligible and suppressed by reason"), h.table(_suppression_pivot(counts)),
              _reason_legend(counts.reason), h.heading("The rules (first matching row wins)"),
-             h.table(rules_shown[rules_shown.delivery.isin({d.value for d in deliveries})])]
+             h.table(rules_shown[rules_shown.delivery.isin({d.value for d in deliveries})]),
+             h.paragraph(CONSENT_READING, "note")]
     return eligibility, counts, "".join(body)
 
 
@@ -396,7 +415,7 @@ class ModelReport:
         config = run.config
         frame = load_experiment(config)
         current = data_fingerprint(frame, config)
-        prep = prepare(frame, config)
+        prep = prepare(observed_rows(frame, config), config)  # the rows the run fitted (outcome.missing: drop)
         test = prep.test
         X = model.transform(test)
         turnout = model.predict_turnout(X)
@@ -414,8 +433,9 @@ class ModelReport:
         sections = [
             self._card(run, model, current),
             self._shap(model, X, turnout),
+            data_checks_section(run.folder / "data"),  # attrition per arm, balance and leakage
             self._evaluation(run, model),
-            self._calibration(run),
+            *([self._calibration(run)] if model.has_turnout else []),  # no turnout model: _shap says so
             self._fairness(audit, model),
             h.Section("consent", "Consent and suppression", consent_note),
         ]
@@ -488,12 +508,16 @@ class ModelReport:
         body = [h.paragraph(
             f"TreeSHAP contributions on {len(rows):,} randomly sampled hold-out voters. Bars: mean absolute "
             f"contribution (what drives the score overall); beeswarm: one dot per voter, colour = feature value "
-            f"(red high, blue low), position = how much it moved that voter's score. Turnout contributions are "
-            f"in log-odds; uplift contributions are in {unit} and add up to the predicted uplift.")]
-        contrib = np.asarray(model.turnout.predict(Xs, pred_contrib=True))
-        bar, bee = shap_figures(contrib, Xs, names, "Turnout (no contact)")
-        body += [h.heading("Turnout"), h.figures([h.image(bar, "SHAP bar: turnout"),
-                                                   h.image(bee, "SHAP beeswarm: turnout")])]
+            f"(red high, blue low), position = how much it moved that voter's score. "
+            + ("Turnout contributions are in log-odds; " if model.has_turnout else "")
+            + f"uplift contributions are in {unit} and add up to the predicted uplift.")]
+        if model.has_turnout:
+            contrib = np.asarray(model.turnout.predict(Xs, pred_contrib=True))
+            bar, bee = shap_figures(contrib, Xs, names, "Turnout (no contact)")
+            body += [h.heading("Turnout"), h.figures([h.image(bar, "SHAP bar: turnout"),
+                                                       h.image(bee, "SHAP beeswarm: turnout")])]
+        else:
+            body.append(h.paragraph(NO_TURNOUT_NOTE, "note"))
         Xu = model.uplift_inputs(Xs, turnout[rows])
         for arm in model.arms:
             contrib = model.explain(Xs, arm.label, turnout[rows]) * scale
@@ -507,8 +531,11 @@ class ModelReport:
     def _evaluation(self, run: RunArtifacts, model: ScoringModel) -> h.Section:
         fmt, _ = _units(model)
         body = [h.paragraph(
-            "Qini curves of the selected learner against the references (plain T-learner, turnout closest to 0.5, "
-            "random) on the grouped hold-out, and the observed uplift by decile of predicted uplift.")]
+            "How each arm's served ranking was chosen against the references a campaign already has (grouped "
+            "CV on the training groups), how it does on the grouped hold-out, Qini curves against the references "
+            "(plain T-learner, turnout closest to 0.5 when the model has a turnout model, random) and the observed "
+            "uplift by decile of predicted uplift.")]
+        body += _reference_tables(run)
         holdout = run.csv("holdout_qini.csv")
         if holdout is not None and {"ranking", "arm", "qini"} <= set(holdout.columns):
             pivot = (holdout.pivot(index="ranking", columns="arm", values="qini") * 1000).reset_index()
@@ -574,6 +601,31 @@ class ModelReport:
             row_class=lambda r: "flag" if r["flag"] == "outside band" else ("ref" if r["reference"] else ""),
             hide=["reference"]))
         return h.Section("fairness", "Fairness audit", "".join(body))
+
+
+def _reference_tables(run: RunArtifacts) -> list[str]:
+    """The per-arm grouped-CV choice against the references, and the hold-out policy value at each budget."""
+    body = []
+    cv = run.csv("selection_cv_arms.csv")
+    if cv is not None:
+        shown = cv.assign(value=cv.value * 1000, se=cv.se * 1000, gap=cv.gap * 1000, gap_se=cv.gap_se * 1000)
+        shown = shown[["arm", "candidate", "value", "se", "gap", "gap_se", "chosen", "stability"]]
+        body += [h.heading("Each arm against the references (grouped CV ×1000)"), h.paragraph(
+            "Candidates, simplest first: constant (each arm's average effect for everyone, which ranks as random "
+            "targeting), turnout shape (the average effect times a shape of the turnout score alone; only with a "
+            "turnout model), the model, "
+            "and the model with arm-specific trees. Value: the doubly-robust incremental outcomes per voter "
+            "captured above random by contacting the top of each held-out fold, averaged over the budgets; gap: "
+            "below the best candidate, paired by fold. Each arm serves the simplest candidate within one standard "
+            "error of the best; stability is the share of CV repeats that would have chosen the same."),
+            h.table(shown, {c: h.number(3) for c in ("value", "se", "gap", "gap_se")} | {"stability": h.number(2)},
+                    row_class=lambda r: "ref" if r["chosen"] else "")]
+    policy = run.csv("holdout_policy_value.csv")
+    if policy is not None:
+        shown = policy.assign(**{c: policy[c] * 1000 for c in ("gain", "low", "high", "se")})
+        body += [h.heading("Hold-out: incremental outcomes ×1000 per voter above random, by budget"),
+                 h.table(shown, {c: h.number(3) for c in ("gain", "low", "high", "se")} | {"budget": h.number(2)})]
+    return body
 
 
 # -- the list report ------------------------------------------------------------------
@@ -691,9 +743,15 @@ def _consent_text(consent: Mapping[str, Any] | None) -> str:
     """One line on the consent table applied (``Eligibility.describe``), or ``none applied``."""
     if not consent:
         return "none applied"
+    if consent.get("no_consent"):
+        return f"none (--no-consent): arms that need consent dropped ({', '.join(consent.get('dropped_arms', []))})"
+    join = consent.get("join") or {}
+    joined = (f"; numbers missing {join['phone_missing']:,}, not parseable {join['phone_unparseable']:,}, table "
+              f"keys matching no voter {join['table_ids_matching_no_voter'] + join['table_phones_matching_no_voter']:,}"
+              if join else "")
     return (f"{consent.get('table')} (fingerprint {str(consent.get('fingerprint'))[:16]}…), as of "
             f"{consent.get('as_of')}, landline prerecorded cap {consent.get('landline_prerecorded_cap')} per "
-            f"{consent.get('window_days')} days")
+            f"{consent.get('window_days')} days{joined}")
 
 
 def _without_consent(model: ScoringModel, made: str, command: str, used: Mapping[str, int] | None = None) -> str:
