@@ -242,7 +242,8 @@ def test_no_personal_data_in_http_responses(scanner, flow):
 
 def test_nothing_else_was_written_outside_the_scanned_places(flow):
     """Every file the flow wrote is in a scanned place (the input folder aside)."""
-    scanned = {flow.home / "mlruns", flow.home / "reports", flow.home / "out", flow.home / "bentoml"}
+    scanned = {flow.home / "mlruns", flow.home / "reports", flow.home / "out", flow.home / "bentoml",
+               flow.home / "consent_ledger"}
     written = [p for p in flow.home.rglob("*") if p.is_file() and not p.is_relative_to(flow.data)]
     unscanned = [p for p in written if not any(p.is_relative_to(s) for s in scanned)]
     assert unscanned == []
@@ -250,5 +251,6 @@ def test_nothing_else_was_written_outside_the_scanned_places(flow):
 
 def test_no_personal_data_anywhere_the_service_kept(scanner, flow):
     files = [p for p in (flow.home / "bentoml").rglob("*") if p.is_file()]
+    files += [p for p in (flow.home / "consent_ledger").rglob("*") if p.is_file()]  # the consent ledger's database
     hits = [hit for p in files for hit in scanner.scan_file(p, str(p.relative_to(flow.home)))]
     assert hits == [], "\n".join(hits[:20])
