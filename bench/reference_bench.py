@@ -36,7 +36,6 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from features.config import load_config  # noqa: E402
 from features.synthetic import make_campaign  # noqa: E402
 from features.tables import load_experiment  # noqa: E402
+from training.evaluation import policy_gain  # noqa: E402
 from training.fit import SERVED, fit_and_evaluate  # noqa: E402
 
 RANKINGS = [SERVED, "constant", "turnout_shape", "turnout_05"]
@@ -52,13 +52,6 @@ RANKINGS = [SERVED, "constant", "turnout_shape", "turnout_05"]
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def true_gain(score: np.ndarray, tau: np.ndarray, budgets) -> np.ndarray:
-    """True incremental outcomes per voter above random of contacting the top by ``score`` (ties in random order)."""
-    from training.evaluation import policy_gain
-
-    return policy_gain(score, tau, budgets)
 
 
 def fit(config, label: str):
@@ -85,7 +78,7 @@ def report(result, label: str, truth: pd.DataFrame | None, outcome: str, seconds
                 tau = test[["voter_id"]].merge(truth, on="voter_id", how="left")[f"tau_{outcome}_{arm.lower()}"]
                 for ranking in rankings:
                     name = "model" if ranking == result.learner else ranking
-                    gain = true_gain(result.test_scores[ranking][arm].to_numpy(), tau.to_numpy(), [budget])[0]
+                    gain = policy_gain(result.test_scores[ranking][arm].to_numpy(), tau.to_numpy(), [budget])[0]
                     row[f"{name} (true)"] = f"{gain * 1000:+.2f}"
             rows.append(row)
     log(f"  {label}: {seconds:.0f} s, served {result.served}")

@@ -142,15 +142,15 @@ def arm_cv_records(
     return records
 
 
-def _simplest_within_one_se(wide: pd.DataFrame, n_folds: int) -> tuple[str, pd.Series, pd.Series]:
-    """The simplest column of ``wide`` (rows: folds) within one SE of the best mean; the gaps and their SEs."""
+def _simplest_within_one_se(wide: pd.DataFrame, n_folds: int) -> tuple[str, str, pd.Series, pd.Series]:
+    """The simplest column of ``wide`` (rows: folds) within one SE of the best mean; the best; gaps and SEs."""
     best = wide.mean().idxmax()
     diffs = wide[best].to_numpy()[:, None] - wide.to_numpy()
     gap = pd.Series(diffs.mean(axis=0), index=wide.columns)
     se = pd.Series(diffs.std(axis=0, ddof=1) / np.sqrt(n_folds) if len(diffs) > 1 else np.zeros(len(gap)),
                    index=wide.columns)
     chosen = next(c for c in wide.columns if gap[c] <= se[c])
-    return chosen, gap, se
+    return chosen, best, gap, se
 
 
 def one_standard_error_choice(records: pd.DataFrame, order: Sequence[str], metric: str, n_folds: int) -> pd.DataFrame:
@@ -185,10 +185,9 @@ def one_standard_error_choice(records: pd.DataFrame, order: Sequence[str], metri
     for arm in part.arm.unique():
         wide = part[part.arm == arm].pivot_table(index=["repeat", "fold"], columns="candidate", values="value")
         wide = wide[[c for c in order if c in wide.columns]]
-        chosen, gap, gap_se = _simplest_within_one_se(wide, n_folds)
+        chosen, best, gap, gap_se = _simplest_within_one_se(wide, n_folds)
         repeats = wide.index.get_level_values("repeat")
         per_repeat = [_simplest_within_one_se(wide[repeats == r], n_folds)[0] for r in np.unique(repeats)]
-        best = wide.mean().idxmax()
         for c in wide.columns:
             rows.append({
                 "arm": arm, "candidate": c, "value": float(wide[c].mean()),

@@ -126,14 +126,16 @@ def policy_gain(score: np.ndarray, pseudo: np.ndarray, budgets) -> np.ndarray:
 
 def holdout_policy_gain(
     score: np.ndarray, y: np.ndarray, treated: np.ndarray, groups: np.ndarray, budgets,
-    n_boot: int = 200, seed: int = 0,
+    n_boot: int = 200, seed: int = 0, *, weights: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Incremental outcomes per voter of contacting the top ``k`` by ``score``, above random, with intervals.
 
     The plain estimate of randomized outcomes (the Qini curve at ``k`` minus ``k``
     times its end point, in outcome units per voter of the comparison), interpolated
     within tied blocks, with a cluster-bootstrap 95% interval and standard error
-    (whole groups resampled, as they were randomized and held out).
+    (whole groups resampled, as they were randomized and held out). ``weights``, the
+    (n_boot, n) matrix of :func:`cluster_bootstrap_weights`, may be given to share one
+    draw across rankings of the same voters; else it is drawn from ``groups``.
 
     Returns
     -------
@@ -143,15 +145,13 @@ def holdout_policy_gain(
     budgets = np.asarray(budgets, dtype=float)
 
     def at_budgets(x: np.ndarray, q: np.ndarray) -> np.ndarray:
-        q = np.atleast_2d(q)
-        return np.array([np.interp(budgets, x, row) - budgets * row[-1] for row in q])
+        x, q = np.broadcast_to(x, np.shape(q)), np.atleast_2d(q)
+        return np.array([np.interp(budgets, xr, qr) - budgets * qr[-1] for xr, qr in zip(np.atleast_2d(x), q,
+                                                                                           strict=True)])
 
-    x, q = qini_points(score, y, treated)
-    estimate = at_budgets(x, q)[0]
-    w = cluster_bootstrap_weights(groups, n_boot, seed)
-    xb, qb = qini_points(score, y, treated, w)
-    draws = np.array([np.interp(budgets, xb_row, qb_row) - budgets * qb_row[-1]
-                      for xb_row, qb_row in zip(np.atleast_2d(xb), qb, strict=True)])
+    estimate = at_budgets(*qini_points(score, y, treated))[0]
+    w = cluster_bootstrap_weights(groups, n_boot, seed) if weights is None else weights
+    draws = at_budgets(*qini_points(score, y, treated, w))
     low, high = np.nanpercentile(draws, [2.5, 97.5], axis=0)
     return pd.DataFrame({"budget": budgets, "gain": estimate, "low": low, "high": high,
                          "se": np.nanstd(draws, axis=0, ddof=1)})

@@ -35,6 +35,7 @@ from training.evaluation import (
     KS,
     auuc,
     calibration_table,
+    cluster_bootstrap_weights,
     decile_table,
     difference_in_means,
     holdout_policy_gain,
@@ -278,12 +279,13 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
     records = []
     for r in range(repeats):
         if r == 0:
-            folds_r, models_r, turnout_r = prep.folds, outcome_models, turnout
+            folds_r, models_r, turnout_r, contrasts_r = prep.folds, outcome_models, turnout, contrasts
         else:
             folds_r, models_r, turnout_r = repeat_inputs(prep, config, design, outcome_models.treated_leaves,
                                                          turnout, r)
-        records += arm_cv_records(candidates, prep.X_train, a_tr, y_tr, arm_contrasts(a_tr, y_tr, models_r.mu, design),
-                                  models_r.nested, folds_r, turnout_r, config, design, r)
+            contrasts_r = arm_contrasts(a_tr, y_tr, models_r.mu, design)
+        records += arm_cv_records(candidates, prep.X_train, a_tr, y_tr, contrasts_r, models_r.nested, folds_r,
+                                  turnout_r, config, design, r)
     arm_selection = one_standard_error_choice(pd.DataFrame(records), [c.name for c in candidates],
                                               config.uplift.selection_metric, config.split.folds)
     served = chosen_candidates(arm_selection)
@@ -326,9 +328,10 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
     for arm in arms:
         r = (a_te == arm) | (a_te == control)
         t = (a_te[r] == arm).astype(float)
+        weights = cluster_bootstrap_weights(groups_te[r], config.gates.qini_bootstrap, seed)  # one draw per arm
         for ranking, scores in test_scores.items():
             table = holdout_policy_gain(scores[arm].to_numpy()[r], y_te[r], t, groups_te[r], config.audit.budgets,
-                                        config.gates.qini_bootstrap, seed)
+                                        weights=weights)
             policy.append(table.assign(ranking=ranking, arm=arm))
         served_scores = test_scores[SERVED][arm].to_numpy()[r]
         arm_metrics[arm] = uplift_metrics(served_scores, y_te[r], t, groups_te[r], config.gates.qini_bootstrap, seed)
