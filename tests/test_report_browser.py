@@ -84,7 +84,7 @@ def test_every_chart_image_loaded(loaded):
 def test_sections_are_reachable_from_the_navigation(loaded):
     anchors = loaded.execute_script(
         "return Array.from(document.querySelectorAll('nav a')).map(a => a.getAttribute('href'));")
-    assert anchors == ["#card", "#shap", "#evaluation", "#calibration", "#fairness", "#consent"]
+    assert anchors == ["#card", "#shap", "#data-checks", "#evaluation", "#calibration", "#fairness", "#consent"]
     for anchor in anchors:
         assert loaded.execute_script(f"return document.querySelector('{anchor}') !== null;")
     rows = loaded.execute_script("return document.querySelectorAll('#fairness tbody tr').length;")
