@@ -311,7 +311,7 @@ def main() -> None:
     if args.quick:
         args.rows, args.explain_rows, args.spark_rows, args.repeats = 1_000_000, 200_000, 200_000, 2
 
-    from serving.flavor import load_scoring_model
+    from serving.registry import load_scoring_model
     from serving.store import use_store
 
     with tempfile.TemporaryDirectory(prefix="persuade-score-bench-") as tmp:

@@ -15,7 +15,7 @@ import bentoml
 import numpy as np
 import pandas as pd
 
-from serving.flavor import load_scoring_model
+from serving.registry import load_scoring_model
 from serving.store import use_store
 
 

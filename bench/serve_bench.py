@@ -117,7 +117,7 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
 
 def ensure_model(uri: str) -> None:
     """Train and promote GGL into the current store if ``uri`` does not resolve."""
-    from serving.flavor import resolve
+    from serving.registry import resolve
     from serving.store import use_store
 
     use_store()
@@ -220,8 +220,8 @@ def main() -> None:
     started = time.perf_counter()
 
     ensure_model(args.model)
-    from serving.flavor import load_scoring_model
     from serving.launcher import ServiceProcess
+    from serving.registry import load_scoring_model
 
     model, ref = load_scoring_model(args.model)
     voters = segment_records(model, SEGMENT)

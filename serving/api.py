@@ -54,7 +54,7 @@ class ModelRefOut(BaseModel):
     run_id: str | None
 
 
-class Reason(BaseModel):
+class ReasonOut(BaseModel):
     feature: str
     value: float | str | None = Field(description="The voter's value of the feature (null if missing).")
     contribution: float = Field(description="SHAP contribution to the arm's uplift.")
@@ -62,7 +62,7 @@ class Reason(BaseModel):
 
 class ArmReasons(BaseModel):
     base_value: float = Field(description="Base value: base_value plus all contributions equals the uplift.")
-    top: list[Reason] = Field(description="The top_k contributions, largest absolute value first.")
+    top: list[ReasonOut] = Field(description="The top_k contributions, largest absolute value first.")
 
 
 class VoterScore(BaseModel):

@@ -10,9 +10,7 @@ anything, and ``mlflow.pyfunc.load_model`` (or ``spark_udf``) gives the same sco
 from __future__ import annotations
 
 import os
-import re
 import warnings
-from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -22,7 +20,6 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 import mlflow
 import pandas as pd
 from mlflow.models import ModelSignature, infer_signature
-from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec, Schema
 
 from serving.bundle import ScoringModel
@@ -82,45 +79,3 @@ def log_model(model: ScoringModel, bundle_dir: Path, input_example: pd.DataFrame
         pip_requirements=pip_requirements(),
         code_paths=[str(PACKAGE_ROOT / "features"), str(PACKAGE_ROOT / "serving")],
     )
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """Which registered model version a scorer is serving."""
-
-    name: str | None
-    version: str | None
-    run_id: str | None
-    uri: str
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, "version": self.version, "run_id": self.run_id, "uri": self.uri}
-
-
-_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
-
-
-def resolve(uri: str, client: MlflowClient | None = None) -> ModelRef:
-    """Resolve ``models:/name@alias``, ``models:/name/N`` or ``runs:/id/model`` to a version."""
-    client = client or MlflowClient()
-    match = _MODELS_URI.match(uri)
-    if match:
-        name = match["name"]
-        if match["alias"]:
-            mv = client.get_model_version_by_alias(name, match["alias"])
-        else:
-            mv = client.get_model_version(name, match["version"])
-        return ModelRef(name, str(mv.version), mv.run_id, f"models:/{name}/{mv.version}")
-    run = re.match(r"^runs:/(?P<run>[^/]+)/", uri)
-    return ModelRef(None, None, run["run"] if run else None, uri)
-
-
-def load_scoring_model(uri: str, dst: str | Path | None = None) -> tuple[ScoringModel, ModelRef]:
-    """Download a logged persuade model (or read a local model dir) and load its bundle."""
-    if Path(uri).exists():
-        path = Path(uri)
-        bundle = path / "artifacts" / "bundle" if (path / "artifacts" / "bundle").exists() else path
-        return ScoringModel.load(bundle), ModelRef(None, None, None, str(path))
-    ref = resolve(uri)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(dst) if dst else None)
-    return ScoringModel.load(Path(local) / "artifacts" / "bundle"), ref

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from serving.bundle import ScoringModel
-from serving.flavor import ModelRef, load_scoring_model, resolve
+from serving.registry import ModelRef, load_scoring_model, resolve
 from serving.scoring import SegmentScorer, probe_segment
 from serving.store import use_store
 

@@ -21,10 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serving.api import VOTER_SCHEMA, ModelRefOut, Voters
 from serving.bundle import ScoringModel
-from serving.flavor import ModelRef
 from serving.limits import MAX_VOTERS
 from serving.plan_sensitivity import with_sensitivity
 from serving.planning import PositiveNumber, ProgramCosts, expected_gains, plan_from_gains
+from serving.registry import ModelRef
 
 
 class PlanRequest(BaseModel):

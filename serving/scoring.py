@@ -20,8 +20,8 @@ import numpy as np
 
 from serving.arms import ArmEnsembles
 from serving.bundle import CONTROL_ARM, ArmInfo, ScoringModel, best_arms
-from serving.flavor import ModelRef
 from serving.reasons import TopReasons, display_columns, reasons_records, top_reasons
+from serving.registry import ModelRef
 from serving.voters import VoterBatch, VoterReader
 
 

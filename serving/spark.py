@@ -162,7 +162,7 @@ def _plain(scores: pd.DataFrame) -> pd.DataFrame:
 def _as_model(model: str | Path | ScoringModel) -> ScoringModel:
     if isinstance(model, ScoringModel):
         return model
-    from serving.flavor import load_scoring_model
+    from serving.registry import load_scoring_model
     from serving.store import use_store
 
     use_store()

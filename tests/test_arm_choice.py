@@ -105,7 +105,7 @@ def chosen_name(table: pd.DataFrame) -> str:
 # -- the candidates are ensembles -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_program(campaign_dir):
-    from training.fit import prepare
+    from training.splits import prepare
 
     cfg = load_config(campaign_dir / "synthetic_voted.yaml").with_uplift(
         learners=["dr"], final_sizes=[{"n_estimators": 40, "num_leaves": 4}], nuisance_rounds=[20],

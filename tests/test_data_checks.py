@@ -12,9 +12,9 @@ import yaml
 from click.testing import CliRunner
 from survey_frames import FEATURES, survey_config, survey_frame
 
-from serving.flavor import load_scoring_model
+from serving.registry import load_scoring_model
 from training.cli import main
-from training.report import ModelReport
+from training.model_report import ModelReport
 
 
 @pytest.fixture(scope="module")

@@ -202,7 +202,7 @@ def test_treated_leaves_shape_only_the_models_boosted_from_control():
 @pytest.fixture(scope="module")
 def small_campaign(campaign_dir):
     """12,000 voters of the synthetic campaign, split and transformed."""
-    from training.fit import prepare
+    from training.splits import prepare
 
     cfg = load_config(campaign_dir / "synthetic_voted.yaml")
     prep = prepare(load_experiment(cfg).head(12_000), cfg)
@@ -251,8 +251,8 @@ def test_arm_outcome_models_boosted_from_control_keep_the_arms_average_effect():
 
 def test_cv_candidates_with_the_turnout_score_never_see_the_judged_folds_outcomes(campaign_dir):
     """The turnout score is a feature of a candidate: in CV it must come from a model blind to the fold."""
-    from training.fit import prepare
     from training.selection import cv_fold_scores
+    from training.splits import prepare
     from training.turnout import fit_turnout
 
     cfg = load_config(campaign_dir / "synthetic_voted.yaml").with_uplift(

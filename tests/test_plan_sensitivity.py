@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from serving.flavor import load_scoring_model
 from serving.plan_sensitivity import SENSITIVITY_COLUMNS, level_sensitivity, sensitivity_verdict, with_sensitivity
 from serving.planning import ExpectedGains, PlanError, ProgramCosts, plan_from_gains, read_plan_summary
+from serving.registry import load_scoring_model
 from training.cli import main
 from training.evaluation import clustered_mean
 

@@ -20,7 +20,6 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from features.config import ConfigError, load_config
 from features.consent import ConsentTable, eligibility_for
 from serving.api import encode
-from serving.flavor import load_scoring_model
 from serving.plan_api import PlanRequest, PlanResponse, plan_payload
 from serving.planning import (
     PLAN_METADATA_KEY,
@@ -35,6 +34,7 @@ from serving.planning import (
     plan_contacts,
     read_plan_summary,
 )
+from serving.registry import load_scoring_model
 from serving.scoring import Eligibility
 from serving.voters import VoterReader
 from training.cli import main

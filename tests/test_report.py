@@ -18,7 +18,9 @@ import pytest
 from features.config import load_config
 from features.consent import ConsentTable, EligibilityRules, eligibility_for, suppression_counts
 from features.phones import HASH_KEY_ENV
-from training.report import MODEL_REPORT_ARTIFACT, REPORT_TAG, ScoreProvenance, consent_summary
+from serving.model_report import MODEL_REPORT_ARTIFACT
+from serving.provenance import ScoreProvenance
+from training.report_blocks import REPORT_TAG, consent_summary
 from training.splits import holdout_mask
 
 KEY = "report-test-key-0123456789"

@@ -17,7 +17,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 from features.phones import HASH_KEY_ENV
-from training.report import ModelReport
+from training.model_report import ModelReport
 
 PROJECT = Path(__file__).resolve().parent.parent
 SCREENSHOT = PROJECT / "docs" / "report_screenshot.png"

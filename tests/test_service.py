@@ -28,9 +28,9 @@ from features.consent import Eligibility as ConsentRules
 from features.phones import PhoneHasher
 from features.synthetic import SYNTHETIC_AS_OF
 from serving.api import ModelCard, ScoreResponse
-from serving.flavor import load_scoring_model
 from serving.launcher import ServiceProcess, free_port
 from serving.limits import MAX_VOTERS
+from serving.registry import load_scoring_model
 
 KEY = "sk-test-" + secrets.token_hex(12)
 ADMIN_KEY = "sk-admin-" + secrets.token_hex(12)
@@ -396,9 +396,9 @@ def plan(client, voters, budget, costs=None) -> httpx.Response:
 
 def test_plan_is_the_in_process_plan_and_respects_consent(client, model, segment, consent_table, trained):
     from serving.eligibility import ConsentEligibility
-    from serving.flavor import ModelRef
     from serving.plan_api import PlanResponse, plan_payload
     from serving.planning import ProgramCosts
+    from serving.registry import ModelRef
     from serving.voters import VoterReader
 
     voters = records(segment)
@@ -477,7 +477,7 @@ def test_report_serves_the_served_runs_model_report(service, client, trained, tm
     except ReportNotFound:
         r = client.get("/report")
         assert r.status_code == 404 and f"persuade report --run {trained.run_id}" in r.json()["error"]
-        from training.report import ModelReport
+        from training.model_report import ModelReport
 
         monkeypatch.setenv("PERSUADE_HASH_KEY", HASH_KEY)  # the report counts suppressions of the run's table
         ModelReport(shap_rows=300).write(trained.run_id, tmp_path / "model.html")

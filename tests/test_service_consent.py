@@ -24,8 +24,8 @@ from features.consent import Eligibility as ConsentRules
 from features.phones import PhoneHasher
 from features.synthetic import SYNTHETIC_AS_OF
 from serving.api import ScoreResponse
-from serving.flavor import load_scoring_model
 from serving.launcher import ServiceProcess
+from serving.registry import load_scoring_model
 
 KEY = "sk-consent-" + secrets.token_hex(12)
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -21,8 +21,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from serving.bundle import ScoringModel
-from serving.flavor import load_scoring_model, log_model
+from serving.flavor import log_model
 from serving.launcher import ServiceProcess
+from serving.registry import load_scoring_model
 from training.tracking import configure, ensure_experiment
 
 NAME = "persuade-reload-test"

@@ -23,10 +23,10 @@ from serving.audit import AuditRecord
 from serving.auth import KeyRing
 from serving.bundle import ArmInfo
 from serving.eligibility import ConsentEligibility
-from serving.flavor import load_scoring_model
 from serving.log_privacy import PrivacyFilter
 from serving.model_holder import SmokeCheckError, smoke_check
 from serving.reasons import top_reasons
+from serving.registry import load_scoring_model
 from serving.scoring import SegmentScorer
 from serving.voters import VoterBatch, VoterError, VoterReader
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from features.pipeline import FeatureError
 from serving.batch import BatchScorer, reason_columns, score_file
 from serving.bundle import best_arms
-from serving.flavor import load_scoring_model
+from serving.registry import load_scoring_model
 from serving.spark import score_dataset, score_frame, scoring_udf, spark_session
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")

@@ -35,12 +35,13 @@ from serving.arms import shared_trees
 from serving.batch import BatchScorer, reason_columns, score_file
 from serving.bundle import ScoringModel
 from serving.eligibility import ConsentEligibility
-from serving.flavor import ModelRef, load_scoring_model
 from serving.launcher import ServiceProcess
 from serving.plan_api import PlanResponse, plan_payload
+from serving.registry import ModelRef, load_scoring_model
 from serving.scoring import SegmentScorer, checked_ensembles
 from training.demo import print_plan, print_response
-from training.report import NO_TURNOUT_NOTE, ModelReport
+from training.model_report import ModelReport
+from training.report_blocks import NO_TURNOUT_NOTE
 from training.run import train
 
 N = 8_000

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from serving.bundle import CHECKED_TABLES
-from serving.flavor import load_scoring_model
+from serving.registry import load_scoring_model
 from serving.treeshap_tables import TreeShapTables, UnsupportedTrees
 
 

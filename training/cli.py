@@ -10,23 +10,14 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from training.cli_consent import ConsentOptions, consent_arms, consent_options, no_consent_facts
 from training.cli_consent import report as consent_report
+from training.cli_output import USER_ERRORS, console, err
+from training.cli_output import fail as _fail
 from training.ledger_cli import consent_group
-
-console = Console(stderr=False)
-err = Console(stderr=True)
-
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, LookupError, FileNotFoundError)
-
-
-def _fail(exc: BaseException) -> None:
-    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-    sys.exit(2)
 
 
 @click.group()
@@ -294,7 +285,7 @@ def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int, 
         err.print(f"[yellow]warning:[/] scored without --consent: arms {consent_arms(model)} need consent and "
                   f"must not be used from this list", highlight=False)
     if engine == "local":
-        from training.report import score_provenance
+        from serving.provenance import score_provenance
 
         score_provenance(ref, model, input_path, stats.rows, consent_info).write(stats.output)
 
@@ -302,7 +293,7 @@ def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int, 
 def _model_and_rows(model_uri: str, input_path: Path):
     """The model to score or plan with, and the input's row count (for the progress bar); errors exit 2."""
     from serving.batch import count_rows
-    from serving.flavor import load_scoring_model
+    from serving.registry import load_scoring_model
 
     try:
         model, ref = load_scoring_model(model_uri)
@@ -336,7 +327,9 @@ def report(run_id: str | None, scores_path: Path | None, output_path: Path | Non
         _fail(ValueError("give exactly one of --run RUN_ID or --scores FILE"))
     from mlflow.exceptions import MlflowException
 
-    from training.report import MODEL_REPORT_ARTIFACT, ListReport, ModelReport
+    from serving.model_report import MODEL_REPORT_ARTIFACT
+    from training.list_report import ListReport
+    from training.model_report import ModelReport
     from training.tracking import configure
 
     client = configure()
@@ -490,7 +483,7 @@ def plan(model_uri: str, input_path: Path, budget: float, costs_path: Path | Non
         consent_info = no_consent_facts(model)
         err.print(f"[yellow]warning:[/] --no-consent: arms {consent_info['dropped_arms']} are not planned; no "
                   "do-not-contact list was applied", highlight=False)
-    from training.report import plan_provenance
+    from serving.provenance import plan_provenance
 
     write_plan(result, output_path, plan_provenance(ref, model, input_path, costs_path, consent.consent_path,
                                                     consent_info))

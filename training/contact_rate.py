@@ -38,7 +38,7 @@ from training.learners.base import fit_booster
 from training.tracking import log_json, log_metrics_flat, temp_dir
 
 if TYPE_CHECKING:
-    from training.fit import Prepared
+    from training.splits import Prepared
 
 NO_CHANNEL = ""  # the channel of control rows
 

@@ -106,10 +106,12 @@ def print_response(console: Console, response: dict) -> None:
 def run_demo(config_path: Path, console: Console, train: Callable[[Path], object], out_dir: Path) -> dict[str, Path]:
     """Run the demo; ``train`` is the CLI's training step (with its progress bar and tables)."""
     from serving.batch import score_file
-    from serving.flavor import load_scoring_model
     from serving.launcher import ServiceProcess
+    from serving.provenance import score_provenance
+    from serving.registry import load_scoring_model
+    from training.list_report import ListReport
+    from training.model_report import ModelReport
     from training.promotion import promote
-    from training.report import ListReport, ModelReport, score_provenance
     from training.tracking import configure
 
     config = load_config(config_path)

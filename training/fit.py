@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from features.config import RunConfig
-from features.pipeline import FeaturePipeline
 from serving.bundle import ArmInfo, ScoringModel
 from training.arm_choice import (
     MODEL,
@@ -54,7 +53,7 @@ from training.selection import (
     training_arm_effects,
     with_turnout_score,
 )
-from training.splits import group_folds, holdout_mask
+from training.splits import Prepared, group_folds, prepare
 from training.turnout import TurnoutModel, fit_fold_boosters, fit_turnout
 
 SERVED = "served"  # the hold-out ranking of the served model: each arm's chosen candidate
@@ -64,37 +63,6 @@ Progress = Callable[[str], None]
 
 def _noop(_: str) -> None:
     return None
-
-
-@dataclass
-class Prepared:
-    """The grouped train/hold-out split, transformed."""
-
-    pipeline: FeaturePipeline
-    train: pd.DataFrame
-    test: pd.DataFrame
-    X_train: pd.DataFrame
-    X_test: pd.DataFrame
-    folds: np.ndarray
-
-    def assigned(self, part: str, config: RunConfig) -> np.ndarray:
-        return getattr(self, part)[config.arm_column].astype(str).to_numpy()
-
-
-def prepare(frame: pd.DataFrame, config: RunConfig) -> Prepared:
-    """Split ``frame`` by group into train and hold-out and fit the feature transform."""
-    held = holdout_mask(frame[config.group_column], config.split.holdout_fraction, config.split.seed)
-    train = frame.loc[~held].reset_index(drop=True)
-    test = frame.loc[held].reset_index(drop=True)
-    pipeline = FeaturePipeline(config.features, config.derived_features).fit(train)
-    return Prepared(
-        pipeline=pipeline,
-        train=train,
-        test=test,
-        X_train=pipeline.transform(train),
-        X_test=pipeline.transform(test),
-        folds=group_folds(train[config.group_column], config.split.folds, config.split.seed),
-    )
 
 
 @dataclass

@@ -53,7 +53,7 @@ def import_table(table_path: Path, location: str | None, id_column: str, phone_c
     """Append a consent table's events to the ledger (idempotent: rows already there are skipped)."""
     from features.consent_ledger import LedgerError
     from features.ledger_rows import ledger_rows
-    from training.cli import USER_ERRORS, _fail, console
+    from training.cli_output import USER_ERRORS, console, fail
 
     try:
         with _open(location) as ledger:
@@ -62,7 +62,7 @@ def import_table(table_path: Path, location: str | None, id_column: str, phone_c
             stored = ledger.append(rows, received_from=f"import:{table_path.name}")
             where = ledger.describe()["url"]
     except (LedgerError, *USER_ERRORS) as exc:
-        _fail(ValueError(f"{table_path.name}: {exc}"))
+        fail(ValueError(f"{table_path.name}: {exc}"))
     new = int((~stored["duplicate"]).sum())
     review = int(((stored["status"] == "review") & ~stored["duplicate"]).sum())
     console.print(f"imported {len(stored):,} events from {table_path.name}: {new:,} new, "
@@ -79,16 +79,16 @@ def import_table(table_path: Path, location: str | None, id_column: str, phone_c
 def export_table(output_path: Path, location: str | None) -> None:
     """Write the ledger's events in effect as a consent table."""
     from features.consent_ledger import LedgerError
-    from training.cli import USER_ERRORS, _fail, console
+    from training.cli_output import USER_ERRORS, console, fail
 
     if output_path.suffix.lower() not in TABLE_TYPES:
-        _fail(ValueError(f"--output {output_path.name}: use a .parquet or .csv file"))
+        fail(ValueError(f"--output {output_path.name}: use a .parquet or .csv file"))
     try:
         with _open(location) as ledger:
             table = ledger.as_table()
             where = ledger.describe()["url"]
     except (LedgerError, *USER_ERRORS) as exc:
-        _fail(exc)
+        fail(exc)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     if output_path.suffix.lower() == ".csv":
         table.to_csv(output_path, index=False)

@@ -6,8 +6,13 @@ leaks. Every split here keeps groups whole and is reproducible from the seed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
+
+from features.config import RunConfig
+from features.pipeline import FeaturePipeline
 
 
 def holdout_mask(groups: pd.Series | np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -30,3 +35,34 @@ def group_folds(groups: pd.Series | np.ndarray, n_folds: int, seed: int) -> np.n
     rng = np.random.default_rng(seed + 1)
     fold_of_group = rng.permutation(len(uniq)) % n_folds
     return fold_of_group[inverse]
+
+
+@dataclass
+class Prepared:
+    """The grouped train/hold-out split, transformed."""
+
+    pipeline: FeaturePipeline
+    train: pd.DataFrame
+    test: pd.DataFrame
+    X_train: pd.DataFrame
+    X_test: pd.DataFrame
+    folds: np.ndarray
+
+    def assigned(self, part: str, config: RunConfig) -> np.ndarray:
+        return getattr(self, part)[config.arm_column].astype(str).to_numpy()
+
+
+def prepare(frame: pd.DataFrame, config: RunConfig) -> Prepared:
+    """Split ``frame`` by group into train and hold-out and fit the feature transform."""
+    held = holdout_mask(frame[config.group_column], config.split.holdout_fraction, config.split.seed)
+    train = frame.loc[~held].reset_index(drop=True)
+    test = frame.loc[held].reset_index(drop=True)
+    pipeline = FeaturePipeline(config.features, config.derived_features).fit(train)
+    return Prepared(
+        pipeline=pipeline,
+        train=train,
+        test=test,
+        X_train=pipeline.transform(train),
+        X_test=pipeline.transform(test),
+        folds=group_folds(train[config.group_column], config.split.folds, config.split.seed),
+    )

@@ -1,0 +1,34 @@
+"""What the command line prints: one console for results, one for errors and warnings.
+
+User text (file names, column names, values, error messages) is never read as rich
+markup: a column called ``[key]`` prints as ``[key]``. Styles come from
+:class:`rich.text.Text` parts, not from markup in the text.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.text import Text
+
+console = Console(stderr=False, highlight=False)
+err = Console(stderr=True, highlight=False)
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, LookupError, FileNotFoundError)
+
+
+def labelled(label: str, style: str, message: object) -> Text:
+    """``label`` in ``style``, then ``message`` as plain text."""
+    return Text.assemble((label, style), " ", str(message))
+
+
+def warn(message: object) -> None:
+    """Print a warning on stderr."""
+    err.print(labelled("warning:", "yellow", message))
+
+
+def fail(exc: BaseException, label: str = "error:") -> None:
+    """Print ``exc`` on stderr and exit with status 2 (a usage or input error)."""
+    err.print(labelled(label, "bold red", exc))
+    sys.exit(2)
