@@ -16,21 +16,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features import table_files
 from features.config import RunConfig
 from features.schema import DataValidationError
+from features.table_files import TableFileError
 
 
 def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """Read a parquet or CSV file."""
-    path = Path(path)
-    if not path.exists():
-        raise DataValidationError([f"input file not found: {path}"])
-    suffix = path.suffix.lower()
-    if suffix in {".parquet", ".pq"}:
-        return pd.read_parquet(path, columns=columns)
-    if suffix in {".csv", ".txt"} or path.name.endswith(".csv.gz"):
-        return pd.read_csv(path, usecols=columns)
-    raise DataValidationError([f"{path}: unsupported file type (use .parquet or .csv)"])
+    """A training table (:func:`features.table_files.read_table`); a problem is a :class:`DataValidationError`."""
+    try:
+        return table_files.read_table(path, columns)
+    except (FileNotFoundError, TableFileError) as exc:
+        raise DataValidationError([str(exc)]) from None
 
 
 def load_experiment(config: RunConfig) -> pd.DataFrame:

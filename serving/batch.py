@@ -27,7 +27,6 @@ plus every feature's contribution equals the explained arm's uplift exactly (Tre
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +34,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from features.pii import PIIError, values_look_like_pii
 from features.pipeline import FeatureError
+from features.table_files import TableFileError, open_dataset, stream_tables
 from serving.bundle import ScoringModel
 from serving.scoring import checked_ensembles
 
@@ -298,44 +297,6 @@ class BatchScorer:
             raise PIIError(f"refusing to write output columns that look like PII: {found}")
 
 
-def _is_csv(path: Path) -> bool:
-    return path.name.lower().endswith((".csv", ".csv.gz"))
-
-
-_CSV_COLUMN = re.compile(r"CSV column #(\d+)")
-
-
-def _read_error(exc: pa.ArrowInvalid, path: Path) -> FeatureError:
-    """A :class:`FeatureError` naming the column of a CSV conversion error."""
-    message = str(exc).strip()
-    match = _CSV_COLUMN.search(message)
-    if match and _is_csv(path):
-        names = pacsv.open_csv(str(path)).schema.names  # untyped read: only the header matters
-        if int(match[1]) < len(names):
-            detail = message[match.start():].splitlines()[0]
-            return FeatureError(f"column {names[int(match[1])]!r} of {path.name} cannot be read as a "
-                                f"model input: {detail}")
-    return FeatureError(f"input {path.name} cannot be read: {message.splitlines()[-1]}")
-
-
-def open_dataset(path: str | Path, column_types: dict[str, pa.DataType] | None = None) -> ds.Dataset:
-    """A pyarrow dataset over a parquet file or folder, or a CSV file (``.csv``, ``.csv.gz``).
-
-    ``column_types`` fixes the types of those CSV columns (instead of per-block
-    inference); a value that does not convert is a :class:`FeatureError` naming the column.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"input not found: {path}")
-    if not _is_csv(path):
-        return ds.dataset(str(path), format="parquet")
-    fmt = ds.CsvFileFormat(convert_options=pacsv.ConvertOptions(column_types=column_types or {}))
-    try:
-        return ds.dataset(str(path), format=fmt)
-    except pa.ArrowInvalid as exc:
-        raise _read_error(exc, path) from None
-
-
 def input_columns(model: ScoringModel, dataset: ds.Dataset) -> list[str]:
     """The columns to read; a clear error if the id or a feature column is missing."""
     scorer = BatchScorer(model)
@@ -343,72 +304,22 @@ def input_columns(model: ScoringModel, dataset: ds.Dataset) -> list[str]:
     return scorer.input_columns
 
 
-def _rechunk(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
-    """Regroup a stream of small batches into tables of exactly ``size`` rows (the last may be shorter)."""
-    pending: list[pa.RecordBatch] = []
-    rows = 0
-    for batch in batches:
-        pending.append(batch)
-        rows += batch.num_rows
-        while rows >= size:
-            table = pa.Table.from_batches(pending)
-            yield table.slice(0, size)
-            rest = table.slice(size)
-            pending, rows = rest.to_batches(), rest.num_rows
-    if rows:
-        yield pa.Table.from_batches(pending)
-
-
-def _stream(path: Path, dataset: ds.Dataset, scorer: BatchScorer, chunk_size: int) -> Iterator[pa.RecordBatch]:
-    """Arrow batches of the scorer's columns, read lazily.
-
-    The dataset scanner reads ahead in the background as fast as it can, so a slow
-    consumer (scoring) would let it hold most of a file in memory. Parquet is therefore
-    read one row group at a time (a fragment per row group, no read-ahead) and CSV through
-    pyarrow's streaming CSV reader (one block at a time), so memory stays bounded by a
-    row group / chunk whatever the file size.
-    """
-    columns = scorer.input_columns
-    if _is_csv(path):
-        options = pacsv.ConvertOptions(column_types=scorer.input_types(), include_columns=columns)
-        yield from _rechunk(pacsv.open_csv(str(path), convert_options=options), chunk_size)
-        return
-    for fragment in dataset.get_fragments():
-        for row_group in fragment.split_by_row_group():
-            yield from row_group.to_batches(schema=dataset.schema, columns=columns, batch_size=chunk_size,
-                                            batch_readahead=0, fragment_readahead=1)
-
-
 def iter_chunks(
     path: str | Path, model: ScoringModel, chunk_size: int = DEFAULT_CHUNK, scorer: BatchScorer | None = None
 ) -> Iterator[pd.DataFrame]:
     """Input chunks (id + feature columns only, at most ``chunk_size`` rows) as pandas frames.
 
-    Nothing is read ahead: memory is bounded by the chunk size (and, for parquet, the
-    size of one row group) whatever the file size. ``scorer`` (default: the model's,
-    without transform) says which columns to read.
+    Nothing is read ahead (:func:`features.table_files.stream_tables`): memory is bounded by
+    the chunk size (and, for parquet, the size of one row group) whatever the file size.
+    ``scorer`` (default: the model's, without transform) says which columns to read. A
+    missing column or a value that does not convert is a :class:`FeatureError` naming it.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    path = Path(path)
     scorer = scorer or BatchScorer(model)
-    dataset = open_dataset(path, scorer.input_types())
-    scorer.check_columns(dataset.schema.names)
-    batches = _stream(path, dataset, scorer, chunk_size)
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except pa.ArrowInvalid as exc:
-            raise _read_error(exc, path) from None
-        if batch.num_rows:
-            yield batch.to_pandas()
-
-
-def count_rows(path: str | Path) -> int:
-    """Number of rows of a parquet (from its metadata) or CSV (a pass over it) input."""
-    return open_dataset(path).count_rows()
+    try:
+        scorer.check_columns(open_dataset(path, scorer.input_types()).schema.names)
+        yield from stream_tables(path, scorer.input_columns, scorer.input_types(), chunk_size)
+    except TableFileError as exc:
+        raise FeatureError(str(exc)) from None
 
 
 def score_file(

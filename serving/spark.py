@@ -44,6 +44,7 @@ import pandas as pd
 
 from features.consent import ConsentTransform
 from features.consent_state import JoinTally, tally
+from features.table_files import DELIMITER, PARQUET, table_format
 from serving.batch import DEFAULT_CHUNK, BatchScorer, Transform
 from serving.bundle import ScoringModel
 
@@ -264,10 +265,11 @@ def scoring_udf(
 
 
 def read_voters(spark: SparkSession, path: str | Path, scorer: BatchScorer) -> DataFrame:
-    """A parquet file/folder or a CSV file as a Spark DataFrame (CSV: typed as the model expects)."""
+    """A parquet file/folder or a CSV/TSV file as a Spark DataFrame (text: typed as the model expects)."""
+    fmt = table_format(path)
     path = str(path)
-    if path.lower().endswith((".csv", ".csv.gz")):
-        raw = spark.read.option("header", True).csv(path)
+    if fmt != PARQUET:
+        raw = spark.read.option("header", True).option("sep", DELIMITER[fmt]).csv(path)
         scorer.check_columns(raw.columns)
         types = scorer.input_types()
         return raw.select(*[F.col(c).cast("string" if str(types[c]) == "string" else "double").alias(c)

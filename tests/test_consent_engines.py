@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from consent_cases import AS_OF, hash_key  # noqa: F401
 
 from features.consent import Eligibility
-from serving.batch import open_dataset, score_file
+from features.table_files import open_dataset
+from serving.batch import score_file
 from serving.registry import load_scoring_model
 from serving.spark import score_dataset, spark_session
 from training.cli import main

@@ -232,7 +232,8 @@ def runs(limit: int, experiment: str | None) -> None:
 def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int, engine: str, spark_master: str,
           explain: int, consent: ConsentOptions) -> None:
     """Score a voter file (parquet or CSV) into parquet, streaming in chunks (or on Spark)."""
-    from serving.batch import open_dataset, score_file
+    from features.table_files import open_dataset
+    from serving.batch import score_file
     from training.tracking import configure
 
     configure()
@@ -292,7 +293,7 @@ def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int, 
 
 def _model_and_rows(model_uri: str, input_path: Path):
     """The model to score or plan with, and the input's row count (for the progress bar); errors exit 2."""
-    from serving.batch import count_rows
+    from features.table_files import count_rows
     from serving.registry import load_scoring_model
 
     try:

@@ -19,10 +19,9 @@ from pathlib import Path
 import click
 import pandas as pd
 
+from features.table_files import TableFileError, read_table, table_format, write_table
+
 LEDGER_HELP = "SQLAlchemy URL or SQLite file of the ledger; default PERSUADE_CONSENT_LEDGER, else the embedded file."
-TABLE_TYPES = (".parquet", ".pq", ".csv")
-
-
 def _open(location: str | None):
     from features.consent_ledger import ConsentLedger
 
@@ -30,11 +29,8 @@ def _open(location: str | None):
 
 
 def read_frame(path: Path) -> pd.DataFrame:
-    """A consent table file as written (parquet or CSV, every CSV column as text)."""
-    suffix = path.suffix.lower()
-    if suffix not in TABLE_TYPES and not path.name.lower().endswith(".csv.gz"):
-        raise ValueError(f"{path.name}: unsupported table type (use {', '.join(TABLE_TYPES)})")
-    return pd.read_parquet(path) if suffix in (".parquet", ".pq") else pd.read_csv(path, dtype=str)
+    """A consent table file as written (parquet, or text with every column as text)."""
+    return read_table(path, as_text=True)
 
 
 @click.group("consent")
@@ -81,19 +77,17 @@ def export_table(output_path: Path, location: str | None) -> None:
     from features.consent_ledger import LedgerError
     from training.cli_output import USER_ERRORS, console, fail
 
-    if output_path.suffix.lower() not in TABLE_TYPES:
-        fail(ValueError(f"--output {output_path.name}: use a .parquet or .csv file"))
+    try:
+        table_format(output_path)
+    except TableFileError as exc:
+        fail(ValueError(f"--output {exc}"))
     try:
         with _open(location) as ledger:
             table = ledger.as_table()
             where = ledger.describe()["url"]
     except (LedgerError, *USER_ERRORS) as exc:
         fail(exc)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    if output_path.suffix.lower() == ".csv":
-        table.to_csv(output_path, index=False)
-    else:
-        table.to_parquet(output_path, index=False)
+    write_table(table, output_path)
     counts = table["event"].value_counts().sort_index()
     console.print(f"exported {len(table):,} events ({', '.join(f'{k} {v:,}' for k, v in counts.items()) or 'none'}) "
                   f"from {where} -> {output_path}", highlight=False, markup=False)

@@ -28,7 +28,8 @@ import pandas as pd
 from features.consent import (
     suppression_counts,
 )
-from serving.batch import input_columns, open_dataset
+from features.table_files import open_dataset
+from serving.batch import input_columns
 from serving.bundle import CONTROL_ARM, ScoringModel
 from serving.plan_sensitivity import sensitivity_verdict
 from serving.planning import SUPPRESSION_KEYS
