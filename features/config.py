@@ -143,11 +143,32 @@ class AuditSpec(_Strict):
         "and the hold-out policy value)",
     )
     band: tuple[float, float] = (0.8, 1.25)
+    age_column: str | None = Field(
+        default=None, description="the protected column that holds age, whatever it is called (vf_age), banded by "
+        "age_bands (unset: a protected column named age)")
     age_bands: list[int] = Field(default_factory=lambda: [30, 45, 65])
+    bands: dict[str, list[float]] = Field(
+        default_factory=dict, description="cut points of other numeric protected attributes, by column")
+    quantile_bands: int = Field(
+        default=4, ge=2, le=10, description="a numeric protected attribute with many values and no bands: banded "
+        "at this many quantiles, a band too small to judge merged into a neighbour")
     reference: dict[str, str] = Field(
         default_factory=dict, description="reference group per protected attribute (default: the largest group)"
     )
     min_group_size: int = Field(default=100, ge=1, description="smaller groups are reported but not flagged")
+
+    @model_validator(mode="after")
+    def _increasing_bands(self) -> AuditSpec:
+        for key, cuts in {"age_bands": self.age_bands, **{f"bands.{k}": v for k, v in self.bands.items()}}.items():
+            if not cuts or list(cuts) != sorted(set(cuts)):
+                raise ValueError(f"audit.{key} must be increasing cut points, got {list(cuts)}")
+        if self.age_column in self.bands:
+            raise ValueError(f"audit.bands.{self.age_column}: the age column is banded by audit.age_bands")
+        return self
+
+    def age_attribute(self, protected: list[str]) -> str | None:
+        """The protected column banded by ``age_bands``: ``age_column``, else one named ``age``."""
+        return self.age_column or ("age" if "age" in protected else None)
 
 
 class ConsentSpec(_Strict):
@@ -227,6 +248,10 @@ class RunConfig(_Strict):
                 raise ValueError("control_value and every arms.<arm>.value must be given together")
             if len({str(v) for v in values}) != len(values):
                 raise ValueError(f"control_value and arms.<arm>.value: a code is given twice ({values})")
+        audited = [*([self.audit.age_column] if self.audit.age_column else []), *self.audit.bands]
+        for col in audited:
+            if col not in self.protected:
+                raise ValueError(f"audit: {col!r} is banded but is not a protected attribute (add it to protected:)")
         return self
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -142,3 +144,91 @@ def test_ties_at_the_budget_edge_are_broken_at_random_not_by_row_order():
     f, m = _row(table, "A", "sex", "F"), _row(table, "A", "sex", "M")
     assert f.targeted + m.targeted == 1000
     assert 0.9 < m.ratio_to_reference < 1.1
+
+
+# -- groups by role, not by column name ----------------------------------------------
+def _ggl_with(tmp_path, **changes):
+    import yaml
+
+    from features.config import load_config as load
+
+    data = yaml.safe_load(open("configs/ggl2008.yaml"))
+    for key, value in changes.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    data["data"] = {"table": str((Path("data/ggl2008/ggl2008.parquet")).resolve())}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load(path)
+
+
+def _voter_file_ages(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"sex": rng.choice(["F", "M"], n), "vf_age": rng.integers(18, 63, n)})  # 45 ages
+
+
+def test_the_age_column_is_named_in_the_config_whatever_it_is_called(tmp_path):
+    config = _ggl_with(tmp_path, protected=["sex", "vf_age"], audit={"age_column": "vf_age"})
+    audit = FairnessAudit.from_config(config)
+    assert audit.age_attribute == "vf_age"
+    frame = pd.DataFrame({"vf_age": [18, 29, 30, 44, 45, 64, 65, 99, None]})
+    assert audit.groups(frame, "vf_age").tolist() == ["<30", "<30", "30-44", "30-44", "45-64", "45-64", "65+",
+                                                      "65+", MISSING_GROUP]
+
+
+def test_the_ggl_config_still_bands_its_age_column():
+    audit = FairnessAudit.from_config(load_config("configs/ggl2008.yaml"))
+    assert audit.age_attribute == "age"
+    assert audit.groups(pd.DataFrame({"age": [20, 50]}), "age").tolist() == ["<30", "45-64"]
+
+
+def test_a_numeric_protected_attribute_with_many_values_is_audited_in_quantile_bands_not_one_value_at_a_time():
+    frame = _voter_file_ages(2000)
+    score = pd.DataFrame({"A": np.random.default_rng(1).normal(0.01, 0.02, 2000)})
+    table = FairnessAudit(["sex", "vf_age"]).audit(frame, score, np.array(["A"] * 2000), np.zeros(2000), "C")
+    ages = table[(table.arm == "A") & (table.attribute == "vf_age")]
+    assert len(ages) == 4  # quartiles of 45 distinct ages
+    assert ages.voters.sum() == 2000 and (ages.voters >= 100).all() and set(ages.flag) <= {"", "outside band"}
+    assert ages.group.iloc[0].startswith("<") and ages.group.iloc[-1].endswith("+")
+    assert set(table[table.attribute == "sex"].group) == {"F", "M"}  # few values: by value
+
+
+def test_quantile_bands_too_small_to_judge_are_merged_into_a_neighbour():
+    frame = _voter_file_ages(250)  # quartiles of about 62 voters each, under min_group_size=100
+    groups = FairnessAudit(["vf_age"], min_group_size=100).groups(frame, "vf_age")
+    sizes = groups.value_counts()
+    assert len(sizes) == 2 and (sizes >= 100).all()
+    assert FairnessAudit(["vf_age"], min_group_size=1000).groups(frame, "vf_age").nunique() == 1
+
+
+def test_configured_bands_of_another_numeric_attribute_are_used(tmp_path):
+    config = _ggl_with(tmp_path, protected=["sex", "age", "income"], audit={"bands": {"income": [25000, 75000]}})
+    audit = FairnessAudit.from_config(config)
+    frame = pd.DataFrame({"income": [1000.0, 25000.0, 80000.0, np.nan]})
+    assert audit.groups(frame, "income").tolist() == ["<25000", "25000-74999", "75000+", MISSING_GROUP]
+    assert audit.groups(pd.DataFrame({"age": [66]}), "age").tolist() == ["65+"]  # GGL's age keeps its bands
+    with pytest.raises(ValueError, match=r"'income' is banded \(audit\) but has values that are not numbers"):
+        audit.groups(pd.DataFrame({"income": ["high", "low"]}), "income")
+
+
+def test_small_categorical_groups_are_reported_once_as_too_small():
+    frame = pd.DataFrame({"race": ["W"] * 800 + ["B"] * 140 + [f"g{i}" for i in range(6) for _ in range(10)]})
+    score = np.r_[np.full(800, 0.01), np.full(140, 0.01), np.full(60, 0.05)]
+    table = FairnessAudit(["race"], budget_fraction=0.1).audit(
+        frame, pd.DataFrame({"A": score}), np.array(["A"] * 1000), np.zeros(1000), "C")
+    rows = table[table.arm == "A"]
+    assert rows.group.tolist() == ["B", "W", "too small"]
+    pooled = _row(table, "A", "race", "too small")
+    assert pooled.voters == 60 and pooled.targeted == 60 and pooled.flag == "small group" and not pooled.reference
+    assert _row(table, "A", "race", "W").reference
+
+
+@pytest.mark.parametrize(("audit", "message"), [
+    ({"age_column": "vf_age"}, r"'vf_age' is banded but is not a protected attribute"),
+    ({"bands": {"sex": [1, 0]}}, r"audit\.bands\.sex must be increasing"),
+    ({"bands": {"age": [40]}, "age_column": "age"}, r"audit\.bands\.age: the age column is banded by"),
+])
+def test_audit_bands_in_a_config_are_checked_when_it_loads(tmp_path, audit, message):
+    from features.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        _ggl_with(tmp_path, audit=audit)

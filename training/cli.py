@@ -15,6 +15,7 @@ from rich.table import Table
 
 from training.cli_consent import ConsentOptions, consent_arms, consent_options, no_consent_facts
 from training.cli_consent import report as consent_report
+from training.cli_init import init_command
 from training.cli_output import USER_ERRORS, console, err
 from training.cli_output import fail as _fail
 from training.ledger_cli import consent_group
@@ -27,6 +28,7 @@ def main() -> None:
 
 
 main.add_command(consent_group)  # persuade consent import|export (training/ledger_cli.py)
+main.add_command(init_command)  # persuade init (training/cli_init.py)
 
 
 # -- train ---------------------------------------------------------------------------
