@@ -57,7 +57,7 @@ def test_every_format_round_trips(tmp_path, name):
 
 
 def test_missing_file_and_column_are_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothere.csv"):
+    with pytest.raises(FileNotFoundError, match=r"nothere\.csv"):
         read_table(tmp_path / "nothere.csv")
     path = write_table(FRAME, tmp_path / "t.tsv")
     with pytest.raises(TableFileError, match=r"\['income'\]"):
@@ -75,7 +75,7 @@ def test_a_value_that_does_not_convert_names_its_column(tmp_path):
 def test_an_unreadable_file_is_an_error_naming_it(tmp_path):
     path = tmp_path / "broken.parquet"
     path.write_bytes(b"PAR1 this is not parquet")
-    with pytest.raises(TableFileError, match="broken.parquet"):
+    with pytest.raises(TableFileError, match=r"broken\.parquet"):
         read_table(path)
 
 
