@@ -63,16 +63,12 @@ from features.config import RunConfig, load_config  # noqa: E402
 from features.schema import validate_experiment  # noqa: E402
 from features.synthetic import make_campaign  # noqa: E402
 from features.tables import load_experiment  # noqa: E402
+from serving.allocation import Allocator  # noqa: E402
+from serving.plan_costs import ChannelLimits, ProgramCosts, load_costs  # noqa: E402
+from serving.plan_gains import expected_gains  # noqa: E402
+from serving.plan_interval import effect_bins  # noqa: E402
 from serving.plan_sensitivity import level_sensitivity  # noqa: E402
-from serving.planning import (  # noqa: E402
-    Allocator,
-    ChannelLimits,
-    ProgramCosts,
-    effect_bins,
-    expected_gains,
-    load_costs,
-    plan_from_gains,
-)
+from serving.planning import plan_from_gains  # noqa: E402
 from training.evaluation import cluster_bootstrap_weights  # noqa: E402
 from training.fit import FitResult, fit_and_evaluate  # noqa: E402
 from training.references import turnout_05_score  # noqa: E402

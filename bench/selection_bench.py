@@ -83,8 +83,8 @@ def study(n: int, seed: int) -> pd.DataFrame:
             rows.append({
                 **cv.candidate,
                 "qini": qini_coefficient(score[r], y[cv.rows][r], c.treated[cv.rows][r]),
-                "dr_qini": dr_qini_coefficient(score[r], c.pseudo[cv.rows][r], c.share),
-                "oracle": dr_qini_coefficient(score[r], tau[arm][cv.rows][r], c.share),
+                "dr_qini": dr_qini_coefficient(score[r], c.pseudo[cv.rows][r], c.propensity[cv.rows][r]),
+                "oracle": dr_qini_coefficient(score[r], tau[arm][cv.rows][r], c.propensity[cv.rows][r]),
                 "spearman": spearmanr(score, tau[arm][cv.rows]).statistic,
             })
     log.print(f"  seed {seed}: {time.perf_counter() - started:.0f} s")

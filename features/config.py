@@ -23,6 +23,7 @@ from features.model_specs import (  # the model blocks of a run config; importab
     UpliftSpec,
     _Strict,
 )
+from features.program_spec import ProgramSpec  # past programs as training data
 
 
 class ConfigError(ValueError):
@@ -209,6 +210,10 @@ class RunConfig(_Strict):
     balance: BalanceSpec = BalanceSpec()
     audit: AuditSpec = AuditSpec()
     consent: ConsentSpec = ConsentSpec()
+    programs: list[ProgramSpec] = Field(
+        default_factory=list, description="past programs whose plans and outcomes train the model too, each row "
+        "with its recorded propensities (features/program_spec.py)",
+    )
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="before")
@@ -252,6 +257,12 @@ class RunConfig(_Strict):
         for col in audited:
             if col not in self.protected:
                 raise ValueError(f"audit: {col!r} is banded but is not a protected attribute (add it to protected:)")
+        names = [p.name for p in self.programs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"programs: a name is given twice ({', '.join(names)})")
+        if self.programs and "control" in {arm_slug(a) for a in self.arms}:
+            raise ValueError("programs: an arm named 'control' cannot be told from a plan's control "
+                             "(assigned 'control', column p_control): rename the arm")
         return self
 
     @property
@@ -332,6 +343,10 @@ class RunConfig(_Strict):
                 update={"params": filled(self.contact_rate.params, "turnout")}),
         })
 
+    def missing_program_files(self) -> list[str]:
+        """One message per file named by ``programs:`` that does not exist."""
+        return [m for i, p in enumerate(self.programs) for m in p.missing_files(self.resolve, f"programs[{i}]")]
+
     def resolve(self, path: Path | None) -> Path | None:
         if path is None:
             return None
@@ -362,9 +377,13 @@ def load_config(path: str | Path) -> RunConfig:
     if base.name == "configs":
         base = base.parent
     try:
-        return RunConfig.model_validate({**raw, "base_dir": base})
+        config = RunConfig.model_validate({**raw, "base_dir": base})
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc)}") from exc
+    missing = config.missing_program_files()
+    if missing:
+        raise ConfigError(f"{path}: " + "; ".join(missing))
+    return config
 
 
 def _describe(exc: ValidationError) -> str:

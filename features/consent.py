@@ -10,13 +10,18 @@ one job each:
 2. :mod:`features.consent_state` joins events to voters (one parser and one id
    normalization on both sides) and folds them into a consent state *per number*.
 3. :mod:`features.consent_rules` maps state and delivery to ``eligible`` and a
-   :class:`Reason` through one ordered decision table (:data:`RULES`).
-4. This module decides: :class:`Eligibility` for voters, voter files and chunks of a
+   :class:`Reason` through one ordered decision table (:data:`RULES`), then keeps quiet
+   hours for phone and text deliveries (:data:`CALLING_HOURS_RULES`, the voter's local
+   time zone from :mod:`features.calling_hours`).
+4. This module decides: :class:`ConsentRules` for voters, voter files and chunks of a
    scoring run (:class:`ConsentTransform`), with the join's diagnostics;
    :mod:`features.consent_scores` applies decisions to scores (:func:`apply_eligibility`).
 
 Fail closed: a number that cannot be parsed, a stale consent table and a revocation of
-any date suppress automated contact; only consents wait for their timestamp.
+any date suppress automated contact; only consents wait for their timestamp. Phone and
+text contact is allowed only inside the calling window in the voter's local time at the
+decision time (``as_of``, or now), in every zone the voter may be in; an unknown zone
+suppresses it.
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ from typing import Any
 import pandas as pd
 import pyarrow.dataset as ds
 
+from features.calling_hours import STATE_COLUMN, TIME_ZONE_COLUMN, CallingHours, time_zone_text
 from features.consent_rules import (  # noqa: F401 - the public names of the consent layer
+    CALLING_HOURS_DELIVERIES,
+    CALLING_HOURS_RULES,
     REASON_TEXT,
     RULES,
     ArmLike,
@@ -38,7 +46,9 @@ from features.consent_rules import (  # noqa: F401 - the public names of the con
     Reason,
     Rule,
     arm_deliveries,
+    keeps_calling_hours,
     needs_consent,
+    possible_reasons,
     rules_table,
 )
 from features.consent_scores import (  # noqa: F401
@@ -82,7 +92,7 @@ def as_utc(value: datetime | str | None) -> pd.Timestamp:
     return ts.tz_convert("UTC")
 
 
-class Eligibility:
+class ConsentRules:
     """A consent table and the rules, ready to apply to scores (CLI, HTTP service, Spark, pyfunc).
 
     Parameters
@@ -102,11 +112,21 @@ class Eligibility:
         suppressed (``consent_stale``); do-not-contact still applies. None: no limit.
     stale : str, optional
         Why the table is stale regardless of its age (e.g. its re-read failed).
+    state_column : str
+        Column of the voters' address state (two-letter code), a source of their local
+        time zone besides the number; optional in the voters.
+
+    Notes
+    -----
+    ``as_of`` (or now) is also the time quiet hours are checked at: a phone or text arm is
+    eligible only while it is inside the calling window (``rules.calling_hours``) in the
+    voter's local time.
     """
 
     def __init__(self, table: ConsentTable | None = None, rules: EligibilityRules | None = None,
                  as_of: datetime | str | None = None, phone_column: str = "phone",
-                 hasher: PhoneHasher | None = None, max_age_hours: float | None = None, stale: str | None = None):
+                 hasher: PhoneHasher | None = None, max_age_hours: float | None = None, stale: str | None = None,
+                 state_column: str = STATE_COLUMN):
         self.table = table
         self.rules = rules or EligibilityRules()
         self.as_of = as_of
@@ -114,20 +134,23 @@ class Eligibility:
         self.hasher = hasher or PhoneHasher()
         self.max_age_hours = max_age_hours
         self.stale = stale
+        self.state_column = state_column
         as_utc(as_of)  # refuse a bad decision time now
 
     @classmethod
     def from_path(cls, path: str | Path | None, landline_prerecorded_cap: int = 3, window_days: int = 30,
                   as_of: datetime | str | None = None, phone_column: str = "phone",
                   hasher: PhoneHasher | None = None, time_zone: str | None = None,
-                  max_age_hours: float | None = None) -> Eligibility:
+                  max_age_hours: float | None = None, calling_hours: CallingHours | str | None = None,
+                  state_column: str = STATE_COLUMN) -> ConsentRules:
         """Read a consent table (or none, when ``path`` is None) with these rules.
 
-        ``phone_column`` is the voters' (the table's is ``phone``)."""
+        ``phone_column`` and ``state_column`` are the voters' (the table's phone column is
+        ``phone``); ``time_zone`` places the table's timestamps written without one."""
         hasher = hasher or PhoneHasher()
         table = ConsentTable.read(path, hasher, time_zone=time_zone) if path is not None else None
-        return cls(table, EligibilityRules(landline_prerecorded_cap, window_days), as_of, phone_column, hasher,
-                   max_age_hours)
+        return cls(table, EligibilityRules(landline_prerecorded_cap, window_days, calling_hours), as_of, phone_column,
+                   hasher, max_age_hours, state_column=state_column)
 
     # -- facts -------------------------------------------------------------------------
     def stale_reason(self) -> str | None:
@@ -150,31 +173,52 @@ class Eligibility:
     # -- deciding ----------------------------------------------------------------------
     def keys(self, voters: pd.DataFrame, id_column: str = "voter_id") -> pd.DataFrame:
         """The join keys of ``voters`` (see :func:`features.consent_state.voter_keys`)."""
-        return voter_keys(voters, id_column, self.phone_column, self.hasher, self.hashes_phones)
+        return voter_keys(voters, id_column, self.phone_column, self.hasher, self.hashes_phones, self.state_column)
+
+    def consent_decision(self, keys: pd.DataFrame, arms: Arms, at: pd.Timestamp) -> pd.DataFrame:
+        """The consent rules' decision (:data:`RULES`, before quiet hours) of rows with these keys."""
+        table = self.table or ConsentTable.empty()
+        state = fold(table.events, keys, at, self.rules.window_days)
+        state["stale"] = self.stale_reason() is not None
+        return self.rules.evaluate(state, arms)
 
     def decide(self, voters: pd.DataFrame, arms: Arms, id_column: str = "voter_id",
-               keys: pd.DataFrame | None = None) -> tuple[pd.DataFrame, JoinTally]:
-        """Eligibility of each row of ``voters`` (one voter and one number), and the join's tally.
+               keys: pd.DataFrame | None = None, at: datetime | str | None = None) -> tuple[pd.DataFrame, JoinTally]:
+        """ConsentRules of each row of ``voters`` (one voter and one number), and the join's tally.
+
+        ``at`` is the decision time (default: ``as_of``, or now): consents are taken as of
+        then and quiet hours are checked then.
 
         Returns
         -------
         (DataFrame, JoinTally)
             ``voter_id`` (as given, as text), ``phone_hash`` (the number decided for,
-            when numbers are hashed) and per arm ``eligible_<slug>`` and ``suppression_<slug>``;
-            rows in the order of ``voters`` (ids may repeat: each row is decided on its own).
+            when numbers are hashed), ``time_zone`` (the voter's local time zone, when an
+            arm is a phone or text delivery; see :func:`features.calling_hours.time_zone_text`)
+            and per arm ``eligible_<slug>`` and ``suppression_<slug>``; rows in the order of
+            ``voters`` (ids may repeat: each row is decided on its own).
         """
         keys = self.keys(voters, id_column) if keys is None else keys
-        table = self.table or ConsentTable.empty()
-        state = fold(table.events, keys, as_utc(self.as_of), self.rules.window_days)
-        state["stale"] = self.stale_reason() is not None
-        decided = self.rules.evaluate(state, arms)
+        at = as_utc(self.as_of if at is None else at)
+        decided = self.consent_decision(keys, arms, at)
         decided["voter_id"] = voters[id_column].astype(str).to_numpy()
+        specs = arm_deliveries(arms)
+        columns = [(f"eligible_{slug}", f"suppression_{slug}") for _, slug, _ in specs]
+        allowed, reason = self.rules.keep_calling_hours(
+            decided[[e for e, _ in columns]].to_numpy(dtype=bool), decided[[r for _, r in columns]].to_numpy(object),
+            [d for *_, d in specs], keys.time_zones.tolist(), at)
+        for j, (eligible, why) in enumerate(columns):
+            decided[eligible], decided[why] = allowed[:, j], reason[:, j]
         if self.hashes_phones:
             decided.insert(1, PHONE_HASH_COLUMN, pd.array(keys.phone_hash.to_numpy(dtype=object), dtype="str"))
+        if any(keeps_calling_hours(d) for *_, d in specs):
+            decided.insert(1 + self.hashes_phones, TIME_ZONE_COLUMN,
+                           pd.array([time_zone_text(z) for z in keys.time_zones], dtype="str"))
+        table = self.table or ConsentTable.empty()
         return decided, tally(keys, *table.keys())
 
     def for_voters(self, voters: pd.DataFrame, arms: Arms, id_column: str = "voter_id") -> pd.DataFrame:
-        """Eligibility per voter and arm (see :meth:`decide`)."""
+        """ConsentRules per voter and arm (see :meth:`decide`)."""
         return self.decide(voters, arms, id_column)[0]
 
     def apply(self, scores: pd.DataFrame, voters: pd.DataFrame, arms: Arms,
@@ -191,7 +235,7 @@ class Eligibility:
 
     def for_voter_file(self, path: str | Path, arms: Arms, id_column: str = "voter_id",
                        chunk_size: int = 200_000) -> tuple[pd.DataFrame, JoinTally]:
-        """Eligibility of every voter of a voter file (parquet or CSV), and the join's tally.
+        """ConsentRules of every voter of a voter file (parquet or CSV), and the join's tally.
 
         Only the id and phone columns are read, in chunks; the numbers are hashed and
         dropped here. Duplicate ids are refused (each voter is decided once).
@@ -202,7 +246,7 @@ class Eligibility:
         names = dataset.schema.names
         if id_column not in names:
             raise ConsentError(f"{path.name}: the id column {id_column!r} is missing")
-        columns = [id_column, *([self.phone_column] if self.phone_column in names else [])]
+        columns = [id_column, *(c for c in (self.phone_column, self.state_column) if c in names and c != id_column)]
         parts, total = [], JoinTally()
         for batch in dataset.to_batches(columns=columns, batch_size=chunk_size):
             decided, counted = self.decide(batch.to_pandas(), arms, id_column)
@@ -217,15 +261,20 @@ class Eligibility:
     def transform(self, arms: Arms, id_column: str, input_columns: Sequence[str]) -> ConsentTransform:
         """The per-chunk score transform of a scoring run (local or Spark engine).
 
-        It reads the phone column when the input has it and an arm needs consent. The hash
-        key is resolved here: it travels with the transform (to Spark's workers too).
+        It reads the phone column when the input has it and an arm needs consent or keeps
+        quiet hours, and the state column when the input has it and an arm keeps quiet
+        hours. The hash key is resolved here: it travels with the transform (to Spark's
+        workers too).
         """
-        reads_phone = self.phone_column in input_columns and any(needs_consent(d) for *_, d in arm_deliveries(arms))
+        deliveries = [d for *_, d in arm_deliveries(arms)]
+        timed = any(keeps_calling_hours(d) for d in deliveries)
+        reads = [c for c, needed in ((self.phone_column, timed or any(needs_consent(d) for d in deliveries)),
+                                     (self.state_column, timed)) if needed and c in input_columns and c != id_column]
         decider = self
         if self.hashes_phones:
-            decider = Eligibility(self.table, self.rules, self.as_of, self.phone_column, self.hasher.resolved(),
-                                  self.max_age_hours, self.stale)
-        return ConsentTransform(decider, arms, id_column, [self.phone_column] if reads_phone else [])
+            decider = ConsentRules(self.table, self.rules, self.as_of, self.phone_column, self.hasher.resolved(),
+                                  self.max_age_hours, self.stale, self.state_column)
+        return ConsentTransform(decider, arms, id_column, reads)
 
     # -- reporting ---------------------------------------------------------------------
     def describe(self, tally: JoinTally | None = None, table_info: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -245,6 +294,7 @@ class Eligibility:
             "as_of_pinned": self.as_of is not None,
             "landline_prerecorded_cap": self.rules.landline_prerecorded_cap,
             "window_days": self.rules.window_days,
+            "calling_hours": self.rules.calling_hours.window,
             "max_age_hours": self.max_age_hours,
             "stale": self.stale_reason(),
             "warnings": [REPLAY_WARNING.format(as_of=as_of.isoformat())] if self.as_of is not None else [],
@@ -263,7 +313,7 @@ class ConsentTransform:
     ``tally`` accumulates the join's diagnostics of the chunks it saw in this process.
     """
 
-    def __init__(self, eligibility: Eligibility, arms: Arms, id_column: str, columns: list[str]):
+    def __init__(self, eligibility: ConsentRules, arms: Arms, id_column: str, columns: list[str]):
         self.eligibility = eligibility
         self.arms = arms
         self.id_column = id_column
@@ -293,6 +343,8 @@ class WithoutConsentTransform:
 def eligibility_for(voters: pd.DataFrame, arms: Arms, table: ConsentTable | None = None,
                     rules: EligibilityRules | None = None, as_of: datetime | str | None = None,
                     id_column: str = "voter_id", phone_column: str = "phone",
-                    hasher: PhoneHasher | None = None) -> pd.DataFrame:
-    """Eligibility per voter and arm: ``voter_id``, ``eligible_<slug>``, ``suppression_<slug>``."""
-    return Eligibility(table, rules, as_of, phone_column, hasher).for_voters(voters, arms, id_column)
+                    hasher: PhoneHasher | None = None, state_column: str = STATE_COLUMN) -> pd.DataFrame:
+    """ConsentRules per voter and arm: ``voter_id``, ``eligible_<slug>``, ``suppression_<slug>`` (see
+    :meth:`ConsentRules.decide`)."""
+    return ConsentRules(table, rules, as_of, phone_column, hasher, state_column=state_column).for_voters(
+        voters, arms, id_column)

@@ -24,7 +24,7 @@ consent table. The ledger remembers the hash key's check value
 (:meth:`features.phones.PhoneHasher.key_check`) and refuses phone hashes made with
 another key; its consent table carries that value (column ``hash_key_check``).
 
-Storage is SQLAlchemy Core: by default an embedded SQLite file in WAL mode with
+Storage is SQLAlchemy Core (:mod:`features.ledger_store`): by default an embedded SQLite file in WAL mode with
 ``synchronous=FULL`` (a committed event survives ``kill -9`` and power loss), at
 ``<PERSUADE_HOME or project>/consent_ledger/ledger.db``; ``PERSUADE_CONSENT_LEDGER`` names
 another file or a PostgreSQL URL (``postgresql+psycopg://user@/db?host=/run/postgresql``).
@@ -45,25 +45,28 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from features.consent import KEY_CHECK_COLUMN
-from features.phones import PhoneHasher
+from features.ledger_store import (  # noqa: F401 - LEDGER_ENV, default_ledger_path: the ledger's public names
+    EVENTS,
+    LEDGER_ENV,
+    META,
+    SCHEMA_VERSION,
+    LedgerError,
+    default_ledger_path,
+    ledger_url,
+    metadata,
+    sqlite_engine,
+)
+from features.phones import KeyCheckError, PhoneHasher
 
-LEDGER_ENV = "PERSUADE_CONSENT_LEDGER"
-SCHEMA_VERSION = "1"
-BUSY_TIMEOUT_SECONDS = 30
 CONTENT_COLUMNS = ["voter_id", "phone_hash", "event", "line_type", "scope", "source", "keyword", "timestamp",
                    "status", "reply", "review_decision", "resolves"]
 TABLE_COLUMNS = ["voter_id", "phone_hash", "event", "line_type", "scope", "source", "keyword", "timestamp"]
 STATUSES = ("applied", "review", "not_applied", "resolution")
 IN_EFFECT = ("applied", "review")
 TIMED_EVENTS = ("consent", "revocation", "prerecorded_call")  # the consent table needs their time
-
-
-class LedgerError(ValueError):
-    """Events the ledger cannot store (names the event id or column, never a phone number)."""
 
 
 class LedgerConflict(LedgerError):
@@ -73,93 +76,6 @@ class LedgerConflict(LedgerError):
         self.event_ids = event_ids
         shown = ", ".join(repr(i) for i in event_ids[:3]) + (" ..." if len(event_ids) > 3 else "")
         super().__init__(f"event_id {shown}: already recorded with other content; an event id is used once")
-
-
-class UTCDateTime(sa.types.TypeDecorator):
-    """A point in time, stored in UTC (naive on SQLite, ``timestamptz`` elsewhere), read back aware."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        if value is None or value is pd.NaT:
-            return None
-        ts = pd.Timestamp(value)
-        if ts.tzinfo is None:
-            raise LedgerError("a timestamp without a time zone cannot be stored")
-        moment = ts.tz_convert("UTC").to_pydatetime()
-        return moment.replace(tzinfo=None) if dialect.name == "sqlite" else moment
-
-    def process_result_value(self, value, dialect):
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-metadata = sa.MetaData()
-EVENTS = sa.Table(
-    "consent_events", metadata,
-    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("event_id", sa.String(255), nullable=False, unique=True),
-    sa.Column("received_at", UTCDateTime, nullable=False),
-    sa.Column("received_from", sa.String(200), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("voter_id", sa.String(200)),
-    sa.Column("phone_hash", sa.String(64)),
-    sa.Column("event", sa.String(32)),
-    sa.Column("line_type", sa.String(16)),
-    sa.Column("scope", sa.String(16)),
-    sa.Column("source", sa.String(32)),
-    sa.Column("keyword", sa.String(32)),
-    sa.Column("timestamp", UTCDateTime),
-    sa.Column("reply", sa.Text),
-    sa.Column("review_decision", sa.String(16)),  # opt_out | not_opt_out (status "resolution")
-    sa.Column("resolves", sa.String(200)),  # the event id of the reviewed reply (status "resolution")
-)
-META = sa.Table(
-    "consent_ledger_meta", metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("value", sa.String(200), nullable=False),
-)
-
-
-def default_ledger_path() -> Path:
-    """``<PERSUADE_HOME or the project>/consent_ledger/ledger.db``."""
-    home = os.environ.get("PERSUADE_HOME")
-    return (Path(home) if home else Path(__file__).resolve().parent.parent) / "consent_ledger" / "ledger.db"
-
-
-def ledger_url(location: str | Path | None = None) -> sa.URL:
-    """The SQLAlchemy URL of a ledger: a URL as given, a path as a SQLite file, None the default file."""
-    if location is None or (isinstance(location, str) and not location.strip()):
-        location = default_ledger_path()
-    if isinstance(location, str) and "://" in location:
-        url = sa.make_url(location)
-    else:
-        path = Path(location).expanduser().resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        url = sa.URL.create("sqlite", database=str(path))
-    if url.get_backend_name() not in ("sqlite", "postgresql"):
-        raise LedgerError(f"{LEDGER_ENV}: the ledger runs on SQLite or PostgreSQL, not {url.get_backend_name()!r}")
-    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
-        raise LedgerError(f"{LEDGER_ENV}: an in-memory SQLite database is not durable; name a file")
-    return url
-
-
-def _sqlite_engine(url: sa.URL) -> Engine:
-    engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_SECONDS})
-
-    @sa.event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection, _record) -> None:
-        cursor = dbapi_connection.cursor()
-        mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise LedgerError(f"the SQLite ledger could not switch to WAL mode (got {mode!r})")
-        cursor.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000}")
-        cursor.close()
-
-    return engine
 
 
 class ConsentLedger:
@@ -179,7 +95,7 @@ class ConsentLedger:
         self.url = ledger_url(location)
         self.hasher = hasher or PhoneHasher()
         if self.url.get_backend_name() == "sqlite":
-            self.engine = _sqlite_engine(self.url)
+            self.engine = sqlite_engine(self.url)
         else:
             self.engine = sa.create_engine(self.url, pool_pre_ping=True)
         self._create()
@@ -286,10 +202,16 @@ class ConsentLedger:
         return out
 
     def _check_key(self, conn: sa.Connection) -> None:
-        ours = self.hasher.key_check()
         conn.execute(self._insert(META).on_conflict_do_nothing(index_elements=["name"]),
-                     {"name": "key_check", "value": ours})
-        _same_key(conn.execute(sa.select(META.c.value).where(META.c.name == "key_check")).scalar(), ours)
+                     {"name": "key_check", "value": self.hasher.key_check()})
+        self._verify(conn.execute(sa.select(META.c.value).where(META.c.name == "key_check")).scalar())
+
+    def _verify(self, stored: str | None) -> None:
+        """The ledger's key check value against this hasher's (:meth:`PhoneHasher.verify_key_check`)."""
+        try:
+            self.hasher.verify_key_check(stored, "the ledger's phone hashes")
+        except KeyCheckError as exc:
+            raise LedgerError(str(exc)) from None
 
     def key_check(self) -> str | None:
         """Check value of the key the ledger's phone hashes were made with (None before the first)."""
@@ -298,9 +220,7 @@ class ConsentLedger:
 
     def check_key(self) -> None:
         """Raise :class:`LedgerError` if the ledger's phone hashes were made with another key."""
-        stored = self.key_check()
-        if stored is not None:
-            _same_key(stored, self.hasher.key_check())
+        self._verify(self.key_check())
 
     def resolve(self, event_id: str, *, opt_out: bool, reviewer: str) -> pd.DataFrame:
         """Record a person's reading of an unclear reply (status ``review``), as an event of its own.
@@ -363,12 +283,6 @@ def in_effect(events: pd.DataFrame, dismissed_ids: set[str] | None = None, *,
     out.insert(len(TABLE_COLUMNS) + 1, KEY_CHECK_COLUMN, out["phone_hash"].map(
         lambda h: None if h is None or h != h else key_check))
     return out
-
-
-def _same_key(stored: str | None, ours: str) -> None:
-    if stored != ours:
-        raise LedgerError(f"the ledger's phone hashes were made with another key (key check {stored}, "
-                          f"this PERSUADE_HASH_KEY's is {ours}); they would join nothing")
 
 
 def _record(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The consent rules: one ordered decision table per delivery, the first matching rule wins.
 
-Decided for US political outreach (see docs/notes/issue-3-readme.md); not legal advice.
+Decided for US political outreach (see docs/compliance.md); not legal advice.
 
 - Do-not-contact (the internal list) wins over everything, every channel.
 - Automated deliveries (autodialed, prerecorded or AI-voice calls, texts) fail closed:
@@ -16,6 +16,12 @@ Decided for US political outreach (see docs/notes/issue-3-readme.md); not legal 
 - A revocation covers every automated delivery, whatever channel it came in on. A later
   consent restores eligibility only if it comes from the voter directly and expressly
   (standing 3: ``written`` or ``opt_in_keyword``). At the same instant the revocation wins.
+
+Then quiet hours (:data:`CALLING_HOURS_RULES`, :mod:`features.calling_hours`): a phone or
+text delivery the table allows is suppressed when the voter's local time zone is unknown
+(``unknown_timezone``) or the decision time is outside the calling window in some
+candidate zone of the voter (``outside_calling_hours``). They come after the consent
+rules, so a reason that lasts (``no_consent``) is never hidden by one of the hour.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from features.calling_hours import TCPA_CALLING_HOURS, CallingHours, Zones
 from features.config import ArmSpec, Delivery, arm_slug
 from features.consent_table import ConsentError, LineType
 
@@ -42,6 +49,8 @@ class Reason(StrEnum):
     no_consent = "no_consent"
     landline_cannot_text = "landline_cannot_text"
     landline_prerecorded_cap = "landline_prerecorded_cap"
+    unknown_timezone = "unknown_timezone"
+    outside_calling_hours = "outside_calling_hours"
 
 
 REASON_TEXT: dict[Reason, str] = {
@@ -55,6 +64,10 @@ REASON_TEXT: dict[Reason, str] = {
     Reason.landline_cannot_text: "the number is a landline: texts cannot be delivered",
     Reason.landline_prerecorded_cap: "landline without consent already got the capped number of "
                                      "prerecorded calls in the window (counted per line)",
+    Reason.unknown_timezone: "neither the number nor the address state gives the voter's local time zone: "
+                             "the calling window cannot be kept",
+    Reason.outside_calling_hours: "the decision time is outside the calling window (default 8 a.m.-9 p.m.) in "
+                                  "the voter's local time (in every zone the voter may be in)",
 }
 
 
@@ -105,16 +118,39 @@ RULES: dict[Delivery, tuple[Rule, ...]] = {
 }
 
 
+CALLING_HOURS_DELIVERIES = frozenset({Delivery.live_call, Delivery.autodialed_call, Delivery.prerecorded_call,
+                                      Delivery.ai_voice_call, Delivery.text})
+CALLING_HOURS_RULES: tuple[Rule, ...] = (
+    Rule("unknown_timezone", False, Reason.unknown_timezone, "allowed above, but the voter's local time zone is "
+         "unknown (no geographic number, no known address state)"),
+    Rule("outside_calling_hours", False, Reason.outside_calling_hours, "allowed above, but now is outside the "
+         "calling window in some zone the voter may be in"),
+)
+
+
+def keeps_calling_hours(delivery: Delivery | str) -> bool:
+    """True for the phone and text deliveries, which keep the calling window (quiet hours)."""
+    return Delivery(delivery) in CALLING_HOURS_DELIVERIES
+
+
+def possible_reasons(delivery: Delivery | str) -> list[Reason]:
+    """Every reason an arm of this delivery can be suppressed for, in rule order."""
+    rules = [*RULES[Delivery(delivery)], *(CALLING_HOURS_RULES if keeps_calling_hours(delivery) else ())]
+    return list(dict.fromkeys(r.reason for r in rules if r.reason is not None))
+
+
 def needs_consent(delivery: Delivery | str) -> bool:
-    """True if some voters may be suppressed for lack of consent on this delivery."""
+    """True if some voters may be suppressed for lack of consent on this delivery (quiet hours are not consent)."""
     return any(r.reason not in (None, Reason.do_not_contact) for r in RULES[Delivery(delivery)])
 
 
 def rules_table() -> pd.DataFrame:
-    """The decision table as a frame (delivery, order, condition, outcome, why), for reports."""
+    """The decision table as a frame (delivery, order, condition, outcome, why), for reports; the quiet-hours
+    rows of phone and text deliveries follow their consent rules."""
     rows = []
     for delivery, rules in RULES.items():
-        for i, rule in enumerate(rules, 1):
+        then = CALLING_HOURS_RULES if keeps_calling_hours(delivery) else ()
+        for i, rule in enumerate([*rules, *then], 1):
             rows.append({"delivery": delivery.value, "order": i, "condition": rule.condition,
                          "outcome": "eligible" if rule.eligible else f"suppressed: {rule.reason.value}",
                          "why": rule.why})
@@ -157,11 +193,16 @@ class EligibilityRules:
         ``window_days``, counted per line; a line is eligible while fewer have been made.
     window_days : int
         Length of the cap window.
+    calling_hours : CallingHours or str, optional
+        The calling window in the voter's local time (default ``"08:00-21:00"``).
     """
 
-    def __init__(self, landline_prerecorded_cap: int = 3, window_days: int = 30):
+    def __init__(self, landline_prerecorded_cap: int = 3, window_days: int = 30,
+                 calling_hours: CallingHours | str | None = None):
         self.landline_prerecorded_cap = landline_prerecorded_cap
         self.window_days = window_days
+        self.calling_hours = calling_hours if isinstance(calling_hours, CallingHours) else CallingHours(
+            calling_hours or TCPA_CALLING_HOURS)
 
     def conditions(self, state: pd.DataFrame) -> dict[str, np.ndarray]:
         """The named conditions the rules refer to, evaluated on a consent state."""
@@ -199,3 +240,37 @@ class EligibilityRules:
             out[f"eligible_{slug}"] = eligible
             out[f"suppression_{slug}"] = reason
         return out
+
+    def keep_calling_hours(self, allowed: np.ndarray, reason: np.ndarray, deliveries: Sequence[Delivery | str],
+                           zones: Sequence[Zones], at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
+        """The quiet-hours stage (:data:`CALLING_HOURS_RULES`) on decisions of the consent rules.
+
+        Parameters
+        ----------
+        allowed, reason : ndarray, shape (n, n_arms)
+            The consent rules' decisions (reason None where allowed).
+        deliveries : sequence of Delivery
+            Each column's delivery; only phone and text deliveries keep the window.
+        zones : sequence of tuple of str
+            Each row's candidate time zones (``()``: unknown).
+        at : Timestamp (aware)
+            The decision time.
+
+        Returns
+        -------
+        (allowed, reason)
+            New arrays: a phone or text arm allowed so far is suppressed where the zone is
+            unknown or ``at`` is outside the window in some candidate zone.
+        """
+        allowed, reason = np.array(allowed, dtype=bool), np.array(reason, dtype=object)
+        timed = [j for j, d in enumerate(deliveries) if keeps_calling_hours(d)]
+        if not timed or not len(allowed):
+            return allowed, reason
+        known = np.fromiter((bool(z) for z in zones), dtype=bool, count=len(zones))
+        conditions = {"unknown_timezone": ~known, "outside_calling_hours": ~self.calling_hours.open_at(at, zones)}
+        for j in timed:
+            for rule in CALLING_HOURS_RULES:
+                hit = allowed[:, j] & conditions[rule.condition]
+                reason[hit, j] = rule.reason.value
+                allowed[hit, j] = False
+        return allowed, reason

@@ -1,6 +1,6 @@
 """Applying consent decisions to scores: masked uplift, the best eligible arm, suppression counts.
 
-:func:`apply_eligibility` is the one place a decision (:meth:`features.consent.Eligibility.for_voters`)
+:func:`apply_eligibility` is the one place a decision (:meth:`features.consent.ConsentRules.for_voters`)
 changes scores, for every engine and the HTTP service's lists alike.
 """
 
@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.consent_rules import RULES, Arms, Reason, arm_deliveries, needs_consent
+from features.calling_hours import TIME_ZONE_COLUMN
+from features.consent_rules import Arms, Reason, arm_deliveries, needs_consent, possible_reasons
 from features.consent_table import PHONE_HASH_COLUMN, ConsentError
 
 CONTROL_ARM = "control"  # the best_arm value of "contact nobody" (as serving.bundle.CONTROL_ARM)
@@ -20,7 +21,7 @@ CONTROL_ARM = "control"  # the best_arm value of "contact nobody" (as serving.bu
 
 def without_consent(voter_ids: Sequence[Any] | pd.Series, arms: Arms) -> pd.DataFrame:
     """The decisions of ``--no-consent``: every arm that needs consent suppressed (``no_consent``),
-    the others allowed (no do-not-contact list is applied); columns as :meth:`Eligibility.for_voters`."""
+    the others allowed (no do-not-contact list is applied); columns as :meth:`ConsentRules.for_voters`."""
     out = pd.DataFrame({"voter_id": pd.Series(voter_ids).astype(str).to_numpy()})
     for _label, slug, delivery in arm_deliveries(arms):
         needed = needs_consent(delivery)
@@ -40,7 +41,9 @@ def apply_eligibility(scores: pd.DataFrame, eligibility: pd.DataFrame, arms: Arm
     ``best_uplift`` are chosen again among the eligible arms only: an ineligible arm
     is never a voter's best arm, and ``control`` (contact nobody) is always possible.
     When the eligibility has a ``phone_hash`` column (the number decided for), the
-    scores get it after ``voter_id``: a dialer must dial that number and no other.
+    scores get it after ``voter_id``: a dialer must dial that number and no other; and
+    its ``time_zone`` (the voter's local time zone) after that, so that a dialer keeps
+    the calling window at send time.
 
     Parameters
     ----------
@@ -48,7 +51,7 @@ def apply_eligibility(scores: pd.DataFrame, eligibility: pd.DataFrame, arms: Arm
         Output of ``ScoringModel.score``: ``voter_id``, ``uplift_<slug>`` per arm,
         ``best_arm``, ``best_uplift``.
     eligibility : DataFrame
-        Output of :meth:`Eligibility.for_voters` for (at least) the scored voters.
+        Output of :meth:`ConsentRules.for_voters` for (at least) the scored voters.
     arms : sequence of arms (``ScoringModel.arms``) or mapping of config arm specs
     by_position : bool
         The eligibility rows are the scores' rows, in order (one decision per row);
@@ -78,9 +81,11 @@ def apply_eligibility(scores: pd.DataFrame, eligibility: pd.DataFrame, arms: Arm
             raise ConsentError(f"eligibility: {int(unknown.sum())} scored voters have no eligibility row")
         rows = lookup.loc[ids.to_numpy()].reset_index()
     out = scores.copy()
-    if PHONE_HASH_COLUMN in rows.columns:
-        out.insert(out.columns.get_loc("voter_id") + 1, PHONE_HASH_COLUMN,
-                   pd.array(rows[PHONE_HASH_COLUMN].to_numpy(dtype=object), dtype="str"))
+    place = out.columns.get_loc("voter_id") + 1
+    for column in (PHONE_HASH_COLUMN, TIME_ZONE_COLUMN):
+        if column in rows.columns:
+            out.insert(place, column, pd.array(rows[column].to_numpy(dtype=object), dtype="str"))
+            place += 1
     uplift = []
     for _label, slug, _delivery in specs:
         col = f"uplift_{slug}"
@@ -125,7 +130,7 @@ def suppression_counts(eligibility: pd.DataFrame, arms: Arms) -> pd.DataFrame:
     for label, slug, delivery in arm_deliveries(arms):
         reasons = eligibility[f"suppression_{slug}"].astype(object).where(eligibility[f"eligible_{slug}"] == False)  # noqa: E712
         counts = reasons.fillna("eligible").value_counts()
-        possible = {r.reason.value for r in RULES[delivery] if r.reason is not None}
+        possible = {r.value for r in possible_reasons(delivery)}
         for reason in ["eligible", *sorted(possible)]:
             rows.append({"arm": label, "delivery": delivery.value, "reason": reason,
                          "voters": int(counts.get(reason, 0))})

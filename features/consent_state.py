@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.calling_hours import STATE_COLUMN, local_time_zones, number_time_zones, state_time_zones
 from features.consent_table import (
     PHONE_HASH_COLUMN,
     REINSTATING_STANDING,
@@ -86,19 +87,24 @@ class JoinTally:
 
 
 def voter_keys(voters: pd.DataFrame, id_column: str = "voter_id", phone_column: str = "phone",
-               hasher: PhoneHasher | None = None, hash_phones: bool = True) -> pd.DataFrame:
-    """The join keys of each row: ``voter_id`` (normalized), ``phone_hash``, ``phone_status``.
+               hasher: PhoneHasher | None = None, hash_phones: bool = True,
+               state_column: str = STATE_COLUMN) -> pd.DataFrame:
+    """The join keys of each row: ``voter_id`` (normalized), ``phone_hash``, ``phone_status``, ``time_zones``.
 
     ``phone_status`` is ``ok``, ``missing`` (no phone column, or no value) or
     ``unparseable``. Raw numbers are hashed (when ``hash_phones``) and not kept; a
     ``phone_hash`` column (hashed already, with the same key) is used as it is.
+    ``time_zones`` are the row's candidate local time zones, from the parsed number and
+    the ``state_column`` when there is one (:mod:`features.calling_hours`); ``()``: unknown.
     """
     if id_column not in voters.columns:
         raise ConsentError(f"voters: the id column {id_column!r} is missing")
     n = len(voters)
     ids = normalize_ids(voters[id_column].reset_index(drop=True), id_column)
+    number_zones = [()] * n
     if phone_column in voters.columns:
         e164, status = parse_phones(voters[phone_column].reset_index(drop=True))
+        number_zones = number_time_zones(e164)
         hashes = (hasher or PhoneHasher()).hash_series(e164) if hash_phones else pd.Series(None, index=e164.index,
                                                                                             dtype=object)
     elif PHONE_HASH_COLUMN in voters.columns:
@@ -108,8 +114,10 @@ def voter_keys(voters: pd.DataFrame, id_column: str = "voter_id", phone_column: 
     else:
         hashes = pd.Series([None] * n, dtype=object)
         status = pd.Series(["missing"] * n, dtype=object)
+    states = state_time_zones(voters[state_column]) if state_column in voters.columns else None
+    zones = pd.Series(local_time_zones(number_zones, states), dtype=object)
     return pd.DataFrame({"voter_id": ids.to_numpy(dtype=object), PHONE_HASH_COLUMN: hashes.to_numpy(dtype=object),
-                         "phone_status": status.to_numpy(dtype=object)})
+                         "phone_status": status.to_numpy(dtype=object), "time_zones": zones.to_numpy()})
 
 
 def tally(keys: pd.DataFrame, table_ids: set[str], table_phones: set[str]) -> JoinTally:

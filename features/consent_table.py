@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from features.consent_values import UTC_TIME, ConsentError, first_row, normalize_ids, parse_timestamps
-from features.phones import HASH_PATTERN, PhoneFormatError, PhoneHasher
+from features.phones import HASH_PATTERN, KeyCheckError, PhoneFormatError, PhoneHasher
 
 OPT_OUT_KEYWORDS: tuple[str, ...] = ("STOP", "QUIT", "END", "REVOKE", "OPT OUT", "CANCEL", "UNSUBSCRIBE")
 OTHER_KEYWORD = "OTHER"
@@ -134,14 +134,14 @@ def _hash_columns(frame: pd.DataFrame, hasher: PhoneHasher, problems: list[str],
     phone_hash[given] = values
     checks = (frame.loc[given, KEY_CHECK_COLUMN].dropna().astype(str).str.strip().unique()
               if KEY_CHECK_COLUMN in frame.columns else [])
-    ours = hasher.key_check()
     if len(checks) == 0 and require_check:
         problems.append(f"column {PHONE_HASH_COLUMN!r}: hashes without a {KEY_CHECK_COLUMN!r} column: whose key made "
-                        f"them cannot be checked (ConsentTable.save writes it; this key's check value is {ours})")
-    elif len(checks) and set(checks) != {ours}:
-        problems.append(f"column {PHONE_HASH_COLUMN!r}: made with another key (key check {sorted(checks)}, "
-                        f"this key's is {ours}): they would join nothing; hash with the campaign's "
-                        f"PERSUADE_HASH_KEY")
+                        f"them cannot be checked (ConsentTable.save writes it; this key's check value is "
+                        f"{hasher.key_check()})")
+    try:
+        hasher.verify_key_check(checks, f"column {PHONE_HASH_COLUMN!r}")
+    except KeyCheckError as exc:
+        problems.append(str(exc))
     return phone_hash, True
 
 

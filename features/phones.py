@@ -5,8 +5,9 @@ table to the voter file, and for that a keyed hash is enough: :class:`PhoneHashe
 turns a normalized number into ``HMAC-SHA256(key, "+15551234567")`` with a secret key
 taken from the environment (``PERSUADE_HASH_KEY``). Without the key a hash cannot be
 reversed by trying all ten-digit numbers, which a plain SHA-256 of a phone number can.
-:meth:`PhoneHasher.key_check` is the key's check value: tables of hashes carry it, so a
-table hashed with another key is refused instead of silently joining nothing.
+:meth:`PhoneHasher.key_check` is the key's check value: tables of hashes (and the consent
+ledger) carry it, and :meth:`PhoneHasher.verify_key_check` refuses hashes made with another
+key instead of letting them silently join nothing.
 
 Every number, on both sides of the join, goes through :func:`normalize_e164`, a thin
 layer over the ``phonenumbers`` package (parsed as dialed from the US). A number with an
@@ -23,6 +24,7 @@ import hashlib
 import hmac
 import os
 import re
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -49,6 +51,10 @@ class PhoneFormatError(ValueError):
 
 class MissingHashKeyError(ValueError):
     """Phone numbers must be hashed but no usable key is configured."""
+
+
+class KeyCheckError(ValueError):
+    """Phone hashes made with another key than this one (they would join nothing)."""
 
 
 def _kind(value: object) -> str:
@@ -225,6 +231,29 @@ class PhoneHasher:
     def key_check(self) -> str:
         """The key's check value: 16 hex digits of an HMAC of a fixed message (reveals nothing of the key)."""
         return hmac.new(self._key(), _KEY_CHECK_MESSAGE, hashlib.sha256).hexdigest()[:16]
+
+    def verify_key_check(self, found: str | Iterable[str] | None, what: str) -> None:
+        """Refuse hashes whose key check values (``found``; None or empty: none to check) are not this key's.
+
+        Parameters
+        ----------
+        found : str or iterable of str, optional
+            The check values the hashes came with (a table's column, the ledger's record).
+        what : str
+            What holds the hashes, for the message (e.g. ``"column 'phone_hash'"``).
+
+        Raises
+        ------
+        KeyCheckError
+            Some value is another key's; the message names both check values (never a key).
+        """
+        values = {found} if isinstance(found, str) else set(found or ())
+        if not values:
+            return
+        ours = self.key_check()
+        if values != {ours}:
+            raise KeyCheckError(f"{what}: made with another key (key check {sorted(values)}, this key's is {ours}): "
+                                f"they would join nothing; hash with the campaign's {self.env_var}")
 
     def hash(self, e164: str) -> str:
         """Hex HMAC-SHA256 of one normalized number."""

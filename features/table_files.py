@@ -96,8 +96,8 @@ def _csv_format(fmt: str, column_types: Mapping[str, pa.DataType] | None) -> ds.
 _CSV_COLUMN = re.compile(r"CSV column #(\d+)")
 
 
-def read_error(exc: pa.ArrowInvalid, path: str | Path) -> TableFileError:
-    """A :class:`TableFileError` for a conversion error, naming the text column it is in."""
+def read_error(exc: Exception, path: str | Path) -> TableFileError:
+    """A :class:`TableFileError` for a read error: a conversion error names the text column it is in."""
     path = Path(path)
     message = str(exc).strip()
     match = _CSV_COLUMN.search(message)
@@ -184,10 +184,31 @@ def stream_tables(path: str | Path, columns: Sequence[str], column_types: Mappin
             batch = next(batches)
         except StopIteration:
             return
-        except pa.ArrowInvalid as exc:
+        except (pa.ArrowException, OSError) as exc:  # a bad value, or a corrupt page (OSError)
             raise read_error(exc, path) from None
         if batch.num_rows:
             yield batch.to_pandas()
+
+
+def check_not_an_input(path: str | Path, inputs: Sequence[str | Path]) -> None:
+    """Refuse an output ``path`` that would write over one of ``inputs`` (the files a command reads).
+
+    Refused: the same file (by path or a link to it), a path inside an input folder (a
+    parquet folder), a folder holding an input (an output folder is replaced whole).
+
+    Raises
+    ------
+    TableFileError
+        Naming the output and the input; nothing has been written.
+    """
+    output = Path(path).resolve()
+    for given in map(Path, inputs):
+        source = given.resolve()
+        same = source == output or (given.exists() and output.exists() and output.samefile(given))
+        if same or source in output.parents or output in source.parents:
+            how = "is also" if same else "is inside" if source in output.parents else "holds"
+            raise TableFileError(f"output {Path(path).name} {how} an input of this command ({given.name}): "
+                                 "write the output to another file")
 
 
 def write_table(frame: pd.DataFrame, path: str | Path, *, inputs: Sequence[str | Path] = ()) -> Path:
@@ -201,9 +222,7 @@ def write_table(frame: pd.DataFrame, path: str | Path, *, inputs: Sequence[str |
     fmt = table_format(path) if not path.is_dir() else "folder"
     if fmt == "folder":
         raise TableFileError(f"{path.name} is a folder: give a file name")
-    for given in map(Path, inputs):
-        if given.resolve() == path.resolve() or (given.exists() and path.exists() and path.samefile(given)):
-            raise TableFileError(f"{path.name} is also an input of this command: write the output to another file")
+    check_not_an_input(path, inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(handle)

@@ -79,6 +79,10 @@ class VoterScore(BaseModel):
     eligible: dict[str, bool] | None = Field(default=None, description="Arm -> may this voter get it "
                                              "(present when eligibility rules apply).")
     ineligible_reasons: dict[str, str | None] | None = None
+    time_zone: str | None = Field(
+        default=None, description="The voter's local time zone (IANA name; several separated by spaces when the "
+        "number and the address state leave more than one: keep the calling window in each), present when the "
+        "model has phone or text arms; null when unknown, and then those arms are suppressed (unknown_timezone).")
     reasons: dict[str, ArmReasons | None] | None = Field(
         default=None, description="Arm -> reasons (when explain); null for an arm the voter may not get.")
 

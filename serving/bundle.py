@@ -10,6 +10,9 @@ A :class:`ScoringModel` is a directory::
     uplift/<arm_slug>.txt  one LightGBM regressor per arm: the uplift itself
     contact_rate/<channel>.txt  optional: P(reached | attempted) per channel (phone, canvass);
                            its experiment rates are in the manifest's ``contact_rate``
+    probe_scores.json      written when logged: scores of the probe segment (serving/model_check.py)
+    checksums.json         written when logged: every file's size and sha256, checked on
+                           every load (serving/bundle_checksums.py)
 
 Boosters are LightGBM's own text format, not pickles. Each uplift booster predicts the
 uplift directly, so its TreeSHAP contributions plus the base value add up to the
@@ -32,6 +35,7 @@ import pandas as pd
 
 from features.config import arm_slug
 from features.pipeline import FeaturePipeline
+from serving.bundle_checksums import CHECKSUMS, verify_checksums
 from serving.treeshap_tables import TreeShapTables, UnsupportedTrees
 
 CONTROL_ARM = "control"
@@ -86,7 +90,7 @@ class ScoringModel:
     contact_rate_info : dict of str to dict
         Channel -> the experiment's ``attempt_rate`` (attempted / assigned) and
         ``reached_rate`` (reached / attempted), used to turn intent-to-treat uplift into
-        the uplift of a reached voter (see :mod:`serving.planning`).
+        the uplift of a reached voter (see :mod:`serving.plan_gains`).
     """
 
     pipeline: FeaturePipeline
@@ -218,6 +222,7 @@ class ScoringModel:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         (path / "uplift").mkdir(parents=True, exist_ok=True)
+        (path / CHECKSUMS).unlink(missing_ok=True)  # written when the model is logged, for these files
         manifest = {
             "format": "persuade-scoring-model/1",
             "arms": [asdict(a) for a in self.arms],
@@ -245,7 +250,9 @@ class ScoringModel:
 
     @classmethod
     def load(cls, path: str | Path) -> ScoringModel:
+        """Read a bundle, its files first checked against its checksums (``BundleChecksumError``)."""
         path = Path(path)
+        verify_checksums(path)
         manifest = json.loads((path / "manifest.json").read_text())
         if manifest.get("format") != "persuade-scoring-model/1":
             raise ValueError(f"{path}: not a persuade scoring model (format {manifest.get('format')!r})")

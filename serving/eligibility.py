@@ -28,6 +28,14 @@ The phone number sent with each voter (field ``phone``) is the number the decisi
 for. It is parsed and hashed (HMAC, key from ``PERSUADE_HASH_KEY``) as soon as it is
 read; a missing, malformed, float, list or object value is ``unverifiable_phone`` for
 automated deliveries, never an error. Numbers are never logged, kept or returned.
+
+Quiet hours: phone and text arms are allowed only inside the calling window
+(``PERSUADE_CALLING_HOURS``, default 08:00-21:00) in the voter's local time at the
+request's time (or ``PERSUADE_CONSENT_AS_OF``). The zone comes from the number and, when
+the voter is sent with a ``state`` (two-letter code), from the state; where they leave
+several zones the window must hold in each, and where they leave none the arms are
+suppressed (``unknown_timezone``). Each voter's ``time_zone`` is returned with the scores
+and plans of a model with phone or text arms, so a dialer keeps the window at send time.
 """
 
 from __future__ import annotations
@@ -45,8 +53,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from features.consent import ConsentError, ConsentTable, EligibilityRules
-from features.consent import Eligibility as ConsentRules
+from features.calling_hours import STATE_COLUMN, CallingHours, time_zone_text
+from features.consent import ConsentError, ConsentRules, ConsentTable, EligibilityRules, as_utc, keeps_calling_hours
 from features.consent_state import JoinTally
 from features.phones import PhoneHasher, mask_phones
 from serving.bundle import ArmInfo
@@ -56,6 +64,7 @@ from serving.voters import VoterBatch
 logger = logging.getLogger("persuade.serving")
 
 PHONE_FIELD = "phone"
+STATE_FIELD = STATE_COLUMN
 CHECK_EVERY_SECONDS = 1.0
 DEFAULT_MAX_AGE_HOURS = 24.0
 
@@ -133,6 +142,8 @@ class ConsentEligibility:
         A table file older than this is stale (automated deliveries wait); None: no limit.
     feed : EventFeed, optional
         Events that arrive between re-reads of the file (the consent ledger).
+    calling_hours : CallingHours or str, optional
+        The calling window in the voter's local time (default ``"08:00-21:00"``).
 
     Raises
     ------
@@ -140,15 +151,15 @@ class ConsentEligibility:
         The table cannot be read, or it has rows keyed by phone and no hash key is set.
     """
 
-    passthrough = (PHONE_FIELD,)
+    passthrough = (PHONE_FIELD, STATE_FIELD)
 
     def __init__(self, table_path: str | Path | None = None, as_of: datetime | str | None = None,
                  landline_prerecorded_cap: int = 3, window_days: int = 30, hasher: PhoneHasher | None = None,
                  time_zone: str | None = None, max_age_hours: float | None = DEFAULT_MAX_AGE_HOURS,
-                 feed: EventFeed | None = None):
+                 feed: EventFeed | None = None, calling_hours: CallingHours | str | None = None):
         self.path = Path(table_path) if table_path else None
         self.as_of = as_of
-        self.rules = EligibilityRules(landline_prerecorded_cap, window_days)
+        self.rules = EligibilityRules(landline_prerecorded_cap, window_days, calling_hours)
         self.hasher = hasher or PhoneHasher()
         self.time_zone = time_zone
         self.max_age_hours = max_age_hours
@@ -167,14 +178,16 @@ class ConsentEligibility:
                            "do-not-contact and revocations apply whatever their date", as_of)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ConsentEligibility:
-        """From ``PERSUADE_CONSENT_TABLE``, ``_AS_OF``, ``_TIMEZONE``, ``_MAX_AGE_HOURS`` (0: no limit)
-        and ``PERSUADE_PRERECORDED_CAP``."""
+    def from_env(cls, env: Mapping[str, str] | None = None, *, feed: EventFeed | None = None) -> ConsentEligibility:
+        """From ``PERSUADE_CONSENT_TABLE``, ``_AS_OF``, ``_TIMEZONE``, ``_MAX_AGE_HOURS`` (0: no limit),
+        ``PERSUADE_PRERECORDED_CAP`` and ``PERSUADE_CALLING_HOURS``, with the events of ``feed`` (the
+        consent ledger's, :class:`serving.consent_feed.LedgerFeed`) in force too."""
         env = os.environ if env is None else env
         max_age = float(env.get("PERSUADE_CONSENT_MAX_AGE_HOURS", DEFAULT_MAX_AGE_HOURS))
         return cls(env.get("PERSUADE_CONSENT_TABLE") or None, env.get("PERSUADE_CONSENT_AS_OF") or None,
                    int(env.get("PERSUADE_PRERECORDED_CAP", "3")), time_zone=env.get("PERSUADE_CONSENT_TIMEZONE"),
-                   max_age_hours=max_age if max_age > 0 else None)
+                   max_age_hours=max_age if max_age > 0 else None, feed=feed,
+                   calling_hours=CallingHours.from_env(env))
 
     # -- the table -------------------------------------------------------------------
     def _file_stamp(self) -> tuple[int, int]:
@@ -231,31 +244,33 @@ class ConsentEligibility:
         return out
 
     # -- the rule --------------------------------------------------------------------
-    def _without_records(self, rules: ConsentRules, arms: Sequence[ArmInfo],
-                         status: str) -> tuple[np.ndarray, np.ndarray]:
-        """The decision for a voter with no event in the table (the same for everyone of a phone status)."""
+    def _without_records(self, rules: ConsentRules, arms: Sequence[ArmInfo], status: str,
+                         at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
+        """The consent rules' decision for a voter with no event in the table (the same for everyone of a
+        phone status; quiet hours come after, per voter)."""
         stale = rules.stale_reason() is not None
         key = (tuple((a.slug, a.delivery) for a in arms), status, stale)
         if key not in self._no_record:
             keys = pd.DataFrame({"voter_id": [None], "phone_hash": [None], "phone_status": [status]})
-            decided, _ = ConsentRules(None, self.rules, self.as_of, stale="stale" if stale else None).decide(
-                pd.DataFrame({"voter_id": ["no-record"]}), arms, keys=keys)
+            decided = ConsentRules(None, self.rules, self.as_of, stale="stale" if stale else None).consent_decision(
+                keys, arms, at)
             self._no_record[key] = _arrays(decided, arms)
         return self._no_record[key]
 
     def __call__(self, voters: VoterBatch, arms: Sequence[ArmInfo]) -> Eligibility:
         loaded = self.loaded()
         rules = self._consent_rules(loaded)
+        at = as_utc(self.as_of)  # one decision time for the request: consents and quiet hours
         n = len(voters)
-        frame = pd.DataFrame({"voter_id": np.asarray(voters.ids, dtype=object),
-                              PHONE_FIELD: voters.passthrough.get(PHONE_FIELD, np.full(n, None, dtype=object))})
+        sent = {f: voters.passthrough.get(f, np.full(n, None, dtype=object)) for f in self.passthrough}
+        frame = pd.DataFrame({"voter_id": np.asarray(voters.ids, dtype=object), **sent})
         keys = rules.keys(frame)
         status = keys.phone_status.to_numpy(dtype=object)
         allowed = np.ones((n, len(arms)), dtype=bool)
         reason = np.full((n, len(arms)), None, dtype=object)
         for kind in np.unique(status) if n else []:
             rows = status == kind
-            allowed[rows], reason[rows] = self._without_records(rules, arms, str(kind))
+            allowed[rows], reason[rows] = self._without_records(rules, arms, str(kind), at)
         if loaded is not None and n:
             ids, hashes = keys.voter_id.tolist(), keys.phone_hash.tolist()
             by_id = [i is not None and i in loaded.by_id for i in ids]
@@ -270,9 +285,13 @@ class ConsentEligibility:
                 part = keys.iloc[rows].reset_index(drop=True)
                 known = ConsentRules(loaded.events_of(part.voter_id.tolist(), part.phone_hash.tolist()), self.rules,
                                      self.as_of, PHONE_FIELD, self.hasher, stale=rules.stale_reason())
-                decided, _ = known.decide(frame.iloc[rows], arms, keys=part)
-                allowed[rows], reason[rows] = _arrays(decided, arms)
-        return Eligibility(allowed, reason)
+                allowed[rows], reason[rows] = _arrays(known.consent_decision(part, arms, at), arms)
+        zones = keys.time_zones.tolist()
+        allowed, reason = self.rules.keep_calling_hours(allowed, reason, [a.delivery for a in arms], zones, at)
+        local = None
+        if any(keeps_calling_hours(a.delivery) for a in arms):
+            local = np.array([time_zone_text(z) for z in zones], dtype=object)
+        return Eligibility(allowed, reason, local)
 
 
 def _arrays(decided: pd.DataFrame, arms: Sequence[ArmInfo]) -> tuple[np.ndarray, np.ndarray]:
@@ -285,18 +304,21 @@ def _arrays(decided: pd.DataFrame, arms: Sequence[ArmInfo]) -> tuple[np.ndarray,
 
 # -- the pyfunc's consent ---------------------------------------------------------------
 PREDICT_PARAMS: dict[str, Any] = {"consent_table": "", "as_of": "", "prerecorded_cap": 3, "consent_time_zone": "",
-                                  "consent_max_age_hours": DEFAULT_MAX_AGE_HOURS}
+                                  "consent_max_age_hours": DEFAULT_MAX_AGE_HOURS, "calling_hours": ""}
 
 
 def predict_eligibility(params: Mapping[str, Any] | None) -> ConsentRules:
     """The consent decision of the MLflow pyfunc's ``predict`` (:data:`PREDICT_PARAMS`).
 
     Without ``consent_table`` nobody has consent: every arm that needs it is suppressed.
-    The number each decision is for is the input's ``phone`` column (optional in the signature).
+    The number each decision is for is the input's ``phone`` column, and the voter's address
+    state its ``state`` column (both optional in the signature); ``calling_hours`` narrows
+    the calling window (default 08:00-21:00), checked at ``as_of`` or now.
     """
     given = {**PREDICT_PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
     max_age = float(given["consent_max_age_hours"])
     return ConsentRules.from_path(given["consent_table"] or None, int(given["prerecorded_cap"]),
                                   as_of=given["as_of"] or None, phone_column=PHONE_FIELD,
                                   time_zone=given["consent_time_zone"] or None,
-                                  max_age_hours=max_age if max_age > 0 else None)
+                                  max_age_hours=max_age if max_age > 0 else None,
+                                  calling_hours=given["calling_hours"] or None, state_column=STATE_FIELD)

@@ -23,6 +23,8 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import ColSpec, Schema
 
 from serving.bundle import ScoringModel
+from serving.bundle_checksums import write_checksums
+from serving.model_check import record_probe_scores
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ["lightgbm", "pandas", "numpy", "pyarrow", "scikit-learn", "mlflow", "pyyaml", "pydantic", "scipy",
@@ -34,8 +36,9 @@ class PersuadePyfunc(mlflow.pyfunc.PythonModel):
 
     An arm that needs consent is never returned unless a consent table is given in
     ``params`` (``consent_table``, ``as_of``, ``prerecorded_cap``, ``consent_time_zone``,
-    ``consent_max_age_hours``; see ``serving.eligibility.PREDICT_PARAMS``); the number each
-    decision is for is the optional input column ``phone``.
+    ``consent_max_age_hours``, ``calling_hours``; see ``serving.eligibility.PREDICT_PARAMS``); the
+    number each decision is for is the optional input column ``phone``, the voter's address
+    state (a source of the local time zone) the optional column ``state``.
     """
 
     def load_context(self, context) -> None:
@@ -58,8 +61,13 @@ def pip_requirements() -> list[str]:
 
 
 def log_model(model: ScoringModel, bundle_dir: Path, input_example: pd.DataFrame, name: str = "model"):
-    """Log ``model`` (already saved at ``bundle_dir``) to the active run as a pyfunc."""
-    from serving.eligibility import PHONE_FIELD, PREDICT_PARAMS
+    """Log ``model`` (already saved at ``bundle_dir``) to the active run as a pyfunc.
+
+    Before it is logged, the bundle gets the probe segment's scores of ``model`` as it is in
+    memory (``probe_scores.json``) and the checksums of all its files (``checksums.json``):
+    a loader proves the files against both (:mod:`serving.model_check`).
+    """
+    from serving.eligibility import PHONE_FIELD, PREDICT_PARAMS, STATE_FIELD
 
     output = predict_scores(model, input_example)
     with warnings.catch_warnings():
@@ -67,9 +75,12 @@ def log_model(model: ScoringModel, bundle_dir: Path, input_example: pd.DataFrame
         # integer counts, and int64 inputs would not pass a float64 signature either.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         signature = infer_signature(input_example, output, params=PREDICT_PARAMS)
-    # the number a consent decision is for: an optional input, never in the example
-    signature = ModelSignature(Schema([*signature.inputs.inputs, ColSpec("string", PHONE_FIELD, required=False)]),
-                               signature.outputs, signature.params)
+    # the number a consent decision is for and the address state (its local time): optional, never in the example
+    optional = [ColSpec("string", name, required=False) for name in (PHONE_FIELD, STATE_FIELD)
+                if name not in signature.inputs.input_names()]
+    signature = ModelSignature(Schema([*signature.inputs.inputs, *optional]), signature.outputs, signature.params)
+    record_probe_scores(model, bundle_dir)
+    write_checksums(bundle_dir)  # last: it covers every other file
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=str(Path(__file__).with_name("pyfunc_model.py")),

@@ -27,6 +27,17 @@ from serving.store import PROJECT_ROOT, tracking_uri
 
 SERVICE = "serving.service:Persuade"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DEFAULT_WORKERS = 2  # a crashed worker costs a retry, not an outage
+
+
+def service_workers(env: Mapping[str, str] | None = None) -> int:
+    """Worker processes of the service: ``PERSUADE_WORKERS`` (a whole number >= 1), default 2."""
+    text = (os.environ if env is None else env).get("PERSUADE_WORKERS", "").strip()
+    if not text:
+        return DEFAULT_WORKERS
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"PERSUADE_WORKERS must be a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -137,6 +148,21 @@ class ServiceProcess:
                 pass
             time.sleep(0.25)
         raise TimeoutError(f"{self.base_url}{path} not ready after {timeout:.0f} s:\n{self.log[-4000:]}")
+
+    def worker_pids(self) -> set[int]:
+        """Pids of the server's live worker processes (killed ones not yet reaped are left out)."""
+        import psutil
+
+        live = set()
+        if self.process is None:
+            return live
+        for proc in psutil.Process(self.process.pid).children(recursive=True):
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE and "_bentoml_impl.worker" in " ".join(proc.cmdline()):
+                    live.add(proc.pid)
+            except (psutil.ZombieProcess, psutil.NoSuchProcess):
+                continue
+        return live
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the server (SIGINT, then SIGKILL of its process group if it hangs)."""

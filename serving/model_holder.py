@@ -1,42 +1,52 @@
 """The model the service is serving, and how it is replaced without downtime.
 
-:class:`ModelHolder` loads a registered model by URI (``models:/name@alias`` by default),
-checks it on a small synthetic segment (the *smoke check*), and publishes it as one
-immutable :class:`ServedModel`. A request takes the current ``ServedModel`` once and
-uses it to the end, so a swap never mixes two models in one response.
+:class:`ModelHolder` follows a registered model by URI (``models:/name@alias`` by default),
+proves a candidate version before it serves (:mod:`serving.model_check`: its files against
+their checksums, a load and a smoke check in a child process, since a corrupt LightGBM file
+can abort the process that loads it; then the same load and smoke check here), and
+publishes it as one immutable :class:`ServedModel`. A request takes the current
+``ServedModel`` once and uses it to the end, so a swap never mixes two models in one response.
 
 When the alias moves (found by polling, or on ``POST /admin/reload``) the new version is
-loaded and smoke-checked beside the old one, then swapped in with a single assignment.
-If it fails to load or fails the check, the old model keeps serving, and ``/model`` and
-the log say which version failed and why; that version is not retried until the alias
-moves again or a reload is forced.
+proven beside the old one, then swapped in with a single assignment. If it fails, the old
+model keeps serving, and ``/model`` and the log say which version failed and why; that
+version is not retried until the alias moves again or a reload is forced. A worker that
+starts on a version that fails serves the newest earlier version of the registered model
+that passes the same proof, or stays unready (``/readyz`` 503) without retrying what failed.
+The first load happens before the worker takes requests (see :meth:`ModelHolder.start`).
+
+Each candidate is downloaded into a ``persuade-serve-<pid>-*`` temp folder, removed on every
+path; folders of processes that are gone (a worker killed mid-download) are removed at start.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from serving.bundle import ScoringModel
-from serving.registry import ModelRef, load_scoring_model, resolve
-from serving.scoring import SegmentScorer, probe_segment
+from serving.model_check import CHECK_TIMEOUT, ModelCheckError, SmokeCheckError, prove_in_child, smoke_check
+from serving.registry import ModelRef, download_bundle, earlier_versions, resolve
+from serving.scoring import SegmentScorer
 from serving.store import use_store
 
 logger = logging.getLogger("persuade.serving")
 
 DEFAULT_MODEL_URI = "models:/persuade-ggl2008@champion"
-SMOKE_TOLERANCE = 1e-6
+TEMP_PREFIX = "persuade-serve-"
+FALLBACK_VERSIONS = 10  # earlier versions a worker with nothing to serve tries, newest first
 
-
-class SmokeCheckError(RuntimeError):
-    """A loaded model gives unusable scores or explanations."""
+__all__ = ["DEFAULT_MODEL_URI", "ModelHolder", "ServedModel", "SmokeCheckError", "model_card", "smoke_check"]
 
 
 @dataclass(frozen=True)
@@ -53,33 +63,30 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def smoke_check(scorer: SegmentScorer) -> None:
-    """Score and explain a probe segment; raise :class:`SmokeCheckError` if anything is off.
+def remove_stale_folders(root: str | Path | None = None) -> int:
+    """Remove the ``persuade-serve-<pid>-*`` temp folders of processes that no longer run; returns how many."""
+    root = Path(root if root is not None else tempfile.gettempdir())
+    removed = 0
+    for folder in root.glob(f"{TEMP_PREFIX}*-*"):
+        pid = folder.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if folder.is_dir() and pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
 
-    Checked on :func:`~serving.scoring.probe_segment`: turnout is a probability (for a model
-    that has a turnout model), every uplift is finite, every arm's reasons add up to its uplift
-    (base value + all contributions, to 1e-6).
-    """
-    model = scorer.model
-    if not model.arms:
-        raise SmokeCheckError("the model has no arms")
-    batch = probe_segment(model)
-    scores = scorer.score(batch, explain=True, top_k=len(model.feature_names))
-    turnout = scores.turnout
-    if model.has_turnout and not (np.isfinite(turnout).all() and ((turnout >= 0) & (turnout <= 1)).all()):
-        raise SmokeCheckError("turnout is not a probability on the smoke segment")
-    if scores.uplift.shape != (len(batch), len(model.arms)) or not np.isfinite(scores.uplift).all():
-        raise SmokeCheckError("uplift is not finite on the smoke segment")
-    for j, arm in enumerate(scorer.arms):
-        reasons = scores.reasons[arm]
-        total = reasons.base_value + reasons.contribution.sum(axis=1)
-        gap = float(np.max(np.abs(total - scores.uplift[:, j])))
-        if not gap <= SMOKE_TOLERANCE:
-            raise SmokeCheckError(f"arm {arm!r}: reasons do not add up to the uplift (gap {gap:.3g})")
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 class ModelHolder:
-    """Load, check, publish and hot-swap the served model.
+    """Prove, publish and hot-swap the served model.
 
     Parameters
     ----------
@@ -90,13 +97,17 @@ class ModelHolder:
         How often to check the alias (0 disables polling; ``POST /admin/reload`` still works).
     scorer_factory : callable
         ``(ScoringModel, ModelRef) -> SegmentScorer``; the place to add an eligibility rule.
+    check_timeout : float
+        Seconds the child process proving a candidate may take.
     """
 
     def __init__(self, uri: str = DEFAULT_MODEL_URI, poll_seconds: float = 30.0,
-                 scorer_factory: Callable[[ScoringModel, ModelRef], SegmentScorer] = SegmentScorer):
+                 scorer_factory: Callable[[ScoringModel, ModelRef], SegmentScorer] = SegmentScorer,
+                 check_timeout: float = CHECK_TIMEOUT):
         self.uri = uri
         self.poll_seconds = poll_seconds
         self.scorer_factory = scorer_factory
+        self.check_timeout = check_timeout
         self._current: ServedModel | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -105,6 +116,8 @@ class ModelHolder:
         self._message = f"loading {uri}"
         self._checked_at: str | None = None
         self._failed_version: str | None = None
+        self._alias_version: str | None = None  # the version the URI named at the last check
+        self._rejected: dict[str, str] = {}  # version -> why it was refused (forgotten when the alias moves)
 
     # -- reading ---------------------------------------------------------------------
     @property
@@ -117,13 +130,13 @@ class ModelHolder:
         return self._current is not None
 
     def status(self) -> dict[str, Any]:
-        """Reload state for ``/model``: ok, failed (old model kept) or loading."""
+        """Reload state for ``/model``: ok, failed (an older model serves) or loading."""
         return {"state": self._state, "source": self.uri, "checked_at": self._checked_at,
                 "message": self._message, "failed_version": self._failed_version}
 
     # -- loading ---------------------------------------------------------------------
     def refresh(self, force: bool = False) -> dict[str, Any]:
-        """Check the URI; load, check and swap in a new version if there is one.
+        """Check the URI; prove and swap in a new version if there is one.
 
         Parameters
         ----------
@@ -148,63 +161,128 @@ class ModelHolder:
         except Exception as exc:  # noqa: BLE001 - registry errors come in MLflow's own types
             return self._failed(None, f"cannot resolve {self.uri}: {_short(exc)}")
         version = ref.version if ref is not None else None
+        if version != self._alias_version:  # the alias moved: a version refused before may be tried again
+            self._alias_version, self._rejected = version, {}
         if not force and old is not None and (ref is None or version == old.ref.version):
             self._state, self._failed_version = "ok", None
             self._message = f"serving version {old.ref.version or old.ref.uri}"
             return False
-        if not force and version is not None and version == self._failed_version:
+        if not force and version is not None and version in self._rejected:
             return False
-        target = ref.uri if ref is not None else self.uri
         try:
-            with tempfile.TemporaryDirectory(prefix="persuade-serve-") as tmp:
-                model, loaded_ref = load_scoring_model(target, dst=tmp)
-            if ref is not None:
-                loaded_ref = ref
-            scorer = self.scorer_factory(model, loaded_ref)
-            smoke_check(scorer)
-        except SmokeCheckError as exc:
-            return self._failed(version, f"version {version or target} failed its smoke check: {exc}")
-        except Exception as exc:  # noqa: BLE001 - any load failure must leave the old model serving
-            return self._failed(version, f"version {version or target} failed to load: {_short(exc)}")
-        self._current = ServedModel(model, loaded_ref, scorer, _now())
+            served = self._prove(ref.uri if ref is not None else self.uri, ref)
+        except ModelCheckError as exc:
+            message = _refusal(version or self.uri, exc)
+            if version is not None:
+                self._rejected[version] = message
+            fallback = self._last_good(ref) if old is None and ref is not None else None
+            if fallback is None:
+                return self._failed(version, message)
+            self._publish(fallback, None)
+            self._failed(version, message, fallback=True)
+            return True
+        self._publish(served, old)
         self._state, self._failed_version = "ok", None
-        label = loaded_ref.version or loaded_ref.uri
+        return True
+
+    def _prove(self, uri: str, ref: ModelRef | None) -> ServedModel:
+        """Download, prove in a child process, load and smoke-check ``uri`` (raises ``ModelCheckError``)."""
+        try:
+            with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp:
+                bundle, loaded_ref = download_bundle(uri, dst=tmp)
+                prove_in_child(bundle, timeout=self.check_timeout)
+                model = ScoringModel.load(bundle)
+            ref = ref if ref is not None else loaded_ref
+            scorer = self.scorer_factory(model, ref)
+            smoke_check(scorer)
+        except ModelCheckError:
+            raise
+        except SmokeCheckError as exc:
+            raise ModelCheckError(str(exc), smoke=True) from None
+        except Exception as exc:  # noqa: BLE001 - any load failure must leave the old model serving
+            raise ModelCheckError(_short(exc)) from None
+        return ServedModel(model, ref, scorer, _now())
+
+    def _last_good(self, ref: ModelRef) -> ServedModel | None:
+        """The newest earlier version of ``ref``'s model that passes its proof (None: none of the last few)."""
+        try:
+            candidates = earlier_versions(ref)[:FALLBACK_VERSIONS]
+        except Exception as exc:  # noqa: BLE001 - registry errors come in MLflow's own types
+            logger.warning("cannot list the earlier versions of %s: %s", ref.name, _short(exc))
+            return None
+        for candidate in candidates:
+            if candidate.version in self._rejected:
+                continue
+            try:
+                return self._prove(candidate.uri, candidate)
+            except ModelCheckError as exc:
+                self._rejected[candidate.version] = _refusal(candidate.version, exc)
+                logger.warning(self._rejected[candidate.version])
+        return None
+
+    def _publish(self, served: ServedModel, old: ServedModel | None) -> None:
+        self._current = served
+        label = served.ref.version or served.ref.uri
         was = None if old is None else old.ref.version or old.ref.uri
         self._message = (f"serving version {label}" if was is None
                          else f"reloaded version {label}" if was == label
                          else f"serving version {label} (was {was})")
-        logger.info("model %s version %s loaded and checked; now serving it", loaded_ref.name, label)
-        return True
+        logger.info("model %s version %s loaded and checked; now serving it", served.ref.name, label)
 
-    def _failed(self, version: str | None, message: str) -> bool:
-        old = self._current
+    def _failed(self, version: str | None, message: str, fallback: bool = False) -> bool:
+        current = self._current
         self._failed_version = version
-        if old is None:
-            self._state, self._message = "loading", f"{message}; no model is loaded yet"
+        if fallback:
+            self._state = "failed"
+            self._message = (f"{message}; serving version {current.ref.version} instead, the newest earlier "
+                             "version that passed its checks")
+        elif current is None:
+            tried = [v for v in self._rejected if v != version]
+            either = f"; earlier versions {', '.join(tried)} failed too" if tried else ""
+            self._state, self._message = "loading", f"{message}{either}; no model is loaded yet"
         else:
             self._state = "failed"
-            self._message = f"{message}; still serving version {old.ref.version or old.ref.uri}"
+            label = current.ref.version or current.ref.uri
+            self._message = f"{message}; still serving version {label}"
         logger.warning(self._message)
         return False
 
     # -- background polling ----------------------------------------------------------
-    def start(self) -> None:
-        """Load the first model and keep polling, in a daemon thread (returns at once)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="persuade-model-holder", daemon=True)
-            self._thread.start()
+    def start(self, wait: bool = True) -> None:
+        """Load the first model, then keep polling in a daemon thread.
+
+        With ``wait`` the first attempt (fallback included) runs here, so a service worker
+        does not take requests before it has a model or knows it has none: while a worker
+        that was killed restarts, the other workers take its connections.
+        """
+        if self._thread is not None:
+            return
+        removed = remove_stale_folders()
+        if removed:
+            logger.info("removed %d temp folder(s) left by stopped processes", removed)
+        if wait:
+            self.refresh()
+        self._thread = threading.Thread(target=self._run, args=(not wait,), name="persuade-model-holder",
+                                        daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def _run(self) -> None:
-        self.refresh()
+    def _run(self, first: bool) -> None:
+        if first:
+            self.refresh()
         while self.poll_seconds > 0 or self._current is None:
             if self._stop.wait(self.poll_seconds if self.poll_seconds > 0 else 5.0):
                 return
             self.refresh()
+
+
+def _refusal(label: str, exc: ModelCheckError) -> str:
+    what = "failed its smoke check" if exc.smoke else "failed to load"
+    return f"version {label} {what}: {exc}"
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:

@@ -8,23 +8,31 @@ interval, the suppression counts and the solver's optimality certificate.
 
 :func:`plan_payload` does the work on voters already read by the service's
 ``VoterReader`` (which validates fields and drops everything that is not a feature);
-the service wires it in a few lines (see docs/notes/issue-4-readme.md).
+the service wires it in a few lines (see docs/api.md).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from features.consent import keeps_calling_hours
 from serving.api import VOTER_SCHEMA, ModelRefOut, Voters
-from serving.bundle import ScoringModel
+from serving.bundle import CONTROL_ARM, ScoringModel
 from serving.limits import MAX_VOTERS
+from serving.plan_costs import PositiveNumber, ProgramCosts
+from serving.plan_design import DesignSpec
+from serving.plan_gains import expected_gains
 from serving.plan_sensitivity import with_sensitivity
-from serving.planning import PositiveNumber, ProgramCosts, expected_gains, plan_from_gains
+from serving.planning import ContactPlan, plan_from_gains
 from serving.registry import ModelRef
+
+# validated by serving.plan_design.DesignSpec (a 422 naming the field), documented here
+ShareBelowOne = Annotated[float, WithJsonSchema({"type": "number", "minimum": 0, "maximum": 1,
+                                                 "exclusiveMaximum": True})]
 
 
 class PlanRequest(BaseModel):
@@ -42,6 +50,14 @@ class PlanRequest(BaseModel):
     sensitivity: bool = Field(
         default=False, description="Also re-plan with each arm's average effect at either end of its 95% "
                                    "interval and report what the plan would lose (two more solves per arm).")
+    holdout: ShareBelowOne = Field(
+        default=0.0, description="Share of the targeted voters held out at random (not contacted), stratified by "
+                                 "arm and score band: the program's control group. 0 <= holdout < 1 (else 422).")
+    explore: ShareBelowOne = Field(
+        default=0.0, description="Share of the eligible voters assigned an arm they may get, or control, at random "
+                                 "(exploration for the next model). 0 <= explore < 1 (else 422).")
+    seed: int | None = Field(default=None, description="Seed of the holdout and exploration draws (default: a fresh "
+                                                       "one, returned in `design.description.seed`).")
 
 
 class PlannedContact(BaseModel):
@@ -51,6 +67,9 @@ class PlannedContact(BaseModel):
     p_reached: float = Field(description="Probability that the attempt reaches the voter (1 for mail).")
     cost: float
     priority: int = Field(description="1 = first contact of the whole plan (highest gain per cost).")
+    time_zone: str | None = Field(
+        default=None, description="Phone and text contacts: the voter's local time zone (IANA; several separated "
+        "by spaces: keep the calling window in each), so the contact is made within the calling window.")
 
 
 class ChannelPlan(BaseModel):
@@ -71,6 +90,8 @@ class Suppression(BaseModel):
     """Every voter of the request once, and the (voter, arm) pairs not allowed by reason."""
 
     contacted: int
+    randomized_out: int = Field(default=0, description="Targeted, but the design held them out or its exploration "
+                                                       "drew control: not contacted.")
     not_eligible: int = Field(description="Only arms with a positive expected gain were not allowed (consent).")
     no_positive_gain: int = Field(description="No arm is expected to help: never contacted.")
     over_budget: int = Field(description="A positive allowed gain, but the budget or a capacity went further "
@@ -104,6 +125,27 @@ class LevelScenario(BaseModel):
     replan_contacts_per_arm: dict[str, int]
 
 
+class VoterAssignment(BaseModel):
+    voter_id: str
+    assigned: str = Field(description="The arm the voter gets, or control.")
+    holdout: bool = Field(description="Targeted, held out at random.")
+    probabilities: dict[str, float] = Field(description="Arm (and control) -> its probability under the design.")
+
+
+class PlanDesignOut(BaseModel):
+    """The randomization of a plan with a holdout or exploration, per voter and in total."""
+
+    description: dict[str, Any] = Field(description="Seed, shares, strata, exploration counts and the fingerprint "
+                                                    "(SHA-256 of this description without it, the voter ids and "
+                                                    "their probabilities in `voters` order).")
+    held_out: int
+    explored: int
+    expected_gain_forgone: float = Field(description="Expected gain of the held-out voters: the holdout's cost.")
+    forgone_interval: GainInterval | None
+    voters: list[VoterAssignment] = Field(description="Every voter of the request: the contacts first, in "
+                                                      "priority order.")
+
+
 class PlanResponse(BaseModel):
     model: ModelRefOut
     outcome: str
@@ -118,6 +160,8 @@ class PlanResponse(BaseModel):
     solver: SolverReport
     sensitivity: list[LevelScenario] | None = Field(
         default=None, description="Per arm and side, when asked for (null otherwise).")
+    design: PlanDesignOut | None = Field(
+        default=None, description="The holdout and exploration, when asked for (null otherwise).")
 
 
 class VoterColumns(Protocol):
@@ -129,10 +173,11 @@ class VoterColumns(Protocol):
 
 
 class ArmEligibility(Protocol):
-    """Which arms each voter may get (``serving.scoring.Eligibility``)."""
+    """Which arms each voter may get (``serving.scoring.Eligibility``), and their local time zones."""
 
     allowed: np.ndarray
     reason: np.ndarray
+    time_zone: np.ndarray | None
 
 
 def plan_payload(
@@ -143,25 +188,32 @@ def plan_payload(
     costs: ProgramCosts | None = None,
     eligibility: ArmEligibility | None = None,
     sensitivity: bool = False,
+    design: DesignSpec | None = None,
 ) -> dict[str, Any]:
     """The ``POST /plan`` response (plain JSON-ready dicts, shaped as :class:`PlanResponse`).
 
     Raises
     ------
-    serving.planning.PlanError
+    serving.plan_costs.PlanError
         Costs or limits that do not fit the model (the message names the field).
     """
+    design = design or DesignSpec()
     X = model.transform(voters.frame(), allow_missing=True)
     allowed = None if eligibility is None else eligibility.allowed
     gains = expected_gains(model, X, costs, allowed)
     reasons = None if eligibility is None else eligibility.reason
-    plan = plan_from_gains(model, voters.ids, gains, budget, costs, reasons)
+    plan = plan_from_gains(model, voters.ids, gains, budget, costs, reasons, design=design)
     if sensitivity:
         plan = with_sensitivity(model, gains, plan, costs)
     summary = plan.summary()
+    zones = None
+    if eligibility is not None and getattr(eligibility, "time_zone", None) is not None:
+        timed = {a.label for a in model.arms if keeps_calling_hours(a.delivery)}
+        zones = (dict(zip(np.asarray(voters.ids).astype(str).tolist(), eligibility.time_zone.tolist(), strict=True)),
+                 timed)
     channels: dict[str, Any] = {}
     for channel, part in plan.table.groupby("channel", sort=True):  # the table is in priority order
-        channels[str(channel)] = {**summary["channels"][str(channel)], "contacts": _records(part)}
+        channels[str(channel)] = {**summary["channels"][str(channel)], "contacts": _records(part, zones)}
     return {
         "model": {"name": ref.name, "version": ref.version, "run_id": ref.run_id},
         "outcome": summary["outcome"], "voters": summary["voters"], "budget": summary["budget"],
@@ -171,12 +223,31 @@ def plan_payload(
         "suppression": {**summary["suppression"], "not_allowed": summary["not_allowed"]},
         "solver": {k: v for k, v in summary["solver"].items() if k in SolverReport.model_fields},
         "sensitivity": summary["sensitivity"],
+        "design": _design(plan) if design.randomized else None,
     }
 
 
-def _records(part: pd.DataFrame) -> list[dict[str, Any]]:
+def _design(plan: ContactPlan) -> dict[str, Any]:
+    """The design part of the response: totals and every voter's assignment and probabilities."""
+    voters = plan.assignment
+    names = [*plan.design["arms"], CONTROL_ARM]
+    probabilities = voters[plan.design["probabilities"]].to_numpy().tolist()
+    held = plan.randomization["held_out"]
+    return {
+        "description": plan.design, "held_out": held["voters"], "explored": plan.randomization["explored"]["voters"],
+        "expected_gain_forgone": held["expected_gain_forgone"], "forgone_interval": held["interval"],
+        "voters": [{"voter_id": v, "assigned": a, "holdout": bool(h), "probabilities": dict(zip(names, p, strict=True))}
+                   for v, a, h, p in zip(voters.voter_id.tolist(), voters.assigned.tolist(), voters.holdout.tolist(),
+                                         probabilities, strict=True)],
+    }
+
+
+def _records(part: pd.DataFrame, zones: tuple[dict[str, str | None], set[str]] | None = None) -> list[dict[str, Any]]:
+    """The contacts of one channel; phone and text contacts carry the voter's ``time_zone`` when known."""
     rows = part[["voter_id", "arm", "expected_gain", "p_reached", "cost"]].to_dict("records")
     for row, position in zip(rows, part.index.tolist(), strict=True):
         row["voter_id"] = str(row["voter_id"])
         row["priority"] = int(position) + 1
+        if zones is not None and row["arm"] in zones[1]:
+            row["time_zone"] = zones[0].get(row["voter_id"])
     return rows

@@ -35,8 +35,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from serving.allocation import Allocator
 from serving.bundle import ScoringModel
-from serving.planning import INTERVAL_Z, ContactPlan, ExpectedGains, PlanError, ProgramCosts
+from serving.plan_costs import PlanError, ProgramCosts
+from serving.plan_gains import ExpectedGains
+from serving.plan_interval import INTERVAL_Z
+from serving.planning import ContactPlan
 
 NEGLIGIBLE_REGRET = 0.01  # a regret share below this: the plan does not hinge on the arm's level
 SENSITIVITY_COLUMNS = [
@@ -92,7 +96,8 @@ def level_sensitivity(
     errors = arm_level_errors(model)
     cost = costs.arm_costs(model)
     channels = [a.channel for a in model.arms]
-    allocator = costs.allocator(model, plan.budget)
+    budget, capacities = plan.targeting_limits or (plan.budget, costs.capacities(model))
+    allocator = Allocator(float(budget), capacities)  # the solver's limits (the exploration's reserve set aside)
     current = plan.allocation.arm
     if len(current) != len(gains):
         raise PlanError("sensitivity", f"the plan has {len(current)} voters but the gains {len(gains)}")

@@ -84,7 +84,7 @@ def plan_provenance(ref: ModelRef, model: ScoringModel, input_path: str | Path, 
     costs_path, consent_path : str or Path, optional
         The costs file and consent table given to ``persuade plan``.
     consent : dict, optional
-        What the consent layer applied (``features.consent.Eligibility.describe``).
+        What the consent layer applied (``features.consent.ConsentRules.describe``).
 
     Returns
     -------

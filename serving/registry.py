@@ -48,12 +48,28 @@ def resolve(uri: str, client: MlflowClient | None = None) -> ModelRef:
     return ModelRef(None, None, run["run"] if run else None, uri)
 
 
-def load_scoring_model(uri: str, dst: str | Path | None = None) -> tuple[ScoringModel, ModelRef]:
-    """Download a logged persuade model (or read a local model dir) and load its bundle."""
+def download_bundle(uri: str, dst: str | Path | None = None) -> tuple[Path, ModelRef]:
+    """The bundle folder of a logged persuade model (downloaded into ``dst``) or of a local model dir."""
     if Path(uri).exists():
         path = Path(uri)
         bundle = path / "artifacts" / "bundle" if (path / "artifacts" / "bundle").exists() else path
-        return ScoringModel.load(bundle), ModelRef(None, None, None, str(path))
+        return bundle, ModelRef(None, None, None, str(path))
     ref = resolve(uri)
     local = mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(dst) if dst else None)
-    return ScoringModel.load(Path(local) / "artifacts" / "bundle"), ref
+    return Path(local) / "artifacts" / "bundle", ref
+
+
+def load_scoring_model(uri: str, dst: str | Path | None = None) -> tuple[ScoringModel, ModelRef]:
+    """Download a logged persuade model (or read a local model dir) and load its bundle (checksums verified)."""
+    bundle, ref = download_bundle(uri, dst)
+    return ScoringModel.load(bundle), ref
+
+
+def earlier_versions(ref: ModelRef, client: MlflowClient | None = None) -> list[ModelRef]:
+    """The versions of ``ref``'s registered model older than ``ref``, newest first."""
+    if ref.name is None or ref.version is None:
+        return []
+    client = client or MlflowClient()
+    found = client.search_model_versions(f"name='{ref.name}'")
+    older = sorted((mv for mv in found if int(mv.version) < int(ref.version)), key=lambda mv: -int(mv.version))
+    return [ModelRef(ref.name, str(mv.version), mv.run_id, f"models:/{ref.name}/{mv.version}") for mv in older]

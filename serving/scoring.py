@@ -35,13 +35,18 @@ class Eligibility:
         Columns in the model's arm order.
     reason : ndarray of object, shape (n, n_arms)
         A reason code where ``allowed`` is False (None elsewhere).
+    time_zone : ndarray of object, shape (n,), optional
+        Each voter's local time zone (None: unknown), when the rule keeps quiet hours for
+        some arm (see :func:`features.calling_hours.time_zone_text`).
     """
 
     allowed: np.ndarray
     reason: np.ndarray
+    time_zone: np.ndarray | None = None
 
     def rows(self, start: int, stop: int) -> Eligibility:
-        return Eligibility(self.allowed[start:stop], self.reason[start:stop])
+        zones = None if self.time_zone is None else self.time_zone[start:stop]
+        return Eligibility(self.allowed[start:stop], self.reason[start:stop], zones)
 
 
 class EligibilityRule(Protocol):
@@ -153,6 +158,9 @@ class SegmentScorer:
                 record["eligible"] = dict(zip(arms, ok_rows[i], strict=True))
                 record["ineligible_reasons"] = {a: w for a, ok, w in zip(arms, ok_rows[i], why[i], strict=True)
                                                 if not ok}
+            if scores.eligibility.time_zone is not None:
+                for record, zone in zip(records, scores.eligibility.time_zone.tolist(), strict=True):
+                    record["time_zone"] = zone
         if scores.reasons is not None:
             per_arm = {arm: reasons_records(r, self.feature_names, scores.values, scores.offset)
                        for arm, r in scores.reasons.items()}

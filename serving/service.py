@@ -3,9 +3,9 @@
 Run it with ``persuade serve`` (or ``bentoml serve serving.service:Persuade --host 127.0.0.1``).
 Environment: ``PERSUADE_MODEL_URI`` (default ``models:/persuade-ggl2008@champion``),
 ``PERSUADE_API_KEYS[_FILE]``, ``PERSUADE_ADMIN_KEYS[_FILE]``, ``PERSUADE_RELOAD_SECONDS``
-(alias polling, default 30), ``PERSUADE_WORKERS`` (default 1), ``PERSUADE_MAX_BODY_BYTES``,
+(alias polling, default 30), ``PERSUADE_WORKERS`` (default 2), ``PERSUADE_MAX_BODY_BYTES``,
 ``PERSUADE_CONSENT_TABLE`` (+ ``PERSUADE_HASH_KEY``, ``PERSUADE_CONSENT_AS_OF``,
-``PERSUADE_PRERECORDED_CAP``; see serving/eligibility.py), ``PERSUADE_CONSENT_LEDGER`` and
+``PERSUADE_PRERECORDED_CAP``, ``PERSUADE_CALLING_HOURS``; see serving/eligibility.py), ``PERSUADE_CONSENT_LEDGER`` and
 ``PERSUADE_CONSENT_KEYS[_FILE]`` (``POST /consent/events``; see serving/consent_intake.py),
 ``MLFLOW_TRACKING_URI``.
 """
@@ -41,12 +41,14 @@ from serving.batching import Overloaded, ScoreBatcher, ScoreJob
 from serving.consent_feed import LedgerFeed, LedgerUnavailable
 from serving.consent_intake import ConsentEvents, ConsentEventsRequest, ConsentEventsResponse, ConsentIntake
 from serving.eligibility import ConsentEligibility
+from serving.launcher import service_workers
 from serving.limits import MAX_BODY_BYTES, MAX_VOTERS, BodyLimitMiddleware
 from serving.log_privacy import install as keep_requests_out_of_logs
 from serving.model_holder import DEFAULT_MODEL_URI, ModelHolder, ServedModel, model_card
 from serving.model_report import REPORT_CSP, ReportNotFound, fetch_model_report
 from serving.plan_api import PlanRequest, PlanResponse, plan_payload
-from serving.planning import PlanError, ProgramCosts
+from serving.plan_costs import PlanError, ProgramCosts
+from serving.plan_design import DesignSpec
 from serving.scoring import SegmentScorer
 from serving.voters import VoterError
 
@@ -57,7 +59,7 @@ logging.getLogger("persuade").setLevel(logging.INFO)
 
 
 @bentoml.service(
-    name="persuade", workers=int(os.environ.get("PERSUADE_WORKERS", "1")), traffic={"timeout": 120},
+    name="persuade", workers=service_workers(), traffic={"timeout": 120},
     logging={"access": {"enabled": False}},  # the audit log is the access log
     tracing={"excluded_urls": [] if os.environ.get("PERSUADE_TRACING") else [".*"]},
 )
@@ -66,10 +68,10 @@ class Persuade:
     """Persuadability scores and their reasons for dialers, texting and canvassing apps."""
 
     def __init__(self) -> None:
-        self.consent = ConsentEligibility.from_env()  # a consent table that cannot be read stops start-up
         ledger = ConsentLedger.from_env()  # consent events (POST /consent/events), see serving/consent_feed.py
         self.intake = ConsentIntake(ledger)
-        self.consent.feed = LedgerFeed(ledger)  # the ledger's events apply from the next request on
+        # a consent table that cannot be read stops start-up; the ledger's events apply from the next request on
+        self.consent = ConsentEligibility.from_env(feed=LedgerFeed(ledger))
         self.holder = ModelHolder(
             os.environ.get("PERSUADE_MODEL_URI", DEFAULT_MODEL_URI),
             float(os.environ.get("PERSUADE_RELOAD_SECONDS", "30")),
@@ -121,15 +123,18 @@ class Persuade:
 
     @bentoml.api(route="/plan", input_spec=PlanRequest, output_spec=PlanResponse)
     async def plan(self, voters: Voters, budget: float, costs: ProgramCosts | None = None,
-                   sensitivity: bool = False) -> Response:
+                   sensitivity: bool = False, holdout: float = 0.0, explore: float = 0.0,
+                   seed: int | None = None) -> Response:
         """Whom to contact with which arm within `budget`: ordered lists per channel.
 
         Consent rules apply as for /score. The answer has each channel's contacts in
         priority order with their expected gain, the total expected incremental outcomes
         with a 95% interval, suppression counts and the solver's optimality bound; with
         `sensitivity`, what the plan would lose if an arm's average effect were at an end
-        of its interval. Errors as for /score; 422 also for costs that do not fit the model
-        (names the field).
+        of its interval; with `holdout` or `explore`, a randomized design (held-out voters
+        are not contacted, explored voters get a random arm they may get) and every voter's
+        assignment and probabilities. Errors as for /score; 422 also for costs that do not
+        fit the model or a share outside [0, 1) (names the field).
         """
         served, audit = self._take_model()
         if served is None:
@@ -141,7 +146,8 @@ class Persuade:
             scorer = served.scorer
             batch = scorer.read(voters)
             allowed = scorer.eligibility(batch, served.model.arms) if scorer.eligibility is not None else None
-            return encode(plan_payload(served.model, served.ref, batch, budget, costs, allowed, sensitivity))
+            design = DesignSpec(holdout=holdout, explore=explore, seed=seed)
+            return encode(plan_payload(served.model, served.ref, batch, budget, costs, allowed, sensitivity, design))
 
         try:
             body = await anyio.to_thread.run_sync(answer)

@@ -358,7 +358,7 @@ def score_dataset(
         Used only when ``spark`` is not given.
     explain, transform
         As in :func:`serving.batch.score_file`. A consent transform
-        (:meth:`features.consent.Eligibility.transform`) decides on the workers, as the
+        (:meth:`features.consent.ConsentRules.transform`) decides on the workers, as the
         local engine does, and its join diagnostics come back in ``SparkStats.consent``.
     chunk_size : int
         Rows per Arrow batch handed to the scorer on the workers.

@@ -100,12 +100,12 @@ def test_logged_pyfunc_has_signature_and_gives_the_bundle_scores(trained):
     info = mlflow.models.get_model_info(f"models:/{trained.model_name}/{trained.version}")
     assert info.signature is not None
     assert "uplift_canvass" in info.signature.outputs.input_names()
-    from features.consent import Eligibility
+    from features.consent import ConsentRules
 
     pyfunc = mlflow.pyfunc.load_model(f"models:/{trained.model_name}/{trained.version}")
     sample = trained.result.prepared.test.head(50)
     model = trained.result.model  # without a consent table (params), nobody has consent
-    pd.testing.assert_frame_equal(pyfunc.predict(sample), Eligibility().apply(model.score(sample), sample, model.arms))
+    pd.testing.assert_frame_equal(pyfunc.predict(sample), ConsentRules().apply(model.score(sample), sample, model.arms))
 
 
 def test_runs_and_evaluate(runner, trained):

@@ -16,8 +16,9 @@ import pytest
 from click.testing import CliRunner
 from consent_cases import AS_OF, KEY, hash_key  # noqa: F401
 
-from features.phones import PhoneHasher
-from serving.planning import read_plan_summary
+from features.calling_hours import number_time_zones
+from features.phones import PhoneHasher, normalize_phones
+from serving.plan_file import read_plan_summary
 from training.cli import main
 
 # numbers planted in bad consent tables; no output may repeat them in any spelling
@@ -128,8 +129,64 @@ def test_an_old_consent_table_suppresses_automated_contact(champion_uri, files, 
     assert "automated contact is suppressed (consent_stale)" in " ".join(result.output.split())
     fine = run("score", "--model", champion_uri, "--input", str(folder / "voters.parquet"), "--output",
                str(tmp_path / "s.parquet"), "--consent", str(old), "--phone-column", "cell",
-               "--consent-max-age-hours", "100")
+               "--consent-max-age-hours", "100", "--as-of", AS_OF)  # texts within the calling window then
     assert fine.exit_code == 0 and pd.read_parquet(tmp_path / "s.parquet").eligible_text.any()
+
+
+# -- quiet hours ------------------------------------------------------------------------------
+EARLY = "2026-10-01T12:30:00Z"  # 08:30 in New York, before 8 a.m. further west
+
+
+def test_score_keeps_the_calling_window_in_each_voters_local_time_and_carries_the_zone(champion_uri, files,
+                                                                                        tmp_path):
+    folder, _ = files
+    out = tmp_path / "scores.parquet"
+    args = ["score", "--model", champion_uri, "--input", str(folder / "voters.parquet"), "--output", str(out),
+            "--consent", str(folder / "consent.parquet"), "--phone-column", "cell", "--as-of", EARLY]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    scores = pd.read_parquet(out)
+    assert list(scores.columns[:3]) == ["voter_id", "phone_hash", "time_zone"]
+    assert {"unknown_timezone", "outside_calling_hours"} <= set(scores.suppression_phone.dropna())
+    called = scores.eligible_phone | scores.eligible_text
+    for zones in scores.time_zone[called].unique():
+        assert all(8 <= pd.Timestamp(EARLY).tz_convert(zone).hour < 21 for zone in zones.split()), zones
+    assert scores.eligible_phone.any() and scores.eligible_mail.mean() > 0.9
+    assert "quiet hours: phone and text arms only within 08:00-21:00" in " ".join(result.output.split())
+    assert json.loads((tmp_path / "scores.parquet.provenance.json").read_text())["consent"]["calling_hours"] == \
+        "08:00-21:00"
+    narrowed = run(*args, "--calling-hours", "09:00-20:00")  # 08:30 in New York: only Atlantic zones remain
+    assert narrowed.exit_code == 0, narrowed.output
+    scores = pd.read_parquet(out)
+    still = scores.eligible_phone | scores.eligible_text
+    assert still.sum() < called.sum()
+    for zones in scores.time_zone[still].unique():
+        assert all(9 <= pd.Timestamp(EARLY).tz_convert(zone).hour < 20 for zone in zones.split()), zones
+    wider = run(*args, "--calling-hours", "07:00-22:00")
+    assert wider.exit_code == 2 and "never widened past 08:00-21:00" in " ".join(wider.output.split())
+
+
+def test_plan_takes_the_address_state_as_a_source_of_the_local_time(champion_uri, files, tmp_path):
+    folder, voters = files
+    (folder / "plan.parquet").unlink(missing_ok=True)
+    voters.rename(columns={"phone": "cell"}).assign(st="NY").to_parquet(tmp_path / "voters.parquet")
+    common = ["plan", "--model", champion_uri, "--input", str(tmp_path / "voters.parquet"), "--budget", "400",
+              "--consent", str(folder / "consent.parquet"), "--phone-column", "cell", "--as-of", EARLY]
+    result = run(*common, "--output", str(tmp_path / "plan.parquet"), "--state-column", "st",
+                 "--calling-hours", "08:00-20:00")
+    assert result.exit_code == 0, result.output
+    plan, summary = pd.read_parquet(tmp_path / "plan.parquet"), read_plan_summary(tmp_path / "plan.parquet")
+    assert summary["not_allowed"].get("outside_calling_hours", 0) > 0
+    # every voter is in New York (08:30) as well as in the zone of the number: only east-coast numbers are called
+    number = dict(zip(voters.voter_id, voters.phone, strict=True))
+    called = plan[plan.arm.isin(["Phone", "Text"])]
+    assert len(called) and summary["provenance"]["consent_applied"]["calling_hours"] == "08:00-20:00"
+    zones = number_time_zones(normalize_phones(called.voter_id.map(number)))
+    assert all(8 <= pd.Timestamp(EARLY).tz_convert(z).hour < 20 for row in zones for z in row)
+    without_state = run(*common, "--output", str(tmp_path / "plan2.parquet"))  # number only: more voters in reach
+    assert without_state.exit_code == 0, without_state.output
+    assert read_plan_summary(tmp_path / "plan2.parquet")["not_allowed"].get("unknown_timezone", 0) > \
+        summary["not_allowed"].get("unknown_timezone", 0)
 
 
 # -- finding 8: no number in any message ----------------------------------------------------

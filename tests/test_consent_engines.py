@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from consent_cases import AS_OF, hash_key  # noqa: F401
 
-from features.consent import Eligibility
+from features.consent import ConsentRules
 from features.table_files import open_dataset
 from serving.batch import score_file
 from serving.registry import load_scoring_model
@@ -55,8 +55,18 @@ def _sorted(path) -> pd.DataFrame:
     return pd.read_parquet(path).sort_values("voter_id").reset_index(drop=True)
 
 
+def _assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    """Spark's output ``a`` is the local engine's ``b``: the same columns and values."""
+    assert list(a.columns) == list(b.columns)
+    for col in b.columns:
+        if pd.api.types.is_float_dtype(b[col]):
+            assert np.allclose(a[col].to_numpy(float), b[col].to_numpy(float), rtol=0, atol=1e-9, equal_nan=True), col
+        else:
+            assert (a[col].astype(object).fillna("<NA>") == b[col].astype(object).fillna("<NA>")).all(), col
+
+
 def test_spark_applies_consent_with_the_local_decisions(spark, model, files, tmp_path):
-    rules = Eligibility.from_path(files / "consent.parquet", as_of=AS_OF)
+    rules = ConsentRules.from_path(files / "consent.parquet", as_of=AS_OF)
     columns = open_dataset(files / "voters.parquet").schema.names
     local_transform = rules.transform(model.arms, model.id_column, columns)
     assert local_transform.columns == ["phone"]
@@ -65,17 +75,37 @@ def test_spark_applies_consent_with_the_local_decisions(spark, model, files, tmp
     stats = score_dataset(model, files / "voters.parquet", tmp_path / "spark.parquet", spark=spark, explain=2,
                           transform=rules.transform(model.arms, model.id_column, columns), chunk_size=2000)
     a, b = _sorted(stats.output), _sorted(local.output)
-    assert list(a.columns) == list(b.columns) and "phone_hash" in a.columns and len(a) == 8000
-    for col in b.columns:
-        if pd.api.types.is_float_dtype(b[col]):
-            assert np.allclose(a[col].to_numpy(float), b[col].to_numpy(float), rtol=0, atol=1e-9, equal_nan=True), col
-        else:
-            assert (a[col].astype(object).fillna("<NA>") == b[col].astype(object).fillna("<NA>")).all(), col
+    _assert_same(a, b)
+    assert "phone_hash" in a.columns and len(a) == 8000
     reasons = set(b.suppression_text.dropna())
     assert {"unverifiable_phone", "no_consent", "revoked"} <= reasons and b.eligible_text.any()
     assert stats.consent == local_transform.tally  # the diagnostics, tallied on the workers
     assert stats.consent.phone_unparseable == sum(i % 23 == 0 for i in range(8000))
     assert stats.consent.phone_missing == sum(i % 17 == 0 and i % 23 != 0 for i in range(8000))
+
+
+def test_spark_keeps_quiet_hours_as_the_local_engine(spark, model, files, tmp_path):
+    """Both engines place voters in the same zones (number and state) and keep the same calling window."""
+    voters = pd.read_parquet(files / "voters.parquet")
+    voters["state"] = pd.Series(np.where(voters.index % 3 == 0, "FL", "ny"), dtype=object).where(
+        voters.index % 3 != 1, None)
+    path = tmp_path / "voters_with_state.parquet"
+    voters.to_parquet(path, row_group_size=3000)
+    quiet = "2026-10-01T12:30:00Z"  # 08:30 in New York, 07:30 in Chicago, 05:30 in California
+    rules = ConsentRules.from_path(files / "consent.parquet", as_of=quiet)
+    columns = open_dataset(path).schema.names
+    local_transform = rules.transform(model.arms, model.id_column, columns)
+    assert local_transform.columns == ["phone", "state"]
+    local = score_file(model, path, tmp_path / "local.parquet", chunk_size=2500, transform=local_transform)
+    stats = score_dataset(model, path, tmp_path / "spark.parquet", spark=spark, chunk_size=2000,
+                          transform=rules.transform(model.arms, model.id_column, columns))
+    a, b = _sorted(stats.output), _sorted(local.output)
+    _assert_same(a, b)
+    assert list(b.columns[:3]) == ["voter_id", "phone_hash", "time_zone"]
+    assert {"unknown_timezone", "outside_calling_hours"} <= set(b.suppression_phone.dropna())
+    assert b.eligible_phone.any() and b.eligible_mail.mean() > 0.9
+    for zones in b.time_zone[b.eligible_phone].unique():  # a live call only where it is 8 a.m.-9 p.m. in each zone
+        assert all(8 <= pd.Timestamp(quiet).tz_convert(zone).hour < 21 for zone in zones.split()), zones
 
 
 def test_cli_engine_spark_takes_consent(model, files, tmp_path, champion_uri, spark):
@@ -99,6 +129,6 @@ def test_pyfunc_predict_never_returns_an_arm_that_needs_consent_without_a_table(
     assert not (bare.best_arm == "Text").any() and bare.uplift_text.isna().all()
     assert set(bare.suppression_text) == {"no_consent"} and bare.eligible_mail.all()
     with_table = pyfunc.predict(sample, params={"consent_table": str(files / "consent.parquet"), "as_of": AS_OF})
-    expected = Eligibility.from_path(files / "consent.parquet", as_of=AS_OF).apply(raw, sample, model.arms)
+    expected = ConsentRules.from_path(files / "consent.parquet", as_of=AS_OF).apply(raw, sample, model.arms)
     pd.testing.assert_frame_equal(with_table.reset_index(drop=True), expected.reset_index(drop=True))
     assert with_table.eligible_text.any() and (with_table.best_arm == "Text").any()

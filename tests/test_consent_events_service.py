@@ -22,6 +22,7 @@ from test_service import eventually, records
 
 from features.consent_ledger import ConsentLedger
 from features.phones import PhoneHasher
+from features.synthetic import SYNTHETIC_AS_OF
 from serving.auth import KeyRing, key_digest
 from serving.launcher import ServiceProcess
 
@@ -49,7 +50,10 @@ def service(champion_uri, campaign_dir, ledger_location, tmp_path_factory):
     svc = ServiceProcess(model_uri=champion_uri, api_keys=[KEY],
                          env={"PERSUADE_RELOAD_SECONDS": "0", "PERSUADE_WORKERS": "2",
                               "PERSUADE_CONSENT_TABLE": str(table), "PERSUADE_HASH_KEY": HASH_KEY,
-                              "PERSUADE_CONSENT_KEYS": CONSENT_KEY, "PERSUADE_CONSENT_LEDGER": ledger_location})
+                              "PERSUADE_CONSENT_KEYS": CONSENT_KEY, "PERSUADE_CONSENT_LEDGER": ledger_location,
+                              # texts are sent within the calling window then (quiet hours); opt-outs apply
+                              # whatever their date, so the ones posted now hold at once all the same
+                              "PERSUADE_CONSENT_AS_OF": SYNTHETIC_AS_OF})
     with svc:
         assert eventually(lambda: serving(svc) == 2, timeout=300), "both workers must load the model"
         yield svc

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from consent_cases import ARMS, AS_OF, AUTOMATED, KEY, PHONE, decide, hash_key, outcomes, table, voter  # noqa: F401
 
-from features.consent import ConsentError, ConsentTable, Eligibility, normalize_ids
+from features.consent import ConsentError, ConsentRules, ConsentTable, normalize_ids
 from features.phones import PhoneHasher
 
 
@@ -51,7 +51,7 @@ def test_decisions_report_table_keys_matching_no_voter_and_unparseable_numbers()
                    {"phone": "415 555 2679", "event": "do_not_contact"})
     voters = pd.DataFrame({"voter_id": ["v1", "v2", "v3", "v4"],
                            "phone": pd.Series([PHONE, "415.555.2672", "415-555-2671 x9", None], dtype=object)})
-    rules = Eligibility(events, as_of=AS_OF)
+    rules = ConsentRules(events, as_of=AS_OF)
     _, tally = rules.decide(voters, [])
     join = rules.describe(tally)["join"]
     assert join == {"voters": 4, "phone_missing": 1, "phone_unparseable": 1, "table_ids_matching_no_voter": 1,
@@ -70,7 +70,8 @@ def test_a_number_that_cannot_be_parsed_gets_no_automated_contact(phone):
                    {"voter_id": "v2", "event": "do_not_contact"})
     got = decide(events, pd.DataFrame({"voter_id": ["v1", "v2"], "phone": pd.Series([phone, phone], dtype=object)}))
     assert {outcomes(got, 0)[slug] for slug in AUTOMATED} == {"unverifiable_phone"}
-    assert outcomes(got, 0)["mail"] == outcomes(got, 0)["door"] == outcomes(got, 0)["live"] == "eligible"
+    assert outcomes(got, 0)["mail"] == outcomes(got, 0)["door"] == "eligible"
+    assert outcomes(got, 0)["live"] == "unknown_timezone"  # no number, no local time: no call
     assert set(outcomes(got, 1).values()) == {"do_not_contact"}  # do-not-contact by id comes first
 
 
@@ -109,7 +110,7 @@ def test_a_number_reassigned_to_another_voter_carries_no_consent_but_its_opt_out
 def test_a_voter_with_two_numbers_is_decided_per_number_and_the_hash_says_which():
     events = _consented(voter_id="v1", phone=PHONE)
     voters = pd.DataFrame({"voter_id": ["v1", "v1"], "phone": [PHONE, "212 555 0100"]})
-    got = Eligibility(events, as_of=AS_OF).for_voters(voters, [a for a in ARMS if a.slug == "robo"])
+    got = ConsentRules(events, as_of=AS_OF).for_voters(voters, [a for a in ARMS if a.slug == "robo"])
     assert got.eligible_robo.tolist() == [True, False]
     hasher = PhoneHasher(key=KEY)
     assert got.phone_hash.tolist() == [hasher.hash("+14155552671"), hasher.hash("+12125550100")]

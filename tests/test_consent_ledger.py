@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from ledger_writer import STOP_TIME, phone, write_for_a_while
 
-from features.consent import ConsentTable, Eligibility
+from features.consent import ConsentRules, ConsentTable
 from features.consent_ledger import ConsentLedger, LedgerConflict, LedgerError, default_ledger_path, ledger_url
 from features.consent_replies import ReplyKind, classify_reply
 from features.ledger_rows import ledger_rows
@@ -112,7 +112,9 @@ def test_a_ledger_hashed_with_another_key_is_refused(location):
         led.append(rows([{"event_id": "sms-1", "phone": phone(1), "reply": "STOP"}]), received_from="t")
     other = PhoneHasher("another-key-" + secrets.token_hex(8))
     with ConsentLedger(location, hasher=other) as led:
-        with pytest.raises(LedgerError, match="another key"):
+        # the one key check of features.phones (PhoneHasher.verify_key_check), worded as a consent table's
+        with pytest.raises(LedgerError, match=rf"^the ledger's phone hashes: made with another key \(key check "
+                                              rf"\['{HASHER.key_check()}'\], this key's is {other.key_check()}\)"):
             led.check_key()
         with pytest.raises(LedgerError, match="another key"):
             LedgerFeed(led)
@@ -232,7 +234,7 @@ def decide(rule: ConsentEligibility, numbers: list[int]) -> tuple[np.ndarray, np
 
 
 def test_replies_change_the_very_next_decision(ledger, consented):
-    rule = ConsentEligibility(consented, hasher=HASHER, feed=LedgerFeed(ledger))
+    rule = ConsentEligibility(consented, SYNTHETIC_AS_OF, hasher=HASHER, feed=LedgerFeed(ledger))
     allowed, _ = decide(rule, [1, 2, 3, 4, 5])
     assert allowed[:4, :2].all() and not allowed[4, :2].any() and allowed[:, 2].all()
     stored = ledger.append(rows([
@@ -259,8 +261,19 @@ def test_replies_change_the_very_next_decision(ledger, consented):
         ledger.resolve("r1", opt_out=False, reviewer="reviewer-1")
 
 
+def test_the_service_rule_takes_the_ledger_feed_from_its_factory(ledger, consented, monkeypatch):
+    monkeypatch.setenv("PERSUADE_HASH_KEY", HASH_KEY)
+    feed = LedgerFeed(ledger)
+    rule = ConsentEligibility.from_env({"PERSUADE_CONSENT_TABLE": str(consented),
+                                        "PERSUADE_CONSENT_AS_OF": SYNTHETIC_AS_OF}, feed=feed)
+    assert rule.feed is feed and decide(rule, [1])[0][0, :2].all()
+    ledger.append(rows([{"event_id": "factory-1", "phone": phone(1), "reply": "STOP"}]), received_from="webhook")
+    assert decide(rule, [1])[1][0, :2].tolist() == ["revoked", "revoked"]
+    assert rule.describe()["ledger"]["events_in_effect"] == 1
+
+
 def test_the_feed_sees_other_writers_and_fails_closed_without_the_ledger(ledger, location, consented):
-    rule = ConsentEligibility(consented, hasher=HASHER, feed=LedgerFeed(ledger))
+    rule = ConsentEligibility(consented, SYNTHETIC_AS_OF, hasher=HASHER, feed=LedgerFeed(ledger))
     assert decide(rule, [1])[0].all()
     with ConsentLedger(location, hasher=HASHER) as other:  # e.g. another worker of the service
         other.append(rows([{"event_id": "door-1", "voter_id": "V1", "event": "do_not_contact"},
@@ -305,14 +318,14 @@ def test_cli_import_and_export_round_trip(runner, location, tmp_path):
         assert done.exit_code == 0 and f"exported {len(table):,} events" in done.output, done.output
         text = out.read_bytes().decode("latin-1")
         assert not any(p in text for p in voters["phone"].head(50)), "an export holds a phone number"
-        decided[fmt] = Eligibility(ConsentTable.read(out, HASHER), as_of=SYNTHETIC_AS_OF,
+        decided[fmt] = ConsentRules(ConsentTable.read(out, HASHER), as_of=SYNTHETIC_AS_OF,
                                    hasher=HASHER).for_voters(voters, ARMS)
         back = runner.invoke(main, ["consent", "import", "--table", str(out), "--ledger", location])
         assert f"0 new, {len(table):,} already in the ledger" in back.output, back.output
         fresh = tmp_path / f"fresh-{fmt}.db"
         moved = runner.invoke(main, ["consent", "import", "--table", str(out), "--ledger", str(fresh)])
         assert f"{len(table):,} new" in moved.output, moved.output
-    original = Eligibility(ConsentTable.from_frame(table, HASHER), as_of=SYNTHETIC_AS_OF,
+    original = ConsentRules(ConsentTable.from_frame(table, HASHER), as_of=SYNTHETIC_AS_OF,
                            hasher=HASHER).for_voters(voters, ARMS)
     assert (original["eligible_text"] != original["eligible_mail"]).any()  # the table decides something
     for fmt, got in decided.items():

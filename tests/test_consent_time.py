@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from consent_cases import ARMS, AS_OF, AUTOMATED, KEY, PHONE, decide, hash_key, outcomes, table  # noqa: F401
 
-from features.consent import ConsentError, ConsentTable, Eligibility
+from features.consent import ConsentError, ConsentRules, ConsentTable
 from features.phones import PhoneHasher
 from serving.eligibility import ConsentEligibility
 from serving.voters import VoterBatch
@@ -30,7 +30,7 @@ def test_opt_outs_dated_after_the_decision_time_apply_anyway_only_consents_wait(
     events = table(*CONSENTED, {"voter_id": "v1", **event, "timestamp": "2026-10-05T00:00:00Z"})
     got = outcomes(decide(events))
     assert {got[s] for s in AUTOMATED} == {"revoked" if event["event"] == "revocation" else "do_not_contact"}
-    assert Eligibility(events, as_of=AS_OF).describe()["data_errors"]["dated_after_as_of"] == 1
+    assert ConsentRules(events, as_of=AS_OF).describe()["data_errors"]["dated_after_as_of"] == 1
     later = table({"phone": PHONE, "event": "line_type", "line_type": "cell"},
                   {"phone": PHONE, "event": "consent", "scope": "texts", "source": "written",
                    "timestamp": "2026-10-02T00:00:00Z"})
@@ -89,7 +89,7 @@ def test_a_configured_time_zone_keeps_a_revocation_before_a_later_consent():
 
 def test_a_decision_time_without_a_zone_is_refused():
     with pytest.raises(ConsentError, match="has no time zone"):
-        Eligibility(None, as_of="2026-10-01T00:00:00")
+        ConsentRules(None, as_of="2026-10-01T00:00:00")
 
 
 # -- finding 4: staleness and replay ----------------------------------------------------------
@@ -111,7 +111,7 @@ def test_an_old_table_file_suppresses_automated_contact_until_a_fresh_one(tmp_pa
     _write(path, [*CONSENTED, {"voter_id": "v2", "event": "do_not_contact"}])
     two_days_ago = time.time_ns() - 48 * 3600 * 10**9
     os.utime(path, ns=(two_days_ago, two_days_ago))
-    rule = ConsentEligibility(path, hasher=PhoneHasher(KEY), max_age_hours=24)
+    rule = ConsentEligibility(path, AS_OF, hasher=PhoneHasher(KEY), max_age_hours=24)  # age: the file's, now
     decided = rule(_batch(["v1", "v2"], [PHONE, PHONE]), SERVICE_ARMS)
     assert decided.reason.tolist() == [[None, "consent_stale"], ["do_not_contact", "do_not_contact"]]
     assert "48.0 hours ago" in rule.describe()["stale"]

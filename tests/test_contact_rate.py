@@ -16,7 +16,7 @@ from features.config import RunConfig
 from features.schema import DataValidationError
 from features.synthetic import synthetic_config
 from serving.bundle import ScoringModel
-from serving.planning import expected_gains
+from serving.plan_gains import expected_gains
 from serving.registry import load_scoring_model
 from training.contact_rate import ContactRateModel, read_contact_flags
 from training.splits import prepare

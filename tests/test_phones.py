@@ -10,6 +10,7 @@ import pytest
 
 from features.phones import (
     HASH_KEY_ENV,
+    KeyCheckError,
     MissingHashKeyError,
     PhoneFormatError,
     PhoneHasher,
@@ -93,6 +94,19 @@ def test_mask_phones_masks_every_spelling(text):
 def test_mask_phones_keeps_dates_counts_and_ids():
     text = "column 'timestamp': 3 values at 2026-03-09T14:00:00Z (first at row 12), voter VF-000000001"
     assert mask_phones(text) == text
+
+
+def test_one_key_check_refuses_hashes_of_another_key_by_their_check_values():
+    ours, other = PhoneHasher(key=KEY), PhoneHasher(key="another key of 16+ chars")
+    ours.verify_key_check(ours.key_check(), "x")  # ours, and nothing to check, pass
+    ours.verify_key_check([ours.key_check(), ours.key_check()], "x")
+    ours.verify_key_check(None, "x")
+    ours.verify_key_check([], "x")
+    for found in (other.key_check(), [ours.key_check(), other.key_check()]):
+        with pytest.raises(KeyCheckError, match=r"^the table: made with another key \(key check \[") as info:
+            ours.verify_key_check(found, "the table")
+        assert other.key_check() in str(info.value) and ours.key_check() in str(info.value)
+        assert KEY not in str(info.value) and "16+ chars" not in str(info.value)
 
 
 def test_the_key_check_value_identifies_the_key_and_reveals_nothing():

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from serving.plan_costs import PlanError, ProgramCosts
+from serving.plan_file import read_plan_summary
+from serving.plan_gains import ExpectedGains
 from serving.plan_sensitivity import SENSITIVITY_COLUMNS, level_sensitivity, sensitivity_verdict, with_sensitivity
-from serving.planning import ExpectedGains, PlanError, ProgramCosts, plan_from_gains, read_plan_summary
+from serving.planning import plan_from_gains
 from serving.registry import load_scoring_model
 from training.cli import main
 from training.evaluation import clustered_mean

@@ -19,21 +19,13 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 
 from features.config import ConfigError, load_config
 from features.consent import ConsentTable, eligibility_for
+from serving.allocation import Allocator
 from serving.api import encode
 from serving.plan_api import PlanRequest, PlanResponse, plan_payload
-from serving.planning import (
-    PLAN_METADATA_KEY,
-    Allocator,
-    ChannelLimits,
-    PlanError,
-    ProgramCosts,
-    allowed_from_scores,
-    eligibility_arrays,
-    expected_gains,
-    load_costs,
-    plan_contacts,
-    read_plan_summary,
-)
+from serving.plan_costs import ChannelLimits, PlanError, ProgramCosts, load_costs
+from serving.plan_file import PLAN_METADATA_KEY, read_contacts, read_plan_summary
+from serving.plan_gains import expected_gains
+from serving.planning import allowed_from_scores, eligibility_arrays, plan_contacts
 from serving.registry import load_scoring_model
 from serving.scoring import Eligibility
 from serving.voters import VoterReader
@@ -258,8 +250,9 @@ def test_persuade_plan_writes_the_ordered_list(champion_uri, voters, tmp_path):
                                        "--budget", "500", "--costs", str(costs), "--output", str(out),
                                        "--no-consent"])
     assert result.exit_code == 0, result.output
-    plan = pd.read_parquet(out)
+    plan = read_contacts(out)  # the file has every voter considered; the contacts come first
     assert list(plan.columns[:4]) == ["voter_id", "arm", "channel", "expected_gain"]
+    assert len(pd.read_parquet(out)) == len(voters)
     assert plan.cost.sum() <= 500 + 1e-9 and (plan.channel == "phone").sum() <= 100
     assert np.all(np.diff((plan.expected_gain / plan.cost).to_numpy()) <= 1e-12)
     summary = read_plan_summary(out)
@@ -279,7 +272,7 @@ def test_persuade_plan_applies_consent(champion_uri, voters, tmp_path):
                                        "--budget", "2000", "--consent", str(tmp_path / "consent.parquet"),
                                        "--output", str(out)])
     assert result.exit_code == 0, result.output
-    plan = pd.read_parquet(out)
+    plan = read_contacts(out)
     assert not plan.voter_id.isin(dnc).any() and "Text" not in set(plan.arm)
     summary = read_plan_summary(out)
     assert summary["not_allowed"]["do_not_contact"] == 50 * 4
@@ -397,7 +390,7 @@ def test_plan_report_shows_the_plans_totals_suppression_and_model(planned, train
     assert f"list report: {out.resolve()}" in result.output_text
     html = out.read_text(encoding="utf-8")
     summary = read_plan_summary(planned)
-    plan = pd.read_parquet(planned)
+    plan = read_contacts(planned)
     assert summary["provenance"]["model"]["uri"] == f"models:/{trained.model_name}/{trained.version}"
     assert Path(summary["provenance"]["input"]).is_absolute()
     assert summary["provenance"]["consent_applied"]["as_of"].startswith("2026-10-01")

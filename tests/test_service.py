@@ -24,7 +24,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from features.consent import Eligibility as ConsentRules
+from features.consent import ConsentRules
 from features.phones import PhoneHasher
 from features.synthetic import SYNTHETIC_AS_OF
 from serving.api import ModelCard, ScoreResponse
@@ -397,7 +397,7 @@ def plan(client, voters, budget, costs=None) -> httpx.Response:
 def test_plan_is_the_in_process_plan_and_respects_consent(client, model, segment, consent_table, trained):
     from serving.eligibility import ConsentEligibility
     from serving.plan_api import PlanResponse, plan_payload
-    from serving.planning import ProgramCosts
+    from serving.plan_costs import ProgramCosts
     from serving.registry import ModelRef
     from serving.voters import VoterReader
 
@@ -424,6 +424,32 @@ def test_plan_is_the_in_process_plan_and_respects_consent(client, model, segment
     for channel in body.channels.values():
         assert [c.priority for c in channel.contacts] == sorted(c.priority for c in channel.contacts)
         assert all(c.expected_gain > 0 for c in channel.contacts)
+
+
+def test_plan_with_a_holdout_and_exploration(client, model, segment):
+    from serving.plan_api import PlanResponse
+
+    request = {"voters": records(segment), "budget": 60, "holdout": 0.2, "explore": 0.1, "seed": 5}
+    r = client.post("/plan", json=request)
+    assert r.status_code == 200, r.text
+    body = PlanResponse.model_validate(r.json())
+    design = body.design
+    assert design.description["seed"] == 5 and len(design.description["fingerprint"]) == 64
+    again = PlanResponse.model_validate(client.post("/plan", json=request).json()).design
+    assert [(v.voter_id, v.assigned, v.holdout) for v in design.voters] == [
+        (v.voter_id, v.assigned, v.holdout) for v in again.voters]  # same seed, same assignment
+    contacts = {c.voter_id: c.arm for ch in body.channels.values() for c in ch.contacts}
+    held = {v.voter_id for v in design.voters if v.holdout}
+    assert held and not held & set(contacts) and design.held_out == len(held)
+    assert {v.voter_id: v.assigned for v in design.voters if v.assigned != "control"} == contacts
+    assert design.expected_gain_forgone > 0 and body.suppression.randomized_out >= len(held)
+    for v in design.voters:
+        assert sum(v.probabilities.values()) == pytest.approx(1.0, abs=1e-12) and v.probabilities[v.assigned] > 0
+    for field, value in (("holdout", 1), ("explore", -0.5), ("seed", -1)):
+        bad = client.post("/plan", json={**request, field: value})
+        assert bad.status_code == 422, bad.text
+        assert bad.json()["detail"][0]["field"] == field
+    assert client.post("/plan", json={"voters": records(segment), "budget": 60}).json()["design"] is None
 
 
 def test_plan_sensitivity_on_request(client, model, segment):

@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.consent import Eligibility as ConsentRules
+from features.consent import ConsentRules
 from features.phones import PhoneHasher
 from features.synthetic import SYNTHETIC_AS_OF
 from serving.api import ScoreResponse
 from serving.launcher import ServiceProcess
+from serving.plan_api import PlanResponse
 from serving.registry import load_scoring_model
 
 KEY = "sk-consent-" + secrets.token_hex(12)
@@ -32,6 +33,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 HASH_KEY = "test-hash-key-" + secrets.token_hex(8)
 PLANTED = ["(415) 555-0199", "+1 212 555 0187", "646.555.0142"]
 PLANTED_DIGITS = [re.sub(r"\D", "", p)[-7:] for p in PLANTED]
+WINDOW = "08:00-20:00"  # the service's calling window: at its time (00:00 UTC) it is 8 p.m. in New York, so out
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def service(champion_uri, consent_table):
     svc = ServiceProcess(model_uri=champion_uri, api_keys=[KEY],
                          env={"PERSUADE_RELOAD_SECONDS": "0", "PERSUADE_CONSENT_TABLE": str(consent_table),
                               "PERSUADE_HASH_KEY": HASH_KEY, "PERSUADE_CONSENT_AS_OF": SYNTHETIC_AS_OF,
-                              "PERSUADE_CONSENT_MAX_AGE_HOURS": "24"})
+                              "PERSUADE_CONSENT_MAX_AGE_HOURS": "24", "PERSUADE_CALLING_HOURS": WINDOW})
     with svc:
         yield svc
     svc.cleanup()
@@ -109,7 +111,8 @@ def test_an_arm_a_voter_may_not_get_has_null_uplift_and_stays_out_of_the_summary
                                                                                   consent_table):
     r = score(client, records(segment))
     body = ScoreResponse.model_validate(r.json())
-    rules = ConsentRules.from_path(consent_table, as_of=SYNTHETIC_AS_OF, hasher=PhoneHasher(HASH_KEY))
+    rules = ConsentRules.from_path(consent_table, as_of=SYNTHETIC_AS_OF, hasher=PhoneHasher(HASH_KEY),
+                                   calling_hours=WINDOW)
     expected = rules.apply(model.score(segment, allow_missing=True), segment, model.arms)
     for arm in model.arms:
         got = np.array([np.nan if s.uplift[arm.label] is None else s.uplift[arm.label] for s in body.scores])
@@ -123,6 +126,36 @@ def test_an_arm_a_voter_may_not_get_has_null_uplift_and_stays_out_of_the_summary
     explained = client.post("/score", json={"voters": records(segment.head(20)), "explain": True}).json()
     for s in explained["scores"]:
         assert all((s["reasons"][arm] is None) == (s["uplift"][arm] is None) for arm in s["uplift"])
+
+
+# -- quiet hours ---------------------------------------------------------------------------------
+def test_scores_and_plans_carry_the_local_time_zone_and_keep_the_calling_window(client, model, segment,
+                                                                                 consent_table):
+    voters = records(segment)
+    body = score(client, voters).json()["scores"]
+    rules = ConsentRules.from_path(consent_table, as_of=SYNTHETIC_AS_OF, hasher=PhoneHasher(HASH_KEY),
+                                   calling_hours=WINDOW)
+    expected = rules.for_voters(segment, model.arms)
+    zone = dict(zip(expected.voter_id, expected.time_zone.astype(object).where(expected.time_zone.notna(), None),
+                    strict=True))
+    assert [s["time_zone"] for s in body] == [zone[v["voter_id"]] for v in voters]
+    reasons = {s["ineligible_reasons"].get("Phone") for s in body}
+    assert {"outside_calling_hours", "unknown_timezone"} <= reasons  # east-coast numbers at 8 p.m.; unknown zones
+    voter = texted_voter(client, segment)  # texts allowed now: a number west of New York
+    moved = score(client, [{**voter, "state": "NY"}]).json()["scores"][0]  # ... of a voter living in New York
+    assert moved["ineligible_reasons"]["Text"] == "outside_calling_hours" and moved["best_arm"] != "Text"
+    assert "America/New_York" in moved["time_zone"].split() and len(moved["time_zone"].split()) >= 2
+    plan = client.post("/plan", json={"voters": voters, "budget": 300})
+    assert plan.status_code == 200, plan.text
+    PlanResponse.model_validate(plan.json())
+    channels = plan.json()["channels"]
+    assert {"phone", "text"} & set(channels), "the plan must call or text someone"
+    for channel, part in channels.items():
+        for contact in part["contacts"]:
+            if channel in ("phone", "text"):
+                assert contact["time_zone"] == zone[contact["voter_id"]] is not None
+            else:
+                assert "time_zone" not in contact
 
 
 # -- findings 1, 2 and 4 in GET /model -----------------------------------------------------------

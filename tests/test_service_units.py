@@ -15,8 +15,7 @@ import pandas as pd
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from features.consent import ConsentError
-from features.consent import Eligibility as ConsentRules
+from features.consent import ConsentError, ConsentRules
 from features.phones import HASH_KEY_ENV, MissingHashKeyError, PhoneHasher
 from serving.arms import ArmEnsembles, shared_trees
 from serving.audit import AuditRecord

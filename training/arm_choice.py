@@ -35,7 +35,7 @@ import pandas as pd
 
 from features.config import GBMParams, RunConfig
 from training.learners import Design, UpliftLearner
-from training.selection import ArmContrast, fold_metrics, held_constant, make_learner, with_turnout_score
+from training.selection import ArmContrast, fold_metrics, held_constant, make_learner, rows_of, with_turnout_score
 from training.turnout import TurnoutModel
 
 CONSTANT, TURNOUT_SHAPE, MODEL, MODEL_PER_ARM = "constant", "turnout_shape", "model", "model_per_arm"
@@ -95,16 +95,21 @@ def fit_candidates(
     design: Design,
     *,
     score_column: bool = False,
+    propensities: pd.DataFrame | None = None,
 ) -> dict[str, UpliftLearner]:
-    """Every candidate fitted on ``X`` (candidates that differ only in arm rounds share the pooled fit)."""
+    """Every candidate fitted on ``X`` (candidates that differ only in arm rounds share the pooled fit).
+
+    ``propensities``: each row's probability of every label (:class:`Design`); default: the design's shares.
+    """
     pooled: dict[tuple, UpliftLearner] = {}
     out = {}
     for c in candidates:
         Xc = c.frame(X, score, score_column=score_column)
         key = (c.learner, c.final, c.features, c.turnout_score)
         if key not in pooled:
-            pooled[key] = make_learner(c.learner, config, design, c.final).fit(Xc, assigned, y, mu)
-        out[c.name] = pooled[key].with_arm_rounds(Xc, assigned, y, mu, c.arm_rounds) if c.arm_rounds else pooled[key]
+            pooled[key] = make_learner(c.learner, config, design, c.final).fit(Xc, assigned, y, mu, propensities)
+        out[c.name] = (pooled[key].with_arm_rounds(Xc, assigned, y, mu, c.arm_rounds, propensities) if c.arm_rounds
+                       else pooled[key])
     return out
 
 
@@ -120,11 +125,13 @@ def arm_cv_records(
     config: RunConfig,
     design: Design,
     repeat: int,
+    propensities: pd.DataFrame | None = None,
 ) -> list[dict]:
     """Every candidate's held-out metrics per arm and fold of one grouped-CV repeat.
 
     As in :func:`training.selection.cv_fold_scores`: fitted without fold ``k``, from
-    outcome models and a turnout model that never saw it, judged on fold ``k``.
+    outcome models and a turnout model that never saw it, judged on fold ``k``, each
+    row with its propensities (``propensities``; default: the design's shares).
     """
     records = []
     for k in np.unique(folds):
@@ -132,7 +139,7 @@ def arm_cv_records(
         score = turnout.predict_without_fold(int(k), X) if turnout is not None else None
         fitted = fit_candidates(
             candidates, X[fit_rows], None if score is None else score[fit_rows], assigned[fit_rows], y[fit_rows],
-            nested_mu[int(k)], config, design,
+            nested_mu[int(k)], config, design, propensities=rows_of(propensities, fit_rows),
         )
         for c in candidates:
             scores = fitted[c.name].predict(c.frame(X[eval_rows], None if score is None else score[eval_rows]))

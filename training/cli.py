@@ -16,8 +16,10 @@ from rich.table import Table
 from training.cli_consent import ConsentOptions, consent_arms, consent_options, no_consent_facts
 from training.cli_consent import report as consent_report
 from training.cli_init import init_command
-from training.cli_output import USER_ERRORS, console, err
+from training.cli_measure import measure_command
+from training.cli_output import USER_ERRORS, console, err, load_model_and_rows, refuse_input_as_output
 from training.cli_output import fail as _fail
+from training.cli_plan import plan_command
 from training.ledger_cli import consent_group
 
 
@@ -28,7 +30,9 @@ def main() -> None:
 
 
 main.add_command(consent_group)  # persuade consent import|export (training/ledger_cli.py)
+main.add_command(measure_command)  # persuade measure (training/cli_measure.py)
 main.add_command(init_command)  # persuade init (training/cli_init.py)
+main.add_command(plan_command)  # persuade plan (training/cli_plan.py)
 
 
 # -- train ---------------------------------------------------------------------------
@@ -189,6 +193,7 @@ def promote(model_name: str, version: str | None, run_id: str | None, alias: str
 @click.option("--experiment", default=None, help="Experiment (config) name; default: all.")
 def runs(limit: int, experiment: str | None) -> None:
     """A table of recent runs and their key metrics."""
+    from training.promotion import gates_verdict
     from training.tracking import configure
 
     client = configure()
@@ -204,14 +209,13 @@ def runs(limit: int, experiment: str | None) -> None:
     for r in found:
         qinis = {k: v for k, v in r.data.metrics.items() if k.endswith("_qini") and not k.startswith("ref_")}
         best = max(qinis.items(), key=lambda kv: kv[1]) if qinis else None
-        gates = [k.split(".", 1)[1] for k, v in r.data.tags.items() if k.startswith("gate.") and v != "passed"]
         table.add_row(
             r.info.run_id, r.data.tags.get("persuade.config", "?"),
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r.info.start_time / 1000)),
             r.data.tags.get("persuade.learner", "?"),
             f"{best[0][:-5]} {best[1] * 1000:.3f}" if best else "-",
             f"{r.data.metrics['turnout_auc']:.3f}" if "turnout_auc" in r.data.metrics else "-",  # no turnout model
-            "all passed" if not gates else "failed: " + ",".join(gates),
+            gates_verdict(r),  # "all passed" only for a finished run
         )
     console.print(table)
 
@@ -238,8 +242,9 @@ def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int, 
     from serving.batch import score_file
     from training.tracking import configure
 
+    refuse_input_as_output(output_path, input_path, consent.consent_path)
     configure()
-    model, ref, total = _model_and_rows(model_uri, input_path)
+    model, ref, total = load_model_and_rows(model_uri, input_path)
     transform, eligibility = None, None
     try:
         eligibility = consent.eligibility()
@@ -291,20 +296,6 @@ def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int, 
         from serving.provenance import score_provenance
 
         score_provenance(ref, model, input_path, stats.rows, consent_info).write(stats.output)
-
-
-def _model_and_rows(model_uri: str, input_path: Path):
-    """The model to score or plan with, and the input's row count (for the progress bar); errors exit 2."""
-    from features.table_files import count_rows
-    from serving.registry import load_scoring_model
-
-    try:
-        model, ref = load_scoring_model(model_uri)
-        return model, ref, count_rows(input_path)
-    except USER_ERRORS as exc:
-        _fail(exc)
-    except Exception as exc:  # noqa: BLE001 - MLflow's own errors for unknown models
-        _fail(LookupError(f"cannot load model {model_uri!r}: {exc}"))
 
 
 # -- report --------------------------------------------------------------------------
@@ -401,131 +392,6 @@ def demo(config_path: Path, out_dir: Path) -> None:
         sys.exit(1)
     except USER_ERRORS as exc:
         _fail(exc)
-
-
-# -- plan ----------------------------------------------------------------------------
-@main.command()
-@click.option("--model", "model_uri", default="models:/persuade-ggl2008@champion", show_default=True)
-@click.option("--input", "input_path", required=True, type=click.Path(exists=True, path_type=Path),
-              help="Voters to plan for (parquet or CSV): the id column and the model's features.")
-@click.option("--budget", required=True, type=click.FloatRange(min=0, min_open=True),
-              help="Total cost allowed, in the units of the costs (GGL: postcards).")
-@click.option("--costs", "costs_path", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Costs per arm, capacity and contact rate per channel (configs/costs.yaml); "
-                   "default: the run config's costs, no capacities.")
-@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Parquet file: one row per contacted voter in priority order.")
-@click.option("--chunk-size", default=200_000, show_default=True, help="Rows per streamed chunk.")
-@click.option("--sensitivity", is_flag=True,
-              help="Also re-plan with each arm's average effect at either end of its 95% interval and report "
-                   "what the plan would lose (two more solves per arm).")
-@consent_options
-def plan(model_uri: str, input_path: Path, budget: float, costs_path: Path | None, output_path: Path,
-         chunk_size: int, sensitivity: bool, consent: ConsentOptions) -> None:
-    """Choose whom to contact, with which arm, within the budget (maximum expected gain).
-
-    A model with arms that need consent needs --consent TABLE (arms a voter may not get
-    are never planned), or --no-consent (those arms are dropped for everybody).
-    """
-    from features.consent import without_consent
-    from serving.planning import (
-        ProgramCosts,
-        eligibility_arrays,
-        gains_from_file,
-        load_costs,
-        plan_from_gains,
-        write_plan,
-    )
-    from training.tracking import configure
-
-    configure()
-    try:
-        costs = load_costs(costs_path) if costs_path is not None else ProgramCosts()
-    except USER_ERRORS as exc:
-        _fail(exc)
-    model, ref, total = _model_and_rows(model_uri, input_path)
-    if consent_arms(model) and consent.consent_path is None and not consent.no_consent:
-        _fail(ValueError(f"arms {consent_arms(model)} need consent: give --consent TABLE to apply the consent "
-                         "rules, or --no-consent to plan without those arms"))
-    try:
-        eligibility = consent.eligibility()
-    except USER_ERRORS as exc:
-        _fail(exc)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
-                  TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("expected gains", total=total)
-        try:
-            ids, gains = gains_from_file(model, input_path, costs, chunk_size, on_chunk=lambda n: bar.advance(task, n))
-            reasons = decided = tally = None
-            if eligibility is not None:
-                decided, tally = eligibility.for_voter_file(input_path, model.arms, model.id_column, chunk_size)
-            elif consent.no_consent:
-                decided = without_consent(ids, model.arms)
-            if decided is not None:
-                allowed, reasons = eligibility_arrays(decided, ids, model)
-                gains = gains.restrict(allowed)
-            solve = bar.add_task("allocating", total=1)
-            result = plan_from_gains(model, ids, gains, budget, costs, reasons)
-            bar.update(solve, completed=1)
-            if sensitivity:
-                from serving.plan_sensitivity import with_sensitivity
-
-                resolve = bar.add_task("re-planning at each arm's interval ends", total=1)
-                result = with_sensitivity(model, gains, result, costs)
-                bar.update(resolve, completed=1)
-        except USER_ERRORS as exc:
-            bar.stop()
-            _fail(exc)
-    consent_info = None
-    if eligibility is not None:
-        consent_info = consent_report(console, err, eligibility, tally)
-        if "phone_hash" in decided.columns:  # the number decided for: the dialer must dial it and no other
-            number = decided.drop_duplicates("voter_id").set_index("voter_id").phone_hash
-            result.table.insert(1, "phone_hash", number.reindex(result.table.voter_id.astype(str)).to_numpy())
-    elif consent.no_consent:
-        consent_info = no_consent_facts(model)
-        err.print(f"[yellow]warning:[/] --no-consent: arms {consent_info['dropped_arms']} are not planned; no "
-                  "do-not-contact list was applied", highlight=False)
-    from serving.provenance import plan_provenance
-
-    write_plan(result, output_path, plan_provenance(ref, model, input_path, costs_path, consent.consent_path,
-                                                    consent_info))
-    _print_plan(result, output_path)
-
-
-def _print_plan(result, output_path: Path) -> None:
-    summary = result.summary()
-    table = Table(title=f"plan: {len(result.table):,} contacts, "
-                        f"{summary['spent']:,.2f} of {summary['budget']:,.2f} spent")
-    for col in ("channel", "attempts", "cost", "expected gain", "expected reached"):
-        table.add_column(col, justify="left" if col == "channel" else "right")
-    for channel, c in summary["channels"].items():
-        table.add_row(channel, f"{c['attempts']:,}", f"{c['cost']:,.2f}", f"{c['expected_gain']:,.2f}",
-                      f"{c['expected_reached']:,.1f}")
-    console.print(table)
-    interval = summary["interval"]
-    ci = f" [95% interval {interval['low']:,.1f}, {interval['high']:,.1f}]" if interval else ""
-    console.print(f"expected incremental {summary['outcome']}: {summary['total_expected_gain']:,.1f}{ci}")
-    solver = summary["solver"]
-    console.print(f"optimality: LP bound {solver['lp_bound']:,.2f}, gap {solver['gap']:.4f} "
-                  f"({solver['rel_gap']:.2e} relative)")
-    console.print("voters: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in summary["suppression"].items()))
-    if summary["not_allowed"]:
-        console.print("arms not allowed: " + ", ".join(f"{k} {v:,}" for k, v in summary["not_allowed"].items()))
-    if result.sensitivity is not None:
-        _print_sensitivity(result.sensitivity)
-    console.print(f"-> {output_path}")
-
-
-def _print_sensitivity(frame) -> None:
-    table = Table(title="if an arm's average effect were at an end of its 95% interval")
-    for col in ("arm", "side", "gains x", "voters moved", "re-plan contacts", "plan loses"):
-        table.add_column(col, justify="left" if col in ("arm", "side", "re-plan contacts") else "right")
-    for row in frame.itertuples():
-        mix = ", ".join(f"{arm} {n:,}" for arm, n in row.replan_contacts_per_arm.items()) or "none"
-        table.add_row(row.arm, row.side, f"{row.scale:.2f}", f"{row.voters_moved:,}", mix,
-                      f"{row.regret:,.1f} ({row.regret_share:.1%})")
-    console.print(table)
 
 
 if __name__ == "__main__":

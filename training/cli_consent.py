@@ -3,8 +3,9 @@
 :func:`consent_options` adds the options to a command, which receives them as one
 :class:`ConsentOptions`. :meth:`ConsentOptions.eligibility` reads the consent table;
 :func:`report` prints what was applied and the join's diagnostics (table keys that
-matched no voter, voters whose number is missing or cannot be parsed) and the warnings
-a reviewer must see (replay, stale table, data errors). Nothing printed holds a number.
+matched no voter, voters whose number is missing or cannot be parsed), the calling
+window kept in each voter's local time, and the warnings a reviewer must see (replay,
+stale table, data errors). Nothing printed holds a number.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 import click
 from rich.console import Console
 
-from features.consent import Eligibility, needs_consent
+from features.calling_hours import STATE_COLUMN, TCPA_CALLING_HOURS
+from features.consent import ConsentRules, needs_consent
 from features.consent_state import JoinTally
 
 DEFAULT_MAX_AGE_HOURS = 24.0
@@ -35,20 +37,23 @@ class ConsentOptions:
     phone_column: str
     consent_time_zone: str | None
     consent_max_age_hours: float
+    calling_hours: str
+    state_column: str
 
     def check(self) -> None:
         """Refuse contradicting options (a ``click.UsageError``)."""
         if self.consent_path is not None and self.no_consent:
             raise click.UsageError("give --consent TABLE or --no-consent, not both")
 
-    def eligibility(self) -> Eligibility | None:
+    def eligibility(self) -> ConsentRules | None:
         """The consent table read with these options (None without ``--consent``)."""
         if self.consent_path is None:
             return None
         max_age = self.consent_max_age_hours if self.consent_max_age_hours > 0 else None
-        return Eligibility.from_path(self.consent_path, self.prerecorded_cap, as_of=self.as_of,
+        return ConsentRules.from_path(self.consent_path, self.prerecorded_cap, as_of=self.as_of,
                                      phone_column=self.phone_column, time_zone=self.consent_time_zone,
-                                     max_age_hours=max_age)
+                                     max_age_hours=max_age, calling_hours=self.calling_hours,
+                                     state_column=self.state_column)
 
 
 _OPTIONS = [
@@ -71,6 +76,13 @@ _OPTIONS = [
     click.option("--consent-max-age-hours", default=DEFAULT_MAX_AGE_HOURS, show_default=True,
                  type=click.FloatRange(min=0),
                  help="An older consent table file suppresses automated contact (consent_stale); 0: no limit."),
+    click.option("--calling-hours", default=TCPA_CALLING_HOURS, show_default=True,
+                 help="Calling window (HH:MM-HH:MM) in each voter's local time at the decision time (--as-of or "
+                      "now): phone and text arms outside it are suppressed (outside_calling_hours). It may be "
+                      "narrowed, never widened past the TCPA's 08:00-21:00."),
+    click.option("--state-column", default=STATE_COLUMN, show_default=True,
+                 help="Address state column of the input (two-letter code, optional): with the number, where the "
+                      "voter's local time zone comes from (none known: unknown_timezone)."),
 ]
 _NAMES = [f.name for f in fields(ConsentOptions)]
 
@@ -94,7 +106,7 @@ def consent_arms(model) -> list[str]:
     return [a.label for a in model.arms if needs_consent(a.delivery)]
 
 
-def report(out: Console, err: Console, eligibility: Eligibility, tally: JoinTally) -> dict[str, Any]:
+def report(out: Console, err: Console, eligibility: ConsentRules, tally: JoinTally) -> dict[str, Any]:
     """Print what was applied and the join's diagnostics; return them (for the provenance)."""
     facts = eligibility.describe(tally)
     join, errors = facts["join"], facts["data_errors"]
@@ -104,6 +116,9 @@ def report(out: Console, err: Console, eligibility: Eligibility, tally: JoinTall
               f"(automated contact suppressed: unverifiable_phone); table voter ids matching no voter "
               f"{join['table_ids_matching_no_voter']:,}, table numbers matching no voter "
               f"{join['table_phones_matching_no_voter']:,}", highlight=False)
+    out.print(f"quiet hours: phone and text arms only within {facts['calling_hours']} in each voter's local time "
+              f"at {facts['as_of']} (the zone from the number and the address state; several: the window must hold "
+              "in each; none: unknown_timezone)", highlight=False)
     for warning in facts["warnings"]:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if facts["stale"]:

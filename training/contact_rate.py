@@ -12,7 +12,7 @@ is not moved)::
 
     ITT(x) = attempt_rate_c * P(reached | attempted, x) * uplift_if_reached(x)
 
-The planner (:mod:`serving.planning`) inverts that to get the uplift of a reached
+The planner (:mod:`serving.plan_gains`) inverts that to get the uplift of a reached
 voter and multiplies it by the contact rate expected in the new program. The model
 and the experiment's ``attempt_rate`` / ``reached_rate`` travel with the scoring model
 (``ScoringModel.contact_rate``, ``contact_rate_info``).

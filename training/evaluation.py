@@ -36,18 +36,55 @@ def _cum(values: np.ndarray, order: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return np.concatenate([zero, c], axis=-1)
 
 
+def single_propensity(propensity: np.ndarray | float) -> float:
+    """The one propensity of a contrast: the design's share, or the mean of per-row propensities.
+
+    The rows of a randomized design share one (returned as it is); a past program's rows
+    each have their own, and a design with their mean as its one share is the one the
+    weighted estimates (:func:`balancing_weights`) compare with.
+    """
+    e = np.asarray(propensity, dtype=float)
+    if e.ndim == 0:
+        return float(e)
+    return float(e[0]) if len(e) and bool(np.all(e == e[0])) else float(e.mean())
+
+
+def balancing_weights(treated: np.ndarray, propensity: np.ndarray | float | None) -> np.ndarray | None:
+    """Row weights that turn per-row propensities into one: None when the rows share one.
+
+    A contrast whose rows had different chances of the treated side (a past program's
+    targeted design) is re-weighted to the mean propensity ``e``: treated rows weigh
+    ``e / e_i`` and control rows ``(1 - e) / (1 - e_i)`` (inverse-propensity weighting,
+    stabilized), so each part of the curve compares treated and control voters in the
+    proportions a design with the one share ``e`` would have drawn. A randomized design
+    needs no weights, and its estimates are the plain ones.
+    """
+    e_i = None if propensity is None else np.asarray(propensity, dtype=float)
+    if e_i is None or e_i.ndim == 0 or bool(np.all(e_i == e_i[0])):
+        return None
+    e = single_propensity(e_i)
+    t = np.asarray(treated, dtype=float)
+    return t * e / e_i + (1 - t) * (1 - e) / (1 - e_i)
+
+
 def qini_points(
-    score: np.ndarray, y: np.ndarray, treated: np.ndarray, weights: np.ndarray | None = None
+    score: np.ndarray, y: np.ndarray, treated: np.ndarray, weights: np.ndarray | None = None,
+    propensity: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Qini curve: fraction targeted (x) and incremental outcomes per voter (q).
 
     ``weights`` may be a (B, n) matrix of bootstrap weights; q is then (B, k).
+    ``propensity``: each row's propensity, when the rows did not share one
+    (:func:`balancing_weights`).
     """
     score = np.asarray(score, dtype=float)
     y = np.asarray(y, dtype=float)
     t = np.asarray(treated, dtype=float)
     order, ends = _order_and_blocks(score)
     w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
+    balance = balancing_weights(t, propensity)
+    if balance is not None:
+        w = w * balance
     n_t = _cum(w * t, order, ends)
     n_c = _cum(w * (1 - t), order, ends)
     y_t = _cum(w * y * t, order, ends)
@@ -65,28 +102,35 @@ def _area(x: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.trapezoid(q - random_line, x, axis=-1)
 
 
-def qini_coefficient(score: np.ndarray, y: np.ndarray, treated: np.ndarray) -> float:
-    """Area between the Qini curve and random targeting (per voter)."""
-    x, q = qini_points(score, y, treated)
+def qini_coefficient(
+    score: np.ndarray, y: np.ndarray, treated: np.ndarray, propensity: np.ndarray | None = None
+) -> float:
+    """Area between the Qini curve and random targeting (per voter).
+
+    ``propensity``: each row's propensity, when the rows did not share one (a past
+    program's rows): the curve is then inverse-propensity weighted (:func:`balancing_weights`).
+    """
+    x, q = qini_points(score, y, treated, propensity=propensity)
     return float(_area(x, q))
 
 
-def dr_qini_coefficient(score: np.ndarray, pseudo: np.ndarray, share: float) -> float:
+def dr_qini_coefficient(score: np.ndarray, pseudo: np.ndarray, share: np.ndarray | float) -> float:
     """The Qini coefficient's estimand, from doubly-robust scores instead of raw outcomes.
 
     ``pseudo`` is each voter's AIPW score (:func:`training.learners.dr.aipw_score`) and
-    ``share`` the design's treated share of the comparison. The curve point at *x* is
-    ``share`` times the sum of the scores of the top *x*, per voter: in expectation the
-    same incremental outcomes per voter as :func:`qini_points` (n_t times the uplift among
-    the top), but the outcome models take out the part of each outcome that X predicts
-    and the design share replaces the sample's treated/control ratio, so it varies less
-    from sample to sample. Used to rank candidate models in cross-validation; the
-    hold-out tables keep the plain Qini.
+    ``share`` the design's treated share of the comparison, or each row's propensity (then
+    their mean, :func:`single_propensity`). The curve point at *x* is ``share`` times the
+    sum of the scores of the top *x*, per voter: in expectation the same incremental
+    outcomes per voter as :func:`qini_points` (weighted to that share when the rows'
+    propensities differ), but the outcome models take out the part of each outcome that X
+    predicts and the design share replaces the sample's treated/control ratio, so it
+    varies less from sample to sample. Used to rank candidate models in cross-validation;
+    the hold-out tables keep the plain Qini.
     """
     score = np.asarray(score, dtype=float)
     pseudo = np.asarray(pseudo, dtype=float)
     order, ends = _order_and_blocks(score)
-    q = share * _cum(pseudo, order, ends) / len(pseudo)
+    q = single_propensity(share) * _cum(pseudo, order, ends) / len(pseudo)
     x = np.r_[0.0, ends + 1] / len(pseudo)
     return float(_area(x, q))
 

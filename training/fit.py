@@ -12,7 +12,7 @@ learner and the references on the hold-out.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -45,6 +45,7 @@ from training.evaluation import (
 )
 from training.learners import CrossFitNuisance, Design
 from training.learners.nuisance import best_rounds
+from training.programs import ProgramRows, rows_per_label, with_programs
 from training.references import DefaultTLearner, random_score, turnout_05_score
 from training.selection import (
     arm_contrasts,
@@ -95,6 +96,7 @@ class FitResult:
     constant_arms: list[str] = field(default_factory=list)  # arms whose served uplift is one value for all
     selection_metric_name: str = "policy_value"  # uplift.selection_metric
     budgets: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3])  # audit.budgets
+    programs: list[dict] = field(default_factory=list)  # past programs that trained it: name, design, rows used
 
     @property
     def nuisance_treated_leaves(self) -> int | None:
@@ -145,9 +147,9 @@ def holdout_table(
     return pd.DataFrame(rows).set_index(["ranking", "arm"])
 
 
-def fit_turnout_model(prep: Prepared, config: RunConfig) -> TurnoutModel:
-    """The turnout model, fitted on the training control rows (grouped folds for its check)."""
-    ctrl = prep.assigned("train", config) == config.control_label
+def fit_turnout_model(prep: Prepared, config: RunConfig, ctrl: np.ndarray | None = None) -> TurnoutModel:
+    """The turnout model, fitted on the training control rows ``ctrl`` (default: all; grouped folds for its check)."""
+    ctrl = prep.assigned("train", config) == config.control_label if ctrl is None else ctrl
     return fit_turnout(
         prep.X_train[ctrl], prep.train.loc[ctrl, config.turnout_column].to_numpy(dtype=float), prep.folds[ctrl],
         config.turnout.params, config.turnout.calibration_tolerance, config.split.seed,
@@ -191,50 +193,58 @@ def fit_outcome_models(
 
 
 def repeat_inputs(
-    prep: Prepared, config: RunConfig, design: Design, treated_leaves: int, turnout: TurnoutModel | None, repeat: int
+    prep: Prepared, config: RunConfig, design: Design, treated_leaves: int, turnout: TurnoutModel | None, repeat: int,
+    ctrl: np.ndarray,
 ) -> tuple[np.ndarray, OutcomeModels, TurnoutModel | None]:
-    """Grouped folds of CV repeat ``repeat`` (> 0), with outcome and turnout models refitted on them."""
+    """Grouped folds of CV repeat ``repeat`` (> 0), with outcome and turnout models (on ``ctrl``) refitted on them."""
     folds = group_folds(prep.train[config.group_column], config.split.folds, config.split.seed + repeat)
     models = fit_outcome_models(prep, config, design, treated_leaves, folds=folds)
     if turnout is not None:
-        ctrl = prep.assigned("train", config) == config.control_label
         y = prep.train.loc[ctrl, config.turnout_column].to_numpy(dtype=float)
         turnout = replace(turnout, fold_boosters=fit_fold_boosters(
             prep.X_train[ctrl], y, folds[ctrl], config.turnout.params, config.split.seed))
     return folds, models, turnout
 
 
-def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress = _noop) -> FitResult:
-    """Fit all models of a run on ``frame`` (validated) and evaluate them on the hold-out."""
+def fit_and_evaluate(
+    frame: pd.DataFrame, config: RunConfig, progress: Progress = _noop, *, programs: Sequence[ProgramRows] = (),
+) -> FitResult:
+    """Fit all models of a run on ``frame`` (validated) and evaluate them on the hold-out.
+
+    ``programs``: past programs' rows (:func:`training.programs.load_programs`), added to
+    the training rows with their recorded propensities (:mod:`training.programs`).
+    """
     arms = config.arm_labels
     control = config.control_label
     seed = config.split.seed
     binary = config.outcome.kind == "turnout"
-    config = config.scaled_to(frame[config.arm_column].astype(str).value_counts().to_dict())
+    config = config.scaled_to(rows_per_label(frame[config.arm_column].astype(str).value_counts(), programs, config))
     design = Design(arms, control, config.design_shares())
 
     progress("split and feature transform")
-    prep = prepare(frame, config)
-    contact = fit_contact_rate(prep, config)  # P(reached | attempted) when the log has the flags
+    experiment = prepare(frame, config)
+    contact = fit_contact_rate(experiment, config)  # P(reached | attempted) when the log has the flags
+    rows = with_programs(experiment, list(programs), config)
+    prep, propensities = rows.prepared, rows.propensities
     a_tr, a_te = prep.assigned("train", config), prep.assigned("test", config)
     y_tr = prep.train[config.outcome.column].to_numpy(dtype=float)
     y_te = prep.test[config.outcome.column].to_numpy(dtype=float)
     groups_tr = prep.train[config.group_column].to_numpy()
 
     progress("turnout model" if config.has_turnout else "no turnout model (support outcome without one)")
-    ctrl = a_tr == control
-    turnout = fit_turnout_model(prep, config) if config.has_turnout else None
+    ctrl = (a_tr == control) & rows.experiment  # the turnout model is the experiment's
+    turnout = fit_turnout_model(prep, config, ctrl) if config.has_turnout else None
     p_test = turnout.predict(prep.X_test) if turnout is not None else None
 
     progress("cross-fitted outcome models")
     shapes = [fit_outcome_models(prep, config, design, leaves) for leaves in config.uplift.treated_leaves_options()]
 
     progress("learner, size, turnout-score and outcome-shape selection (grouped CV)")
-    choice = select_outcome_shape(shapes, prep.X_train, a_tr, y_tr, prep.folds, config, design, turnout)
+    choice = select_outcome_shape(shapes, prep.X_train, a_tr, y_tr, prep.folds, config, design, turnout, propensities)
     del shapes  # the other shapes' outcome models (plain and nested) are not needed past the choice
     outcome_models, selection_tables = choice.models, choice.selection_tables
     mu = outcome_models.mu
-    contrasts = arm_contrasts(a_tr, y_tr, mu, design)
+    contrasts = arm_contrasts(a_tr, y_tr, mu, design, propensities)
     arm_effects = training_arm_effects(contrasts, groups_tr)
     selection = selection_tables[config.uplift.selection_metric]
     best = {name: selection.loc[name, "mean"].idxmax() for name in config.uplift.learners}  # (size, score)
@@ -250,10 +260,10 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
             folds_r, models_r, turnout_r, contrasts_r = prep.folds, outcome_models, turnout, contrasts
         else:
             folds_r, models_r, turnout_r = repeat_inputs(prep, config, design, outcome_models.treated_leaves,
-                                                         turnout, r)
-            contrasts_r = arm_contrasts(a_tr, y_tr, models_r.mu, design)
+                                                         turnout, r, ctrl)
+            contrasts_r = arm_contrasts(a_tr, y_tr, models_r.mu, design, propensities)
         records += arm_cv_records(candidates, prep.X_train, a_tr, y_tr, contrasts_r, models_r.nested, folds_r,
-                                  turnout_r, config, design, r)
+                                  turnout_r, config, design, r, propensities)
     arm_selection = one_standard_error_choice(pd.DataFrame(records), [c.name for c in candidates],
                                               config.uplift.selection_metric, config.split.folds)
     served = chosen_candidates(arm_selection)
@@ -272,9 +282,10 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
         X_fit = with_turnout_score(prep.X_train, score_tr) if scored else prep.X_train
         X_eval = with_turnout_score(prep.X_test, p_test) if scored else prep.X_test
         learner = make_learner(name, config, design, config.uplift.final_candidates()[size])
-        test_scores[name] = learner.fit(X_fit, a_tr, y_tr, mu).predict(X_eval)
+        test_scores[name] = learner.fit(X_fit, a_tr, y_tr, mu, propensities).predict(X_eval)
     scored = any(c.turnout_score for c in candidates if c.name in served.values())
-    fitted = fit_candidates(candidates, prep.X_train, score_tr, a_tr, y_tr, mu, config, design, score_column=scored)
+    fitted = fit_candidates(candidates, prep.X_train, score_tr, a_tr, y_tr, mu, config, design, score_column=scored,
+                            propensities=propensities)
     by_name = {c.name: c for c in candidates}
     for name, learner in fitted.items():
         if name != MODEL:  # the model's hold-out scores are its learner's, above
@@ -283,7 +294,7 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
     test_scores[SERVED] = pd.DataFrame(
         {arm: uplift[arm].predict(by_name[served[arm]].frame(prep.X_test, p_test, score_column=scored))
          for arm in arms}, index=prep.X_test.index)
-    ref_t = DefaultTLearner(arms, control, binary, seed).fit(prep.X_train, a_tr, y_tr)
+    ref_t = DefaultTLearner(arms, control, binary, seed).fit(prep.X_train, a_tr, y_tr, propensities)
     test_scores["t_default"] = ref_t.predict(prep.X_test)
     if p_test is not None:
         test_scores["turnout_05"] = pd.DataFrame({a: turnout_05_score(p_test) for a in arms})
@@ -346,6 +357,8 @@ def fit_and_evaluate(frame: pd.DataFrame, config: RunConfig, progress: Progress 
         holdout_policy=pd.concat(policy, ignore_index=True)[["ranking", "arm", "budget", "gain", "low", "high", "se"]],
         constant_arms=[arm for arm in arms if is_constant(uplift[arm])],
         selection_metric_name=config.uplift.selection_metric, budgets=list(config.audit.budgets),
+        programs=[{"name": p.name, "design": p.design, "rows": len(p.frame), "held_out": rows.dropped[p.name]}
+                  for p in programs],
     )
     result.gates = evaluate_gates(result)
     return result

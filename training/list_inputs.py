@@ -23,7 +23,7 @@ from features.consent import (
     needs_consent,
 )
 from serving.bundle import ScoringModel
-from serving.planning import PLAN_METADATA_KEY, read_plan_summary
+from serving.plan_file import PLAN_METADATA_KEY, read_contacts, read_plan_summary
 from serving.registry import ModelRef, load_scoring_model
 from training import report_html as h
 from training.tracking import configure
@@ -33,6 +33,8 @@ PLAN_COLUMNS = ("voter_id", "arm", "channel", "expected_gain", "p_reached", "cos
 PLAN_SUMMARY_KEYS = ("voters", "budget", "spent", "total_expected_gain", "suppression", "solver")
 PLAN_OUTCOMES = {
     "contacted": "planned to be contacted",
+    "randomized_out": "targeted, but held out at random (the program's control group) or drawn to control by the "
+                      "exploration",
     "not_eligible": "every arm with a positive expected gain is one they may not get",
     "no_positive_gain": "no arm is expected to help",
     "over_budget": "a positive expected gain with an allowed arm, but the budget or a channel's capacity went "
@@ -50,7 +52,7 @@ class ListFile:
     table : DataFrame
         The file's rows (scores per voter, or the plan's contacts in priority order).
     plan : dict or None
-        A plan's stored summary and provenance (:func:`serving.planning.read_plan_summary`);
+        A plan's stored summary and provenance (:func:`serving.plan_file.read_plan_summary`);
         None for scores.
     """
 
@@ -79,7 +81,7 @@ class ListFile:
         except (pa.ArrowException, OSError) as exc:
             raise ValueError(f"{path.name}: not a parquet file ({exc})") from None
         plan = read_plan_summary(path) if PLAN_METADATA_KEY in metadata else None
-        table = pd.read_parquet(path)
+        table = pd.read_parquet(path) if plan is None else read_contacts(path)  # a plan's file has every voter
         if plan is None:
             missing = [c for c in SCORES_COLUMNS if c not in table.columns]
             if missing:
@@ -139,7 +141,7 @@ def model_mismatch(ref: ModelRef, recorded: Mapping[str, Any] | None) -> list[st
 
 
 def consent_text(consent: Mapping[str, Any] | None) -> str:
-    """One line on the consent table applied (``Eligibility.describe``), or ``none applied``."""
+    """One line on the consent table applied (``ConsentRules.describe``), or ``none applied``."""
     if not consent:
         return "none applied"
     if consent.get("no_consent"):

@@ -50,6 +50,7 @@ from training.list_inputs import (
     priority_steps,
     without_consent,
 )
+from training.program_report import design_section
 from training.report_blocks import PRIVACY_FOOTER, outcome_units, reason_legend, suppression_pivot
 
 
@@ -237,6 +238,7 @@ class ListReport:
                              model, ref, recorded, tail, notes),
             self._plan_outcomes(table, plan, model),
             self._plan_suppression(plan, model, bool(consent or applied)),
+            design_section(plan),  # the holdout and exploration (training/program_report.py)
             self._reasons(table.voter_id, table.arm, model, input_path or provenance.get("input"), "contacted"),
         ]
         return self._page(f"Plan report: {path.name}",

@@ -70,6 +70,24 @@ def check_gates(client: MlflowClient, run_id: str) -> dict[str, str]:
     return failed
 
 
+def gates_verdict(run) -> str:
+    """What ``persuade runs`` says of a run's gates.
+
+    ``all passed`` only for a run that FINISHED with every gate recorded as passed; a run
+    that is RUNNING, FAILED or KILLED says so (its gate tags may have been set before it
+    stopped), and gates a finished run lacks are named as not recorded.
+    """
+    status = run.info.status
+    if status != "FINISHED":
+        return f"run {status}: not evaluated"
+    tags = run.data.tags
+    failed = [k.split(".", 1)[1] for k, v in tags.items() if k.startswith("gate.") and v != "passed"]
+    if failed:
+        return "failed: " + ",".join(failed)
+    missing = [gate for gate in GATES if f"gate.{gate}" not in tags]
+    return "not recorded: " + ",".join(missing) if missing else "all passed"
+
+
 def promote(
     name: str,
     version: str | None = None,

@@ -128,7 +128,7 @@ CONSENT_READING = (
 
 
 def consent_summary(config: RunConfig, arms: Arms, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """Eligibility of every voter of ``frame`` under the run's consent settings.
+    """ConsentRules of every voter of ``frame`` under the run's consent settings.
 
     Returns the eligibility frame, the suppression counts (arm, delivery, reason,
     voters) and the HTML of the report's consent section. Without a configured consent

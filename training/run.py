@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +24,13 @@ from features.pii import find_pii_columns
 from features.schema import ValidationReport, validate_experiment
 from features.tables import load_experiment
 from serving.flavor import log_model
-from serving.planning import effect_bins
+from serving.plan_interval import effect_bins
 from training import plots
 from training.contact_rate import log_contact_rate
 from training.data_checks import data_checks_metadata, log_data_checks
 from training.fit import FitResult, Progress, _noop, fit_and_evaluate
 from training.learners import ANY
+from training.programs import load_programs, rows_per_label
 from training.tracking import code_version, configure, ensure_experiment, log_json, log_metrics_flat, temp_dir
 
 STEPS = 9  # progress steps of one run: 8 in fit_and_evaluate + logging
@@ -64,24 +68,50 @@ def train(config: RunConfig | str | Path, progress: Progress = _noop) -> TrainOu
     progress("read and validate input")
     frame = load_experiment(config)
     validation = validate_experiment(frame, config)
-    fingerprint = data_fingerprint(frame, config)
+    programs = load_programs(config)  # past programs' plans, outcomes and voters (checked)
+    fingerprint = data_fingerprint(frame, config, [p.fingerprint for p in programs])
     excluded = excluded_attributes(config, frame)
-    config = config.scaled_to(validation.rows_per_arm)  # the sizes the run fits with are the ones it logs
+    # the sizes the run fits with are the ones it logs
+    config = config.scaled_to(rows_per_label(validation.rows_per_arm, programs, config))
 
-    result = fit_and_evaluate(observed_rows(frame, config), config, progress)  # outcome.missing: drop
+    result = fit_and_evaluate(observed_rows(frame, config), config, progress,  # outcome.missing: drop
+                              programs=programs)
 
     progress("log to MLflow and register")
     client = configure()
     experiment_id = ensure_experiment(client, config.name)
-    with mlflow.start_run(experiment_id=experiment_id) as run:
-        run_id = run.info.run_id
-        model_info = _log_run(config, config_text, result, validation, fingerprint, excluded, run_id)
-    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Successfully registered ..." itself
-        mv = mlflow.register_model(model_info.model_uri, config.model_name)
-    for gate, info in result.gates.items():
-        client.set_model_version_tag(config.model_name, mv.version, f"gate.{gate}",
-                                     "passed" if info["passed"] else "failed")
+    with terminate_as_interrupt():
+        # any exception (SIGTERM and Ctrl-C included) leaving this block ends the run FAILED
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            run_id = run.info.run_id
+            model_info = _log_run(config, config_text, result, validation, fingerprint, excluded, run_id)
+        with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Successfully registered ..." itself
+            mv = mlflow.register_model(model_info.model_uri, config.model_name)
+        for gate, info in result.gates.items():
+            client.set_model_version_tag(config.model_name, mv.version, f"gate.{gate}",
+                                         "passed" if info["passed"] else "failed")
     return TrainOutcome(run_id, config.model_name, str(mv.version), result, validation, fingerprint)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``KeyboardInterrupt`` (in the main thread only).
+
+    Python's default SIGTERM ends the process without unwinding, which would leave the MLflow
+    run RUNNING forever; raised as an interrupt, the run's ``with`` block ends it FAILED.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame) -> None:
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def headline_metrics(result: FitResult) -> dict[str, float]:
@@ -106,6 +136,7 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
         "persuade.data_sha256": fingerprint["sha256"],
         "persuade.outcome_kind": config.outcome.kind,
         "persuade.served": ", ".join(f"{arm}: {name}" for arm, name in result.served.items()),
+        **({"persuade.programs": program_names(result)} if result.programs else {}),
         **{f"gate.{g}": ("passed" if v["passed"] else "failed") for g, v in result.gates.items()},
     })
     mlflow.log_params({
@@ -133,12 +164,15 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
         **{f"nuisance_rounds_{_nuisance_slug(model, label)}": r for label, r in result.nuisance_rounds.items()},
         **({f"turnout_{k}": v for k, v in config.turnout.params.model_dump().items()} if config.has_turnout else {}),
         "n_features": len(model.feature_names),
+        **({"programs": program_names(result)} if result.programs else {}),  # the model report lists params
     })
     log_metrics_flat({**result.flat_metrics(), **arm_choice_metrics(result)})
     if result.contact_rate is not None:
         log_contact_rate(result.contact_rate)
     mlflow.log_text(config_text, "config.yaml")
     log_json(fingerprint, "data/fingerprint.json")
+    if result.programs:
+        log_json(result.programs, "data/programs.json")  # rows of each program, and those left to the hold-out
     log_json({"rows": validation.n_rows, "rows_per_arm": validation.rows_per_arm,
               "outcome_mean_per_arm": validation.outcome_mean_per_arm,
               "srm_p_value": validation.srm_p_value}, "data/validation.json")
@@ -179,7 +213,8 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
             "final_size": result.final_size,
             "turnout_score_feature": result.turnout_score_feature,
             "code_version": code_version(),
-            "fingerprint": {k: fingerprint[k] for k in ("sha256", "rows", "rows_per_arm")},
+            "fingerprint": {k: fingerprint[k] for k in ("sha256", "rows", "rows_per_arm", "programs")
+                            if k in fingerprint},
             "features": model.feature_names,
             "excluded": excluded,
             "protected": list(config.protected),
@@ -188,13 +223,18 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
             "group_column": config.group_column,
             "served": result.served,  # per arm, the candidate grouped CV chose (training.arm_choice)
             "constant_arms": result.constant_arms,
-            "uplift_deciles": effect_bins(result.deciles),  # the plan's interval (serving.planning)
+            "uplift_deciles": effect_bins(result.deciles),  # the plan's interval (serving.plan_interval)
             "arm_effects": result.arm_effects,  # the plan's level sensitivity (serving.plan_sensitivity)
             **data_checks_metadata(validation),  # attrition per arm and the balance summary
         }
         bundle = model.save(tmp / "bundle")
         example = prep.test[[config.id_column, *model.input_features]].head(5).reset_index(drop=True)
         return log_model(model, bundle, example)
+
+
+def program_names(result: FitResult) -> str:
+    """The past programs that trained the model: ``name (design <fingerprint prefix>)``, comma-separated."""
+    return ", ".join(f"{p['name']} (design {p['design'][:12]})" for p in result.programs)
 
 
 def arm_choice_metrics(result: FitResult) -> dict[str, float]:

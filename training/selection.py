@@ -49,6 +49,11 @@ def make_learner(
     )
 
 
+def rows_of(propensities: pd.DataFrame | None, rows: np.ndarray) -> pd.DataFrame | None:
+    """The per-row propensities of ``rows`` (a boolean mask), or None when the design's shares apply."""
+    return None if propensities is None else propensities[rows]
+
+
 def with_turnout_score(X: pd.DataFrame, score: np.ndarray) -> pd.DataFrame:
     """The final uplift models' input when they see the turnout score."""
     return X.assign(**{TURNOUT_SCORE: score})
@@ -77,24 +82,28 @@ def held_constant(X: pd.DataFrame, keep: Sequence[str] = ()) -> pd.DataFrame:
 class ArmContrast:
     """One arm against control over the training rows, as CV scores it."""
 
-    rows: np.ndarray  # boolean: the arm's and control's rows
+    rows: np.ndarray  # boolean: the arm's and control's rows whose propensity is in (0, 1) (Design.contrast)
     treated: np.ndarray  # 1.0 for the arm's rows, else 0.0
-    share: float  # the design's treated share of the contrast
-    pseudo: np.ndarray  # AIPW score of every row (meaningful on ``rows``)
+    propensity: np.ndarray  # each row's P(arm | arm or control): the design's share, or a program's recorded one
+    pseudo: np.ndarray  # AIPW score of every row (meaningful on ``rows``, NaN elsewhere)
 
 
 def arm_contrasts(
-    assigned: np.ndarray, y: np.ndarray, mu: dict[str, np.ndarray], design: Design
+    assigned: np.ndarray, y: np.ndarray, mu: dict[str, np.ndarray], design: Design,
+    propensities: pd.DataFrame | None = None,
 ) -> dict[str, ArmContrast]:
-    """Each arm's contrast, its AIPW scores from the cross-fitted outcome models ``mu``."""
+    """Each arm's contrast, its AIPW scores from the cross-fitted outcome models ``mu``.
+
+    ``propensities``: each row's probability of every label (:class:`Design`); default:
+    the design's shares.
+    """
     out = {}
     for arm in design.arms:
+        rows, e = design.contrast(arm, assigned, propensities)
         treated = (assigned == arm).astype(float)
-        e = design.propensity(arm, assigned)
-        out[arm] = ArmContrast(
-            rows=(assigned == arm) | (assigned == design.control), treated=treated, share=e,
-            pseudo=aipw_score(y, treated, mu[arm], mu[design.control], e),
-        )
+        pseudo = np.full(len(y), np.nan)
+        pseudo[rows] = aipw_score(y[rows], treated[rows], mu[arm][rows], mu[design.control][rows], e[rows])
+        out[arm] = ArmContrast(rows=rows, treated=treated, propensity=e, pseudo=pseudo)
     return out
 
 
@@ -103,7 +112,7 @@ def training_arm_effects(
 ) -> dict[str, dict[str, float]]:
     """Each arm's average effect on the training rows and its standard error.
 
-    The mean of the arm's AIPW scores (cross-fitted outcome models, design propensity):
+    The mean of the arm's AIPW scores (cross-fitted outcome models, each row's propensity):
     the doubly-robust estimate of the average effect the final models' arm level rests
     on (and the level of the constant reference), with a cluster-robust standard error
     over the randomization groups. The planner reads it to say how much a plan depends
@@ -123,10 +132,10 @@ def fold_metrics(
     for arm, c in contrasts.items():
         r = c.rows[rows]
         score = scores[arm].to_numpy()[r]
-        t, yy, pp = c.treated[rows][r], y[rows][r], c.pseudo[rows][r]
+        t, yy, pp, e = c.treated[rows][r], y[rows][r], c.pseudo[rows][r], c.propensity[rows][r]
         yield arm, "policy_value", float(policy_gain(score, pp, budgets).mean())
-        yield arm, "qini", qini_coefficient(score, yy, t)
-        yield arm, "dr_qini", dr_qini_coefficient(score, pp, c.share)
+        yield arm, "qini", qini_coefficient(score, yy, t, e)
+        yield arm, "dr_qini", dr_qini_coefficient(score, pp, e)
 
 
 @dataclass
@@ -155,6 +164,7 @@ def cv_fold_scores(
     config: RunConfig,
     design: Design,
     turnout: TurnoutModel | None = None,
+    propensities: pd.DataFrame | None = None,
 ) -> Iterator[FoldScores]:
     """Held-out predictions of every candidate model, fold by fold.
 
@@ -166,6 +176,7 @@ def cv_fold_scores(
     model fitted without fold ``k`` (:meth:`TurnoutModel.predict_without_fold`). Sizes
     that differ only in their tree count come from one boosting run
     (:meth:`UpliftLearner.fit_staged`). The hold-out split is never touched.
+    ``propensities``: each training row's probability of every label (:class:`Design`).
     """
     by_leaves: dict[int, dict[str, GBMParams]] = {}  # sizes that differ only in tree count share one run
     for size, final in config.uplift.final_candidates().items():
@@ -183,7 +194,7 @@ def cv_fold_scores(
                     fit_rows, eval_rows, Xk = folds != k, folds == k, inputs[scored, int(k)]
                     staged = make_learner(name, config, design, largest).fit_staged(
                         Xk[fit_rows], assigned[fit_rows], y[fit_rows], nested_mu[int(k)],
-                        [params.n_estimators for params in sizes.values()],
+                        [params.n_estimators for params in sizes.values()], rows_of(propensities, fit_rows),
                     )
                     for size, params in sizes.items():
                         scores = staged[params.n_estimators].predict(Xk[eval_rows])
@@ -200,6 +211,7 @@ def select_learner(
     config: RunConfig,
     design: Design,
     turnout: TurnoutModel | None = None,
+    propensities: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Grouped-CV score of every candidate model, by selection metric.
 
@@ -214,7 +226,7 @@ def select_learner(
     """
     arms = config.arm_labels
     records = []
-    for cv in cv_fold_scores(X, assigned, y, nested_mu, folds, config, design, turnout):
+    for cv in cv_fold_scores(X, assigned, y, nested_mu, folds, config, design, turnout, propensities):
         for arm, metric, value in fold_metrics(cv.scores, cv.rows, y, contrasts, config.audit.budgets):
             records.append({**cv.candidate, "fold": cv.fold, "arm": arm, "metric": metric, "value": value})
     long = pd.DataFrame(records)
@@ -246,6 +258,7 @@ def select_outcome_shape(
     config: RunConfig,
     design: Design,
     turnout: TurnoutModel | None = None,
+    propensities: pd.DataFrame | None = None,
 ) -> OutcomeShapeChoice:
     """Choose the treated groups' outcome-model shape by grouped CV, with the learner and size.
 
@@ -259,10 +272,11 @@ def select_outcome_shape(
     yardstick (the Qini of the outcomes needs none).
     """
     metric = config.uplift.selection_metric
-    contrasts = arm_contrasts(assigned, y, shapes[0].mu, design)
+    contrasts = arm_contrasts(assigned, y, shapes[0].mu, design, propensities)
     rows, tables = [], []
     for models in shapes:
-        by_metric = select_learner(X, assigned, y, contrasts, models.nested, folds, config, design, turnout)
+        by_metric = select_learner(X, assigned, y, contrasts, models.nested, folds, config, design, turnout,
+                                   propensities)
         best = by_metric[metric]["mean"].idxmax()
         rows.append({"treated_leaves": models.treated_leaves, **dict(zip(CANDIDATE_KEYS, best, strict=True)),
                      **{name: float(table.loc[best, "mean"]) for name, table in by_metric.items()}})

@@ -18,7 +18,8 @@ Every learner here works in three steps, and only the middle one differs:
 
 Each arm's final model is a single tree ensemble whose prediction *is* the uplift, so
 its TreeSHAP values add up to the uplift exactly (base value + contributions).
-Assignment propensities come from the design (configured shares) in randomized data.
+Assignment propensities are per row (:class:`Design`): the design's shares in a randomized
+experiment, each voter's recorded probabilities in a past program's rows.
 """
 
 from __future__ import annotations
@@ -108,22 +109,63 @@ def truncated_booster(booster: lgb.Booster, n_trees: int) -> lgb.Booster:
 
 @dataclass
 class Design:
-    """Who is control, who got which arm, and the design's assignment shares."""
+    """Who is control, who got which arm, and the probability each row had of each.
+
+    Every contrast (an arm, or any contact, against control) has a per-row propensity
+    ``e_i = p_arm,i / (p_arm,i + p_control,i)``, the probability that row ``i`` was in the
+    treated side given that it was in the contrast. In a randomized experiment every row
+    has the design's ``shares``; a past program (``training.programs``) records each
+    voter's probabilities, passed as ``propensities``. A row whose ``e_i`` is 0 (it could
+    not get the arm) or 1 (it could not be control) carries no information on the
+    contrast and is never in it (:meth:`contrast`).
+    """
 
     arms: Sequence[str]
     control: str
     shares: Mapping[str, float] | None = None
 
-    def propensity(self, label: str, assigned: np.ndarray) -> float:
-        """P(label | label or control): from the design if known, else the sample."""
+    def propensity(self, label: str, assigned: np.ndarray, propensities: pd.DataFrame | None = None) -> np.ndarray:
+        """Each row's P(label | label or control).
+
+        Parameters
+        ----------
+        label : str
+            An arm, or :data:`ANY` (any contact: the arms' probabilities summed).
+        assigned : ndarray
+            Each row's assigned label.
+        propensities : DataFrame, optional
+            Each row's probability of every label (columns: the control and the arms),
+            rows as ``assigned``. Without it every row has the design's share, or the
+            sample's when the design gives none.
+
+        Returns
+        -------
+        ndarray of shape (len(assigned),)
+            NaN where the row had probability 0 of both the label and control.
+        """
+        assigned = np.asarray(assigned)
+        if propensities is not None:
+            p = (sum(propensities[a].to_numpy(dtype=float) for a in self.arms) if label == ANY
+                 else propensities[label].to_numpy(dtype=float))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return p / (p + propensities[self.control].to_numpy(dtype=float))
         if self.shares is not None:
             if label == ANY:
                 p = sum(self.shares[a] for a in self.arms)
             else:
                 p = self.shares[label]
-            return p / (p + self.shares[self.control])
+            return np.full(len(assigned), p / (p + self.shares[self.control]))
         treated = assigned != self.control if label == ANY else assigned == label
-        return float(treated.sum() / (treated.sum() + (assigned == self.control).sum()))
+        return np.full(len(assigned), float(treated.sum() / (treated.sum() + (assigned == self.control).sum())))
+
+    def contrast(
+        self, label: str, assigned: np.ndarray, propensities: pd.DataFrame | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of one contrast (the label's and control's, with ``0 < e_i < 1``) and every row's ``e_i``."""
+        assigned = np.asarray(assigned)
+        e = self.propensity(label, assigned, propensities)
+        sides = self.treated_mask(label, assigned) | (assigned == self.control)
+        return sides & (e > 0) & (e < 1), e
 
     def treated_mask(self, label: str, assigned: np.ndarray) -> np.ndarray:
         return assigned != self.control if label == ANY else assigned == label
@@ -167,31 +209,36 @@ class UpliftLearner(ABC):
 
     @abstractmethod
     def _contrast_targets(
-        self, y: np.ndarray, treated: np.ndarray, mu_t: np.ndarray, mu_c: np.ndarray, e: float
+        self, y: np.ndarray, treated: np.ndarray, mu_t: np.ndarray, mu_c: np.ndarray, e: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Target and sample weight for each row of one treated-vs-control contrast.
 
-        Parameters are restricted to rows of the contrast (treated or control).
+        Parameters are restricted to rows of the contrast (treated or control); ``e`` is
+        each row's propensity, in (0, 1).
         """
 
     def targets(
-        self, label: str, assigned: np.ndarray, y: np.ndarray, mu: Mapping[str, np.ndarray]
+        self, label: str, assigned: np.ndarray, y: np.ndarray, mu: Mapping[str, np.ndarray],
+        propensities: pd.DataFrame | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows of the contrast, their targets and weights."""
-        treated_all = self.design.treated_mask(label, assigned)
-        rows = treated_all | (assigned == self.design.control)
-        e = self.design.propensity(label, assigned)
-        target, weight = self._contrast_targets(
-            y[rows], treated_all[rows].astype(float), mu[label][rows], mu[self.design.control][rows], e
-        )
+        """Rows of the contrast (:meth:`Design.contrast`), their targets and weights."""
+        rows, e = self.design.contrast(label, assigned, propensities)
+        treated = self.design.treated_mask(label, assigned)[rows].astype(float)
+        target, weight = self._contrast_targets(y[rows], treated, mu[label][rows], mu[self.design.control][rows],
+                                                e[rows])
         return rows, target, weight
 
     def fit(
-        self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, mu: Mapping[str, np.ndarray]
+        self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, mu: Mapping[str, np.ndarray],
+        propensities: pd.DataFrame | None = None,
     ) -> UpliftLearner:
-        """Fit the final per-arm ensembles from cross-fitted nuisance predictions ``mu``."""
+        """Fit the final per-arm ensembles from cross-fitted nuisance predictions ``mu``.
+
+        ``propensities``: each row's probability of every label (see :class:`Design`);
+        default: the design's shares.
+        """
         n = self.final_params.n_estimators
-        fitted = self.fit_staged(X, assigned, y, mu, [n])[n]
+        fitted = self.fit_staged(X, assigned, y, mu, [n], propensities)[n]
         self.boosters_, self.arm_scale_ = fitted.boosters_, fitted.arm_scale_
         return self
 
@@ -202,6 +249,7 @@ class UpliftLearner(ABC):
         y: np.ndarray,
         mu: Mapping[str, np.ndarray],
         n_estimators: Sequence[int],
+        propensities: pd.DataFrame | None = None,
     ) -> dict[int, UpliftLearner]:
         """Fitted learners for several tree counts of the final models, from one boosting run.
 
@@ -209,7 +257,7 @@ class UpliftLearner(ABC):
         trees are the trees a run of ``n`` would grow; each learner returned equals
         ``fit`` with ``final_params.n_estimators = n`` (the arm levels and arm-specific
         rounds are recomputed on the truncated shape). This is what makes choosing the
-        tree count by cross-validation affordable.
+        tree count by cross-validation affordable. ``propensities`` as in :meth:`fit`.
 
         Returns
         -------
@@ -219,9 +267,9 @@ class UpliftLearner(ABC):
         assigned = np.asarray(assigned)
         y = np.asarray(y, dtype=float)
         top = self.final_params.model_copy(update={"n_estimators": max(n_estimators)})
-        contrasts = {arm: self.targets(arm, assigned, y, mu) for arm in self.design.arms}
+        contrasts = {arm: self.targets(arm, assigned, y, mu, propensities) for arm in self.design.arms}
         if self.pool_arms:
-            rows, target, weight = self.targets(ANY, assigned, y, mu)
+            rows, target, weight = self.targets(ANY, assigned, y, mu, propensities)
             grown = {ANY: fit_booster(X[rows], target, top, "regression", self.seed, weight)}
         else:
             grown = {
@@ -272,7 +320,8 @@ class UpliftLearner(ABC):
         }
 
     def with_arm_rounds(
-        self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, mu: Mapping[str, np.ndarray], rounds: int
+        self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, mu: Mapping[str, np.ndarray], rounds: int,
+        propensities: pd.DataFrame | None = None,
     ) -> UpliftLearner:
         """A copy of this fitted pooled learner whose arms add ``rounds`` arm-specific trees.
 
@@ -280,6 +329,7 @@ class UpliftLearner(ABC):
         again): each arm's shape, scaled to its level, is boosted further on that arm's
         own targets, so the arm's ranking can depart from the pooled one where its data
         carry it. Grouped CV compares the two per arm (:mod:`training.selection`).
+        ``propensities`` as in :meth:`fit` (those the learner was fitted with).
         """
         if not self.pool_arms or not hasattr(self, "boosters_"):
             raise ValueError("with_arm_rounds continues a fitted learner with pooled arms")
@@ -287,7 +337,7 @@ class UpliftLearner(ABC):
         out = type(self)(self.design, self.final_params, pool_arms=True, arm_rounds=rounds,
                          arm_params=self.arm_params, seed=self.seed)
         out.arm_scale_, out.boosters_ = dict(self.arm_scale_), self.boosters_
-        contrasts = {arm: self.targets(arm, assigned, y, mu) for arm in self.design.arms}
+        contrasts = {arm: self.targets(arm, assigned, y, mu, propensities) for arm in self.design.arms}
         out.boosters_ = out._arm_boosted(X, contrasts, rounds) if rounds > 0 else dict(self.boosters_)
         return out
 

@@ -8,19 +8,20 @@ from training.learners.base import UpliftLearner
 
 
 def aipw_score(
-    y: np.ndarray, treated: np.ndarray, mu_t: np.ndarray, mu_c: np.ndarray, e: float
+    y: np.ndarray, treated: np.ndarray, mu_t: np.ndarray, mu_c: np.ndarray, e: np.ndarray | float
 ) -> np.ndarray:
     """The doubly-robust (AIPW) score of each row of one treated-vs-control contrast.
 
     ``mu_t - mu_c + T (y - mu_t) / e - (1 - T) (y - mu_c) / (1 - e)``: given outcome models
-    fitted without the row and the true propensity ``e`` (a randomized design), its
-    expectation given x is the CATE at x, whatever the outcome models' errors.
+    fitted without the row and the true propensity ``e`` of each row (a randomized design's
+    share, or a program's recorded probability), its expectation given x is the CATE at x,
+    whatever the outcome models' errors.
     """
     return mu_t - mu_c + treated * (y - mu_t) / e - (1 - treated) * (y - mu_c) / (1 - e)
 
 
 class DRLearner(UpliftLearner):
-    """Kennedy's DR-learner with the design propensity.
+    """Kennedy's DR-learner with each row's design propensity.
 
     Target: mu_a - mu_0 + T (y - mu_a) / e - (1 - T) (y - mu_0) / (1 - e), which is
     unbiased for the CATE when either the outcome models or the propensity is right;

@@ -1,4 +1,4 @@
-"""X-learner: imputed individual effects, weighted by the design propensity."""
+"""X-learner: imputed individual effects, weighted by each row's design propensity."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ class XLearner(UpliftLearner):
     """Künzel et al.'s X-learner with one final model per arm.
 
     Treated rows impute ``y - mu_0(x)``, control rows ``mu_a(x) - y``. The two
-    second-stage models of the original, mixed with g(x) = e, are fitted as one
-    weighted regression: treated rows weigh (1-e)/e and control rows e/(1-e), which
-    gives the control-imputed effects the share e of the fit, as the original does.
+    second-stage models of the original, mixed with g(x) = e(x), are fitted as one
+    weighted regression: treated rows weigh (1-e)/e and control rows e/(1-e) (each row's
+    own propensity), which gives the control-imputed effects the share e(x) of the fit
+    at x, as the original does.
     """
 
     name = "x"

@@ -1,0 +1,185 @@
+"""Proving a model before it serves: checksums, a load and a smoke check in a child process.
+
+A corrupt LightGBM file can abort the process that loads it (one ``leaf_value`` of ``nan``
+ends in ``[Fatal] Model format error`` and ``terminate called``): no ``except`` catches that.
+:func:`prove_in_child` therefore loads a candidate bundle in a separate Python process
+(``python -m serving.model_check <bundle>``), which
+
+1. checks every file against the bundle's checksums (:mod:`serving.bundle_checksums`),
+2. loads the model,
+3. runs :func:`smoke_check` on the probe segment (:func:`serving.scoring.probe_segment`),
+4. compares the probe segment's scores with those recorded when the model was logged
+   (``probe_scores.json``, written by :func:`record_probe_scores` from the model in memory,
+   so a bundle whose files do not hold the trained model is refused).
+
+The child prints one result line; a child that dies (a signal, a non-zero exit without a
+result) or hangs is a refusal too, with LightGBM's last ``[Fatal]`` line as the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from serving.bundle import ScoringModel
+from serving.registry import ModelRef
+from serving.scoring import SegmentScorer, probe_segment
+from serving.store import PROJECT_ROOT
+
+SMOKE_TOLERANCE = 1e-6  # reasons must add up to the uplift
+PROBE_TOLERANCE = 1e-9  # the probe's scores against those recorded at logging (a text round trip is exact)
+PROBE_SCORES = "probe_scores.json"
+CHECK_TIMEOUT = 180.0  # seconds a child may take (imports, load, smoke check)
+RESULT = "persuade-model-check: "  # prefix of the child's result line on stdout
+
+
+class SmokeCheckError(RuntimeError):
+    """A loaded model gives unusable scores or explanations."""
+
+
+class ModelCheckError(RuntimeError):
+    """A candidate model failed its proof; ``smoke`` tells a failed smoke check from a failed load."""
+
+    def __init__(self, message: str, *, smoke: bool = False):
+        super().__init__(message)
+        self.smoke = smoke
+
+
+def smoke_check(scorer: SegmentScorer) -> None:
+    """Score and explain a probe segment; raise :class:`SmokeCheckError` if anything is off.
+
+    Checked on :func:`~serving.scoring.probe_segment`: turnout is a probability (for a model
+    that has a turnout model), every uplift is finite, every arm's reasons add up to its uplift
+    (base value + all contributions, to 1e-6).
+    """
+    model = scorer.model
+    if not model.arms:
+        raise SmokeCheckError("the model has no arms")
+    batch = probe_segment(model)
+    scores = scorer.score(batch, explain=True, top_k=len(model.feature_names))
+    turnout = scores.turnout
+    if model.has_turnout and not (np.isfinite(turnout).all() and ((turnout >= 0) & (turnout <= 1)).all()):
+        raise SmokeCheckError("turnout is not a probability on the smoke segment")
+    if scores.uplift.shape != (len(batch), len(model.arms)) or not np.isfinite(scores.uplift).all():
+        raise SmokeCheckError("uplift is not finite on the smoke segment")
+    for j, arm in enumerate(scorer.arms):
+        reasons = scores.reasons[arm]
+        total = reasons.base_value + reasons.contribution.sum(axis=1)
+        gap = float(np.max(np.abs(total - scores.uplift[:, j])))
+        if not gap <= SMOKE_TOLERANCE:
+            raise SmokeCheckError(f"arm {arm!r}: reasons do not add up to the uplift (gap {gap:.3g})")
+
+
+def probe_scores(model: ScoringModel) -> dict:
+    """Turnout, uplift per arm and contact rate per channel of the probe segment (JSON-ready)."""
+    X = model.transform(probe_segment(model).frame(), allow_missing=True)
+    turnout = model.predict_turnout(X)
+    uplift = model.predict_uplift(X, turnout)
+    return {
+        "turnout": turnout.tolist() if model.has_turnout else None,
+        "uplift": {arm.label: uplift[:, j].tolist() for j, arm in enumerate(model.arms)},
+        "contact_rate": {channel: np.asarray(p).tolist() for channel, p in model.predict_contact_rate(X).items()},
+    }
+
+
+def record_probe_scores(model: ScoringModel, folder: str | Path) -> Path:
+    """Write the probe segment's scores of ``model`` (as trained, in memory) into the bundle at ``folder``."""
+    path = Path(folder) / PROBE_SCORES
+    path.write_text(json.dumps(probe_scores(model)))
+    return path
+
+
+def check_probe_scores(model: ScoringModel, folder: str | Path) -> bool:
+    """Compare the loaded model's probe scores with those recorded when it was logged.
+
+    Returns False when the bundle has no recorded scores (logged before they existed).
+
+    Raises
+    ------
+    SmokeCheckError
+        A score is not finite, or differs from the recorded one (names the arm or channel).
+    """
+    path = Path(folder) / PROBE_SCORES
+    if not path.exists():
+        return False
+    recorded, actual = json.loads(path.read_text()), probe_scores(model)
+    pairs = [("turnout", recorded.get("turnout"), actual["turnout"])]
+    pairs += [(f"arm {arm!r}", recorded.get("uplift", {}).get(arm), got) for arm, got in actual["uplift"].items()]
+    pairs += [(f"contact rate {channel!r}", recorded.get("contact_rate", {}).get(channel), got)
+              for channel, got in actual["contact_rate"].items()]
+    for what, expected, got in pairs:
+        if got is None and expected is None:
+            continue
+        if expected is None or got is None or len(expected) != len(got):
+            raise SmokeCheckError(f"{what}: the bundle does not match the probe scores recorded when it was logged")
+        got, expected = np.asarray(got, dtype=float), np.asarray(expected, dtype=float)
+        if not np.isfinite(got).all():
+            raise SmokeCheckError(f"{what}: not finite on the probe segment")
+        gap = float(np.max(np.abs(got - expected), initial=0.0))
+        if not gap <= PROBE_TOLERANCE:
+            raise SmokeCheckError(f"{what}: scores differ from those recorded when the model was logged "
+                                  f"(gap {gap:.3g} on the probe segment)")
+    return True
+
+
+def prove_in_child(bundle: str | Path, *, timeout: float = CHECK_TIMEOUT) -> None:
+    """Prove the bundle at ``bundle`` in a child process (see the module docstring).
+
+    Raises
+    ------
+    ModelCheckError
+        The bundle failed a check, or the child died or hung (the message says which and why).
+    """
+    env = {**os.environ, "PERSUADE_THREADS": "1", "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    command = [sys.executable, "-m", "serving.model_check", str(Path(bundle).resolve())]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, errors="replace", env=env,
+                              cwd=PROJECT_ROOT, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise ModelCheckError(f"the check process did not finish within {timeout:.0f} s") from None
+    lines = done.stdout.splitlines()
+    result = next((json.loads(line[len(RESULT):]) for line in reversed(lines) if line.startswith(RESULT)), None)
+    if result is not None and done.returncode == 0 and result.get("ok"):
+        return
+    if result is not None and not result.get("ok"):
+        raise ModelCheckError(result.get("error", "unknown error"), smoke=result.get("stage") == "smoke")
+    code = done.returncode
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+    fatal = [line.strip() for line in [*lines, *done.stderr.splitlines()] if "[Fatal]" in line]
+    reason = f" ({fatal[-1][:200]})" if fatal else ""
+    raise ModelCheckError(f"the check process {how} while loading the model{reason}")
+
+
+def check_bundle(bundle: str | Path) -> dict:
+    """The child's work: checksums, load, smoke check, recorded probe scores. Never raises."""
+    stage = "load"
+    try:
+        model = ScoringModel.load(bundle)  # checksums first
+        stage = "smoke"
+        smoke_check(SegmentScorer(model, ModelRef(None, None, None, str(bundle))))
+        check_probe_scores(model, bundle)
+    except Exception as exc:  # noqa: BLE001 - every failure is the answer, not a crash
+        text = f"{exc}" if isinstance(exc, (SmokeCheckError, ValueError)) else f"{type(exc).__name__}: {exc}"
+        return {"ok": False, "stage": stage, "error": " ".join(text.split())[:500]}
+    return {"ok": True}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m serving.model_check BUNDLE_FOLDER", file=sys.stderr)
+        return 2
+    result = check_bundle(args[0])
+    print(RESULT + json.dumps(result), flush=True)
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

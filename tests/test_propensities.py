@@ -1,0 +1,153 @@
+"""Per-row propensities: each contrast's e_i, rows that never learn or judge an arm, and no change without programs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from program_fixtures import GOLDEN, fit_summary, small_config
+
+from features.config import GBMParams, RunConfig
+from features.synthetic import make_campaign
+from training.evaluation import dr_qini_coefficient, qini_coefficient
+from training.fit import fit_and_evaluate
+from training.learners import ANY, LEARNERS, Design
+from training.references import DefaultTLearner
+from training.selection import arm_contrasts, fold_metrics
+
+SHARES = {"C": 0.5, "A": 0.25, "B": 0.25}
+
+
+def test_a_run_without_programs_is_the_run_before_per_row_propensities(monkeypatch, tmp_path):
+    """The pin: the same predictions, CV values and choices as the code before (tests/data/no_programs_fit.json)."""
+    monkeypatch.setenv("PERSUADE_THREADS", "1")  # the golden file was written with one thread
+    config = RunConfig.model_validate(small_config(tmp_path))
+    result = fit_and_evaluate(make_campaign(4000, seed=3).flat, config)
+    now, before = fit_summary(result, config.uplift.learners), json.loads(GOLDEN.read_text())
+    assert now["choices"] == before["choices"]
+
+    def close(a, b):
+        if isinstance(a, dict):
+            assert a.keys() == b.keys()
+            for key in a:
+                close(a[key], b[key])
+        elif not isinstance(a, str):
+            np.testing.assert_allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), rtol=0, atol=1e-12)
+
+    close({k: v for k, v in now.items() if k != "choices"}, {k: v for k, v in before.items() if k != "choices"})
+
+
+def _data(n: int = 6000, seed: int = 11):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(n, 3)), columns=["a", "b", "c"])
+    assigned = rng.choice(["C", "A", "B"], n, p=[0.5, 0.25, 0.25])
+    y = X.c + np.where(assigned == "A", 0.3 * (X.a > 0), 0.0) + np.where(assigned == "B", 0.2 * X.b, 0.0)
+    mu = {label: rng.normal(size=n) * 0.1 for label in ["C", "A", "B", ANY]}
+    return X, assigned, (y + rng.normal(size=n)).to_numpy(), mu
+
+
+def _recorded(assigned: np.ndarray) -> pd.DataFrame:
+    """Propensities a program might record: the first 1,000 control rows could not get A, rows 1000-1500 of
+    arm A could not be control (no holdout), the rest vary per row."""
+    n = len(assigned)
+    p_a = np.linspace(0.1, 0.6, n)
+    frame = pd.DataFrame({"C": 1 - p_a - 0.1, "A": p_a, "B": np.full(n, 0.1)})
+    no_a = np.flatnonzero(assigned == "C")[:1000]
+    frame.loc[no_a, ["C", "A", "B"]] = [0.8, 0.0, 0.2]
+    always_a = np.flatnonzero(assigned == "A")[:500]
+    frame.loc[always_a, ["C", "A", "B"]] = [0.0, 1.0, 0.0]
+    return frame
+
+
+def test_each_row_has_its_own_propensity_of_each_contrast():
+    design = Design(["A", "B"], "C", SHARES)
+    assigned = np.array(["C", "A", "B", "C", "A"])
+    recorded = pd.DataFrame({"C": [0.5, 0.2, 0.6, 1.0, 0.0], "A": [0.3, 0.8, 0.0, 0.0, 1.0],
+                             "B": [0.2, 0.0, 0.4, 0.0, 0.0]})
+    np.testing.assert_allclose(design.propensity("A", assigned, recorded), [0.375, 0.8, 0.0, 0.0, 1.0])
+    np.testing.assert_allclose(design.propensity(ANY, assigned, recorded), [0.5, 0.8, 0.4, 0.0, 1.0])
+    rows, _ = design.contrast("A", assigned, recorded)
+    assert rows.tolist() == [True, True, False, False, False]  # row 3 could not get A, row 4 could not be control
+    assert design.contrast(ANY, assigned, recorded)[0].tolist() == [True, True, True, False, False]
+    # without recorded propensities every row has the design's share, as a per-row array
+    np.testing.assert_array_equal(design.propensity("A", assigned), np.full(5, 0.25 / 0.75))
+
+
+@pytest.mark.parametrize("name", ["dr", "x", "t"])
+def test_design_shares_as_per_row_propensities_fit_exactly_the_same_learner(name):
+    """Experiment rows carry their design shares as per-row propensities: the fit must not move."""
+    X, assigned, y, mu = _data()
+    design = Design(["A", "B"], "C", SHARES)
+    shares = pd.DataFrame({label: np.full(len(y), share) for label, share in SHARES.items()})
+    params = GBMParams(n_estimators=20, learning_rate=0.1, num_leaves=4, min_child_samples=50)
+    plain = LEARNERS[name](design, params, arm_rounds=5, seed=3).fit(X, assigned, y, mu)
+    per_row = LEARNERS[name](design, params, arm_rounds=5, seed=3).fit(X, assigned, y, mu, shares)
+    pd.testing.assert_frame_equal(plain.predict(X), per_row.predict(X), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["dr", "x", "t"])
+def test_rows_without_a_chance_of_an_arm_never_learn_it(name):
+    """Control rows that could not get A, A rows that could not be control: never in A's contrast, whatever their y."""
+    X, assigned, y, mu = _data()
+    recorded = _recorded(assigned)
+    excluded = ((recorded.A == 0) & (assigned == "C")) | ((recorded.C == 0) & (assigned == "A"))
+    design = Design(["A", "B"], "C", SHARES)
+    learner = LEARNERS[name](design, GBMParams(n_estimators=20, learning_rate=0.1, num_leaves=4,
+                                                min_child_samples=50), pool_arms=False, seed=3)
+    rows = learner.targets("A", assigned, y, mu, recorded)[0]
+    assert not (rows & excluded.to_numpy()).any()
+    assert rows.sum() == ((assigned == "A") | (assigned == "C")).sum() - excluded.sum()
+    assert learner.targets("B", assigned, y, mu, recorded)[0][np.flatnonzero(assigned == "C")[:1000]].all()
+    changed = np.where(excluded, y + 50.0, y)  # outcomes of the excluded rows only
+    first = learner.fit(X, assigned, y, mu, recorded).predict(X)
+    second = LEARNERS[name](design, learner.final_params, pool_arms=False, seed=3).fit(
+        X, assigned, changed, mu, recorded).predict(X)
+    np.testing.assert_array_equal(first["A"], second["A"])
+    if name != "t":  # B's contrast has those control rows: the change reaches it (T's targets have no outcome)
+        assert not np.allclose(first["B"], second["B"])
+    t_first = DefaultTLearner(["A", "B"], "C", binary=False).fit(X, assigned, y, recorded).predict(X)
+    t_second = DefaultTLearner(["A", "B"], "C", binary=False).fit(X, assigned, changed, recorded).predict(X)
+    np.testing.assert_array_equal(t_first["A"], t_second["A"])
+
+
+def test_rows_without_a_chance_of_an_arm_never_judge_it():
+    """The AIPW scores and every CV metric of arm A ignore the rows outside A's contrast."""
+    X, assigned, y, mu = _data()
+    recorded = _recorded(assigned)
+    design = Design(["A", "B"], "C", SHARES)
+    excluded = (((recorded.A == 0) & (assigned == "C")) | ((recorded.C == 0) & (assigned == "A"))).to_numpy()
+    contrasts = arm_contrasts(assigned, y, mu, design, recorded)
+    assert not (contrasts["A"].rows & excluded).any() and np.isnan(contrasts["A"].pseudo[excluded]).all()
+    np.testing.assert_allclose(contrasts["A"].propensity[contrasts["A"].rows],
+                               (recorded.A / (recorded.A + recorded.C)).to_numpy()[contrasts["A"].rows])
+    changed = arm_contrasts(assigned, np.where(excluded, y + 50.0, y), mu, design, recorded)
+    fold = np.arange(len(y)) % 2 == 0
+    scores = pd.DataFrame({"A": X.a.to_numpy()[fold], "B": X.b.to_numpy()[fold]})
+    first = {(arm, m): v for arm, m, v in fold_metrics(scores, fold, y, contrasts, [0.1, 0.3])}
+    again = {(arm, m): v for arm, m, v in fold_metrics(scores, fold, np.where(excluded, y + 50.0, y), changed,
+                                                      [0.1, 0.3])}
+    assert {k: v for k, v in first.items() if k[0] == "A"} == {k: v for k, v in again.items() if k[0] == "A"}
+    assert first[("B", "qini")] != again[("B", "qini")]
+
+
+def test_qini_with_per_row_propensities_estimates_what_a_randomized_design_would():
+    """Targeted contact (high x treated more often) biases the plain Qini; the weighted one is the estimand."""
+    rng = np.random.default_rng(3)
+    n, reps = 40_000, 30
+    errors = {"plain": [], "weighted": [], "dr": []}
+    for _ in range(reps):
+        x = rng.random(n)
+        tau, base, e = 0.1 * x, 0.3 + 0.4 * x, 0.2 + 0.6 * x
+        t = (rng.random(n) < e).astype(float)
+        y = (rng.random(n) < base + t * tau).astype(float)
+        score = x + 1e-3 * rng.random(n)
+        truth = dr_qini_coefficient(score, tau, e.mean())  # the estimand at the mean propensity, from the true effects
+        pseudo = tau + t * (y - base - tau) / e - (1 - t) * (y - base) / (1 - e)
+        errors["plain"].append(qini_coefficient(score, y, t) - truth)
+        errors["weighted"].append(qini_coefficient(score, y, t, e) - truth)
+        errors["dr"].append(dr_qini_coefficient(score, pseudo, e) - truth)  # per-row shares: their mean
+    z = {name: np.mean(v) / (np.std(v) / np.sqrt(reps)) for name, v in errors.items()}
+    assert abs(z["weighted"]) < 3 and abs(z["dr"]) < 3, z
+    assert z["plain"] < -10, z  # biased far beyond its noise
