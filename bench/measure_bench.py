@@ -47,11 +47,11 @@ from serving.plan_costs import ProgramCosts  # noqa: E402
 from serving.plan_design import DesignSpec, fixed_design  # noqa: E402
 from serving.plan_file import write_design_plan, write_plan  # noqa: E402
 from serving.plan_gains import expected_gains  # noqa: E402
-from serving.plan_interval import effect_bins  # noqa: E402
 from serving.planning import contact_plan, eligibility_arrays, plan_contacts, plan_from_gains  # noqa: E402
 from training.evaluation import difference_in_means  # noqa: E402
 from training.fit import fit_and_evaluate  # noqa: E402
 from training.measure import ESTIMATORS, measure_program  # noqa: E402
+from training.run import planning_metadata  # noqa: E402
 
 log = Console(stderr=True)
 SMALL = {"learners": ["dr"], "nuisance_rounds": [50], "nuisance_treated_leaves": [15],
@@ -63,16 +63,19 @@ def train_small(n: int, seed: int):
     started = time.perf_counter()
     campaign = make_campaign(n, seed=seed)
     with tempfile.TemporaryDirectory(prefix="measure-bench-") as folder:
-        config = load_config(campaign.write(folder)).with_uplift(**SMALL)
-        frame = load_experiment(config)
-        validate_experiment(frame, config)
-        result = fit_and_evaluate(frame, config, lambda step: log.print(
-            f"  training: {step} ({time.perf_counter() - started:.0f} s)"))
-    model = result.model
-    model.metadata["uplift_deciles"] = effect_bins(result.deciles)
-    model.metadata["arm_effects"] = result.arm_effects
-    model.metadata["group_column"] = config.group_column
-    return model, time.perf_counter() - started
+        result = fit_small(load_config(campaign.write(folder)), "training", started)
+    return result.model, time.perf_counter() - started
+
+
+def fit_small(config, label: str, started: float):
+    """Fit ``config`` with the small grid; the model carries what planning reads (as training.run stores it)."""
+    config = config.with_uplift(**SMALL)
+    frame = load_experiment(config)
+    validate_experiment(frame, config)
+    result = fit_and_evaluate(frame, config, lambda step: log.print(
+        f"  {label}: {step} ({time.perf_counter() - started:.0f} s)"))
+    result.model.metadata.update(planning_metadata(result, config))
+    return result
 
 
 def coverage(model, voters: int, seed: int, replications: int, holdout: float, explore: float) -> pd.DataFrame:
@@ -159,13 +162,8 @@ def ggl_as_plan() -> pd.DataFrame:
 def ggl_holdout(holdout: float, share: float = 0.2) -> pd.DataFrame:
     """GGL: a postcard plan with a holdout (model trained with the small config); what the holdout costs."""
     started = time.perf_counter()
-    config = load_config(ROOT / "configs" / "ggl2008.yaml").with_uplift(**SMALL)
-    frame = load_experiment(config)
-    validate_experiment(frame, config)
-    result = fit_and_evaluate(frame, config, lambda step: log.print(
-        f"  GGL training: {step} ({time.perf_counter() - started:.0f} s)"))
+    result = fit_small(load_config(ROOT / "configs" / "ggl2008.yaml"), "GGL training", started)
     model = result.model
-    model.metadata["uplift_deciles"] = effect_bins(result.deciles)
     voters = result.prepared.test  # the hold-out voters: postcards for a fifth of them
     plan = plan_contacts(model, voters, share * len(voters), design=DesignSpec(holdout=holdout, seed=1))
     held = plan.randomization["held_out"]

@@ -66,12 +66,12 @@ from features.tables import load_experiment  # noqa: E402
 from serving.allocation import Allocator  # noqa: E402
 from serving.plan_costs import ChannelLimits, ProgramCosts, load_costs  # noqa: E402
 from serving.plan_gains import expected_gains  # noqa: E402
-from serving.plan_interval import effect_bins  # noqa: E402
 from serving.plan_sensitivity import level_sensitivity  # noqa: E402
 from serving.planning import plan_from_gains  # noqa: E402
 from training.evaluation import cluster_bootstrap_weights  # noqa: E402
 from training.fit import FitResult, fit_and_evaluate  # noqa: E402
 from training.references import turnout_05_score  # noqa: E402
+from training.run import planning_metadata  # noqa: E402
 
 log = Console(stderr=True)
 BUDGETS = (0.1, 0.2, 0.3)
@@ -87,8 +87,7 @@ def train(config: RunConfig, label: str) -> FitResult:
         log.print(f"  {label}: {step} ({time.perf_counter() - started:.0f} s)")
 
     result = fit_and_evaluate(frame, config, progress)
-    result.model.metadata["uplift_deciles"] = effect_bins(result.deciles)  # as training.run stores it
-    result.model.metadata["arm_effects"] = result.arm_effects
+    result.model.metadata.update(planning_metadata(result, config))  # as training.run stores it
     return result
 
 

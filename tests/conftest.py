@@ -68,6 +68,14 @@ def champion_uri(trained) -> str:
     return f"models:/{trained.model_name}@champion"
 
 
+@pytest.fixture(scope="session")
+def model(champion_uri):
+    """The champion's scoring model, downloaded once (read-only: tests never change it)."""
+    from serving.registry import load_scoring_model
+
+    return load_scoring_model(champion_uri)[0]
+
+
 # -- PostgreSQL (Debian's package) for the consent ledger's tests -------------------------
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 

@@ -21,14 +21,8 @@ from features.pipeline import FeatureError
 from features.synthetic_voterfile import PAST_TURNOUT, PII_COLUMNS, write_voter_file
 from serving.batch import BatchScorer, distinct_rows, iter_chunks, reason_columns, score_file
 from serving.bundle import CONTROL_ARM, best_arms
-from serving.registry import load_scoring_model
 
 PII = ["first_name", "last_name", "phone", "email", "address"]
-
-
-@pytest.fixture(scope="module")
-def model(champion_uri):
-    return load_scoring_model(champion_uri)[0]
 
 
 @pytest.fixture(scope="module")

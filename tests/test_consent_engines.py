@@ -17,7 +17,6 @@ from consent_cases import AS_OF, hash_key  # noqa: F401
 from features.consent import ConsentRules
 from features.table_files import open_dataset
 from serving.batch import score_file
-from serving.registry import load_scoring_model
 from serving.spark import score_dataset, spark_session
 from training.cli import main
 
@@ -29,11 +28,6 @@ def spark():
     session = spark_session("local[2]", app_name="persuade-consent-tests")
     yield session
     session.stop()
-
-
-@pytest.fixture(scope="module")
-def model(champion_uri):
-    return load_scoring_model(champion_uri)[0]
 
 
 @pytest.fixture(scope="module")

@@ -145,11 +145,6 @@ def test_fingerprint_covers_the_design_the_ids_and_the_probabilities():
 
 # -- plans of the synthetic model ------------------------------------------------------------
 @pytest.fixture(scope="module")
-def model(champion_uri):
-    return load_scoring_model(champion_uri)[0]
-
-
-@pytest.fixture(scope="module")
 def voters(campaign) -> pd.DataFrame:
     return campaign.voter_file.sample(4000, random_state=9).reset_index(drop=True)
 

@@ -148,11 +148,6 @@ def test_bad_costs_file_names_the_key(tmp_path, text, key):
 
 
 @pytest.fixture(scope="module")
-def model(champion_uri):
-    return load_scoring_model(champion_uri)[0]
-
-
-@pytest.fixture(scope="module")
 def voters(campaign) -> pd.DataFrame:
     """3,000 synthetic voters with their PII columns (which planning must never read)."""
     return campaign.voter_file.sample(3000, random_state=4).reset_index(drop=True)

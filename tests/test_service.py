@@ -30,7 +30,6 @@ from features.synthetic import SYNTHETIC_AS_OF
 from serving.api import ModelCard, ScoreResponse
 from serving.launcher import ServiceProcess, free_port
 from serving.limits import MAX_VOTERS
-from serving.registry import load_scoring_model
 
 KEY = "sk-test-" + secrets.token_hex(12)
 ADMIN_KEY = "sk-admin-" + secrets.token_hex(12)
@@ -68,11 +67,6 @@ def consent_rules(path: Path) -> ConsentRules:
 def client(service):
     with httpx.Client(base_url=service.base_url, headers=AUTH, timeout=120) as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def model(champion_uri):
-    return load_scoring_model(champion_uri)[0]
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,6 @@ from features.synthetic import SYNTHETIC_AS_OF
 from serving.api import ScoreResponse
 from serving.launcher import ServiceProcess
 from serving.plan_api import PlanResponse
-from serving.registry import load_scoring_model
 
 KEY = "sk-consent-" + secrets.token_hex(12)
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -58,11 +57,6 @@ def service(champion_uri, consent_table):
 def client(service):
     with httpx.Client(base_url=service.base_url, headers=AUTH, timeout=120) as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def model(champion_uri):
-    return load_scoring_model(champion_uri)[0]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from click.testing import CliRunner
 from features.pipeline import FeatureError
 from serving.batch import BatchScorer, reason_columns, score_file
 from serving.bundle import best_arms
-from serving.registry import load_scoring_model
 from serving.spark import score_dataset, score_frame, scoring_udf, spark_session
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -28,11 +27,6 @@ def spark():
     session = spark_session("local[2]", app_name="persuade-tests")
     yield session
     session.stop()
-
-
-@pytest.fixture(scope="module")
-def model(champion_uri):
-    return load_scoring_model(champion_uri)[0]
 
 
 @pytest.fixture(scope="module")

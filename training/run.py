@@ -220,16 +220,21 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
             "protected": list(config.protected),
             "metrics": headline_metrics(result),
             "gates": {g: v["passed"] for g, v in result.gates.items()},
-            "group_column": config.group_column,
             "served": result.served,  # per arm, the candidate grouped CV chose (training.arm_choice)
             "constant_arms": result.constant_arms,
-            "uplift_deciles": effect_bins(result.deciles),  # the plan's interval (serving.plan_interval)
-            "arm_effects": result.arm_effects,  # the plan's level sensitivity (serving.plan_sensitivity)
+            **planning_metadata(result, config),
             **data_checks_metadata(validation),  # attrition per arm and the balance summary
         }
         bundle = model.save(tmp / "bundle")
         example = prep.test[[config.id_column, *model.input_features]].head(5).reset_index(drop=True)
         return log_model(model, bundle, example)
+
+
+def planning_metadata(result: FitResult, config: RunConfig) -> dict:
+    """What planning reads from a model's metadata: its group column, the uplift deciles (the plan's
+    interval, :mod:`serving.plan_interval`) and each arm's average effect (:mod:`serving.plan_sensitivity`)."""
+    return {"group_column": config.group_column, "uplift_deciles": effect_bins(result.deciles),
+            "arm_effects": result.arm_effects}
 
 
 def program_names(result: FitResult) -> str:
