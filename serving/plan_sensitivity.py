@@ -110,7 +110,8 @@ def level_sensitivity(
             scenario[:, j] *= scale
             replan = allocator.solve(scenario, cost, channels).arm
             plan_value, replan_value = _value(scenario, current), _value(scenario, replan)
-            if replan_value < plan_value:  # the solver's rounding (within its certificate): keep the plan
+            if replan_value <= plan_value + 1e-9 * max(1.0, abs(plan_value)):
+                # no gain (a tie, or the solver's rounding within its certificate): nobody need move
                 replan, replan_value = current, plan_value
             regret = replan_value - plan_value
             picked = replan[replan >= 0]

@@ -97,7 +97,8 @@ def test_health_endpoints_answer_without_a_key(service):
         assert httpx.get(service.base_url + path).status_code == 200
 
 
-@pytest.mark.parametrize("header", [None, "Bearer wrong-key", f"Basic {KEY}", "Bearer", KEY])
+@pytest.mark.parametrize("header", [None, "Bearer wrong-key", f"Basic {KEY}", "Bearer", KEY],
+                         ids=["none", "wrong-key", "basic-scheme", "bearer-without-key", "key-without-scheme"])
 def test_scoring_and_model_need_a_valid_key(service, header):
     headers = {"Authorization": header} if header is not None else {}
     r = httpx.post(f"{service.base_url}/score", json={"voters": [{"voter_id": "1"}]}, headers=headers)
@@ -326,7 +327,8 @@ def test_an_ineligible_arm_is_never_the_best_arm(client, model, segment, consent
         assert s["best_arm"] != "Text" and s["eligible"]["Text"] is False
         assert s["ineligible_reasons"]["Text"] == decided["suppression_text"].iloc[i]
         assert s["ineligible_reasons"]["Text"] in {"no_consent", "revoked", "landline_cannot_text",
-                                                   "do_not_contact"}
+                                                   "do_not_contact", "unknown_timezone",
+                                                   "outside_calling_hours"}
     for s in body:
         assert s["best_arm"] == "control" or s["eligible"][s["best_arm"]]
 
