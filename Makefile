@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check features training serving tests bench
-	$(BIN)/python -m pytest -q -ra --durations=20
+	$(BIN)/python -m pytest -q -ra --durations=20 -n 2 --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check features training serving tests bench

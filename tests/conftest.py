@@ -14,9 +14,31 @@ import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one LightGBM thread each, none spinning
+    os.environ.setdefault("PERSUADE_THREADS", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 PROJECT = Path(__file__).resolve().parent.parent
 SYNTHETIC_N = 50_000
+
+
+def pytest_collection_modifyitems(config, items):
+    """Keep each expensive shared fixture on one xdist worker (``make test`` runs two).
+
+    Every test that needs the trained synthetic champion runs on one worker, so it is
+    trained once; every other module stays whole on a worker, so its module fixtures
+    (the GGL run, the PII flow, the support model) are built once too. xdist's
+    ``--dist loadgroup`` reads the group from a ``@group`` suffix of the node id; under
+    pytest 9 xdist 3.8 can no longer set it (pytest keeps the id in ``_id``), so it is
+    set here.
+    """
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        group = "synthetic" if "trained" in item.fixturenames else item.module.__name__
+        item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +115,8 @@ def postgres_server():
 
     folder = Path(tempfile.mkdtemp(prefix="persuade-pg-"))
     shutil.chown(folder, "postgres")
-    data, port = folder / "db", "54329"
+    data = folder / "db"
+    port = str(54329 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]))  # one server per xdist worker
 
     def as_postgres(*command) -> None:
         subprocess.run(["runuser", "-u", "postgres", "--", *map(str, command)], check=True, capture_output=True)

@@ -37,7 +37,10 @@ def test_turnout_uplift_recovery_beats_plain_t_learner(trained, campaign):
 
 @pytest.fixture(scope="module")
 def support_result(campaign_dir):
-    cfg = load_config(campaign_dir / "synthetic_support.yaml")
+    # One learner, one outcome-model shape, no turnout-score choice: this test is about the
+    # support scale's units and recovery; the selection among them is tested on turnout.
+    cfg = load_config(campaign_dir / "synthetic_support.yaml").with_uplift(
+        learners=["dr"], nuisance_treated_leaves=[15], turnout_score_feature=False)
     return fit_and_evaluate(load_experiment(cfg), cfg)
 
 

@@ -152,8 +152,9 @@ def flow(campaign, tmp_path_factory) -> Flow:
     config_path = campaign.write(data, outcome="voted")
     config = yaml.safe_load(config_path.read_text())
     config["uplift"]["learners"] = ["t"]  # one learner and 3 folds: the guard is about logging, not model choice
-    config["split"]["folds"] = 3
+    config["split"].update(folds=3, cv_repeats=1)
     config["uplift"]["nuisance_treated_leaves"] = [15]  # one outcome-model shape: nothing to choose
+    config["uplift"]["turnout_score_feature"] = True  # one input layout: nothing to choose
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     (home / "mlruns").mkdir()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{home}/mlruns/mlflow.db", "PERSUADE_HOME": str(home),

@@ -96,13 +96,20 @@ def fit_candidates(
     *,
     score_column: bool = False,
     propensities: pd.DataFrame | None = None,
+    fitted: dict[str, UpliftLearner] | None = None,
 ) -> dict[str, UpliftLearner]:
     """Every candidate fitted on ``X`` (candidates that differ only in arm rounds share the pooled fit).
 
     ``propensities``: each row's probability of every label (:class:`Design`); default: the design's shares.
+    ``fitted``: candidate name -> a learner already fitted on exactly that candidate's
+    input (:meth:`ArmCandidate.frame`), used instead of fitting it again.
     """
     pooled: dict[tuple, UpliftLearner] = {}
     out = {}
+    by_key = {(c.learner, c.final, c.features, c.turnout_score): c.name for c in candidates}
+    for key, name in by_key.items():
+        if name in (fitted or {}):
+            pooled[key] = fitted[name]
     for c in candidates:
         Xc = c.frame(X, score, score_column=score_column)
         key = (c.learner, c.final, c.features, c.turnout_score)

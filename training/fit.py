@@ -43,7 +43,7 @@ from training.evaluation import (
     uplift_at_k,
     uplift_metrics,
 )
-from training.learners import CrossFitNuisance, Design
+from training.learners import CrossFitNuisance, Design, UpliftLearner
 from training.learners.nuisance import best_rounds
 from training.programs import ProgramRows, rows_per_label, with_programs
 from training.references import DefaultTLearner, random_score, turnout_05_score
@@ -277,15 +277,19 @@ def fit_and_evaluate(
 
     progress("refit the served model, the learners and the references")
     test_scores: dict[str, pd.DataFrame] = {}
+    learners: dict[str, UpliftLearner] = {}
     for name in config.uplift.learners:
-        size, scored = best[name]
-        X_fit = with_turnout_score(prep.X_train, score_tr) if scored else prep.X_train
-        X_eval = with_turnout_score(prep.X_test, p_test) if scored else prep.X_test
-        learner = make_learner(name, config, design, config.uplift.final_candidates()[size])
-        test_scores[name] = learner.fit(X_fit, a_tr, y_tr, mu, propensities).predict(X_eval)
+        size, with_score = best[name]
+        X_fit = with_turnout_score(prep.X_train, score_tr) if with_score else prep.X_train
+        X_eval = with_turnout_score(prep.X_test, p_test) if with_score else prep.X_test
+        learners[name] = make_learner(name, config, design, config.uplift.final_candidates()[size])
+        test_scores[name] = learners[name].fit(X_fit, a_tr, y_tr, mu, propensities).predict(X_eval)
     scored = any(c.turnout_score for c in candidates if c.name in served.values())
+    # The chosen learner is the model candidate, fitted above on the same input unless the
+    # served layout adds a held-constant score column the learner did not see.
+    same_input = best[chosen][1] or not scored
     fitted = fit_candidates(candidates, prep.X_train, score_tr, a_tr, y_tr, mu, config, design, score_column=scored,
-                            propensities=propensities)
+                            propensities=propensities, fitted={MODEL: learners[chosen]} if same_input else None)
     by_name = {c.name: c for c in candidates}
     for name, learner in fitted.items():
         if name != MODEL:  # the model's hold-out scores are its learner's, above

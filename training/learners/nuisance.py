@@ -146,9 +146,11 @@ class CrossFitNuisance:
                 start = raw + self._intercept(y[rows], raw[rows])
                 model = fit_booster(X_base[rows], y[rows], treated_params, objective, self.seed,
                                     rounds=max(rounds), init_score=start[rows])
+                # Staged predictions, each stage adding only its own trees (a tree is walked once).
+                total, done = start[test].copy(), 0
                 for r in rounds:
-                    staged[label][r][test] = self._link(
-                        start[test] + model.predict(X_base[test], raw_score=True, num_iteration=r))
+                    total += model.predict(X_base[test], raw_score=True, start_iteration=done, num_iteration=r - done)
+                    staged[label][r][test], done = self._link(total), r
         if not self.from_control:
             return mu, None
         losses = pd.DataFrame(
