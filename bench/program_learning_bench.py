@@ -72,7 +72,8 @@ def bench_config(folder: Path) -> dict:
     cfg = synthetic_config(folder)
     cfg["uplift"].update({
         "learners": ["x", "dr"], "nuisance_treated_leaves": [15], "turnout_score_feature": False,
-        "final": {"n_estimators": 200, "learning_rate": 0.03, "num_leaves": 8, "min_child_samples": 200},
+        "final": {"learning_rate": 0.03, "min_child_samples": 200},
+        "final_sizes": [{"n_estimators": 200, "num_leaves": 8}],
         "arm_rounds": 30,
     })
     cfg["split"] = {"holdout_fraction": 0.2, "folds": 4, "seed": 7, "cv_repeats": 1}

@@ -299,7 +299,7 @@ class RunConfig(_Strict):
     def with_uplift(self, **overrides: Any) -> RunConfig:
         """This config with keys of its ``uplift:`` block replaced, validated like the YAML."""
         return RunConfig.model_validate({
-            **self.model_dump(), "base_dir": self.base_dir, "uplift": {**self.uplift.model_dump(), **overrides},
+            **self.model_dump(), "base_dir": self.base_dir, "uplift": {**self.uplift.model_dump(exclude_unset=True), **overrides},
         })
 
     def scaled_to(self, rows_per_label: dict[str, int]) -> RunConfig:

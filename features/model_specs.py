@@ -119,7 +119,30 @@ class UpliftSpec(_Strict):
         if leaves and not self.nuisance_from_control:
             raise ValueError("nuisance_treated_leaves needs nuisance_from_control: true (it shapes the models "
                              "boosted from control)")
+        ignored = self._ignored_fields()
+        if ignored:
+            raise ValueError("; ".join(ignored))
         return self
+
+    def _ignored_fields(self) -> list[str]:
+        """One message per field given in the config that another field would make ignored."""
+        given, out = self.model_fields_set, []
+        sized = sorted({"n_estimators", "num_leaves"} & self.final.model_fields_set)
+        if self.final_sizes and sized:
+            out.append(f"final.{' and final.'.join(sized)} would be ignored: final_sizes gives the sizes "
+                       "(remove them from final, or remove final_sizes)")
+        if "n_estimators" in self.arm_params.model_fields_set:
+            out.append("arm_params.n_estimators would be ignored: arm_rounds gives the arm-specific rounds")
+        arm_specific = self.pool_arms and self.arm_rounds > 0
+        for name in ("arm_params", "arm_rounds"):
+            if name in given and not arm_specific and not (name == "arm_rounds" and self.arm_rounds == 0):
+                out.append(f"{name} would be ignored: arm-specific rounds need pool_arms: true and arm_rounds > 0")
+        if "nuisance_rounds" in given and not self.nuisance_from_control:
+            out.append("nuisance_rounds would be ignored: it needs nuisance_from_control: true "
+                       "(nuisance.n_estimators sets the rounds otherwise)")
+        if "reference_size" in given and "turnout_shape" not in self.references:
+            out.append("reference_size would be ignored: it sizes the turnout_shape reference, not in references")
+        return out
 
     def treated_leaves_options(self) -> list[int]:
         """Leaves per tree of the treated groups' outcome models: the shapes grouped CV compares."""

@@ -117,11 +117,12 @@ def synthetic_config(folder: str | Path, outcome: str = "voted", consent: bool =
             # Treated groups' outcome models of 15-leaf or two-leaf trees, chosen by grouped CV
             # (log-loss ranks two-leaf trees last, yet they often rank the uplift better).
             "nuisance_treated_leaves": [15, 2],
-            "final": {"n_estimators": 300, "learning_rate": 0.03, "num_leaves": 8, "min_child_samples": 300},
+            "final": {"learning_rate": 0.03, "min_child_samples": 300},
+            "final_sizes": [{"n_estimators": 300, "num_leaves": 8}],
             "pool_arms": True,
             "turnout_score_feature": "select",
             "arm_rounds": 60,
-            "arm_params": {"n_estimators": 60, "learning_rate": 0.05, "num_leaves": 4, "min_child_samples": 300},
+            "arm_params": {"learning_rate": 0.05, "num_leaves": 4, "min_child_samples": 300},
         },
         "split": {"holdout_fraction": 0.2, "folds": 5, "seed": 7},
         **extra,

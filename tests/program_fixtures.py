@@ -22,7 +22,7 @@ def small_config(folder: str | Path) -> dict:
     cfg["uplift"].update({
         "nuisance": {"n_estimators": 30, "learning_rate": 0.1, "num_leaves": 7, "min_child_samples": 30},
         "nuisance_rounds": [10, 30], "nuisance_treated_leaves": [7, 2],
-        "final": {"n_estimators": 30, "learning_rate": 0.1, "num_leaves": 4, "min_child_samples": 50},
+        "final": {"learning_rate": 0.1, "min_child_samples": 50},
         "final_sizes": [{"n_estimators": 15, "num_leaves": 4}, {"n_estimators": 30, "num_leaves": 4}],
         "arm_rounds": 5, "arm_params": {"learning_rate": 0.1, "num_leaves": 2, "min_child_samples": 50},
         "reference_size": {"n_estimators": 20, "num_leaves": 3},

@@ -43,6 +43,29 @@ def test_unknown_nested_key_is_named(tmp_path):
         load_config(_write(tmp_path, data))
 
 
+@pytest.mark.parametrize(("change", "needle"), [
+    ({"final": {"n_estimators": 400, "learning_rate": 0.03}}, r"final\.n_estimators would be ignored: final_sizes"),
+    ({"arm_params": {"n_estimators": 60, "learning_rate": 0.1}}, "arm_params.n_estimators would be ignored"),
+    ({"arm_rounds": 0, "arm_params": {"learning_rate": 0.1}}, "arm_params would be ignored"),
+    ({"pool_arms": False, "arm_rounds": 30}, "arm_rounds would be ignored"),
+    ({"nuisance_from_control": False, "nuisance_rounds": [10, 20]}, "nuisance_rounds would be ignored"),
+    ({"references": ["constant"], "reference_size": {"n_estimators": 50, "num_leaves": 3}},
+     "reference_size would be ignored"),
+])
+def test_a_field_another_field_would_override_is_an_error(tmp_path, change, needle):
+    data = _ggl()
+    data["uplift"].update(change)
+    with pytest.raises(ConfigError, match=needle):
+        load_config(_write(tmp_path, data))
+
+
+def test_arm_rounds_zero_alone_is_no_error(tmp_path):
+    data = _ggl()
+    data["uplift"].pop("arm_params")
+    data["uplift"]["arm_rounds"] = 0
+    assert load_config(_write(tmp_path, data)).uplift.arm_rounds == 0
+
+
 def test_shares_must_add_up(tmp_path):
     data = _ggl()
     data["control_share"] = 0.6
