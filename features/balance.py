@@ -24,7 +24,6 @@ Two checks, both on the rows a run fits on:
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -36,6 +35,7 @@ from sklearn.model_selection import GroupKFold
 
 from features.config import RunConfig
 from features.pipeline import FeaturePipeline
+from features.settings import Settings
 
 MAX_LEVELS = 20  # one-hot levels per categorical feature; rarer levels are pooled as "(other)"
 CLASSIFIER = {"n_estimators": 50, "learning_rate": 0.1, "num_leaves": 7, "min_child_samples": 20, "verbose": -1}
@@ -210,7 +210,7 @@ def _classifier(X: pd.DataFrame, assigned: np.ndarray, groups: np.ndarray,
     folds = GroupKFold(n_splits=min(config.balance.folds, n_groups), shuffle=True, random_state=config.balance.seed)
     scores, fold_of = np.empty(len(X)), np.empty(len(X), dtype=int)
     gain = np.zeros(X.shape[1])
-    threads = int(os.environ.get("PERSUADE_THREADS", "2"))
+    threads = Settings.from_env().threads
     for fold, (train, test) in enumerate(folds.split(X, assigned, groups)):
         model = lgb.LGBMClassifier(**CLASSIFIER, n_jobs=threads, random_state=config.balance.seed)
         model.fit(X.iloc[train], assigned[train])

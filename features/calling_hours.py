@@ -22,7 +22,6 @@ suppressed (``unknown_timezone``), since nobody could keep the window.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
 from datetime import time
@@ -34,8 +33,9 @@ import phonenumbers
 from phonenumbers.timezone import time_zones_for_geographical_number
 
 from features.consent_values import ConsentError
+from features.settings import Settings
 
-CALLING_HOURS_ENV = "PERSUADE_CALLING_HOURS"
+CALLING_HOURS_ENV = Settings.variable("calling_hours")
 _TCPA_START, _TCPA_END = time(8, 0), time(21, 0)  # 47 CFR 64.1200(c)(1): not before 8 a.m. nor after 9 p.m.
 TCPA_CALLING_HOURS = f"{_TCPA_START:%H:%M}-{_TCPA_END:%H:%M}"
 STATE_COLUMN = "state"
@@ -97,9 +97,16 @@ class CallingHours:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CallingHours:
-        """The window of ``PERSUADE_CALLING_HOURS`` (default 08:00-21:00)."""
-        env = os.environ if env is None else env
-        return cls(env.get(CALLING_HOURS_ENV) or TCPA_CALLING_HOURS)
+        """The window of ``PERSUADE_CALLING_HOURS`` in ``env`` (default: the process environment)."""
+        return cls.from_settings(Settings.from_env(env))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CallingHours:
+        """The window of ``settings.calling_hours`` (default 08:00-21:00); an error names the variable."""
+        try:
+            return cls(settings.calling_hours or TCPA_CALLING_HOURS)
+        except ConsentError as exc:
+            raise ConsentError(f"{CALLING_HOURS_ENV}: {exc}") from None
 
     @property
     def window(self) -> str:

@@ -74,6 +74,7 @@ from features.consent_table import (  # noqa: F401
     normalize_ids,
 )
 from features.phones import PhoneHasher
+from features.settings import DEFAULT_PRERECORDED_CAP, DEFAULT_PRERECORDED_WINDOW_DAYS
 
 REPLAY_WARNING = ("as_of is pinned to {as_of}: for replaying a past decision only. Consents are taken as of "
                   "then; do-not-contact and revocations apply whatever their date")
@@ -138,7 +139,8 @@ class ConsentRules:
         as_utc(as_of)  # refuse a bad decision time now
 
     @classmethod
-    def from_path(cls, path: str | Path | None, landline_prerecorded_cap: int = 3, window_days: int = 30,
+    def from_path(cls, path: str | Path | None, landline_prerecorded_cap: int = DEFAULT_PRERECORDED_CAP,
+                  window_days: int = DEFAULT_PRERECORDED_WINDOW_DAYS,
                   as_of: datetime | str | None = None, phone_column: str = "phone",
                   hasher: PhoneHasher | None = None, time_zone: str | None = None,
                   max_age_hours: float | None = None, calling_hours: CallingHours | str | None = None,

@@ -14,8 +14,9 @@ former: an append-only table of events in the consent-table schema, each with
     ``applied`` (in effect), ``review`` (an unclear reply: in effect as a revocation until a
     person reviews it), ``not_applied`` (an opt-in or help reply: recorded, no effect on
     consent) or ``resolution`` (a person's reading of a ``review`` reply, see
-    :meth:`ConsentLedger.resolve`: ``review_decision`` ``opt_out`` keeps the revocation,
-    ``not_opt_out`` takes it out of the consent table; ``resolves`` names the reply's event).
+    :meth:`ConsentLedger.resolve`: ``review_decision`` (:class:`ReviewDecision`) ``opt_out``
+    keeps the revocation, ``opt_in`` and ``not_opt_out`` take it out of the consent table;
+    ``resolves`` names the reply's event).
 ``reply``
     The free-text reply it was read from, if any (phone numbers and e-mails masked).
 
@@ -36,9 +37,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from features.consent import KEY_CHECK_COLUMN
-from features.ledger_store import (  # noqa: F401 - LEDGER_ENV, default_ledger_path: the ledger's public names
+from features.ledger_store import (  # noqa: F401 - LEDGER_ENV: the ledger's public name
     EVENTS,
     LEDGER_ENV,
     META,
@@ -60,11 +61,23 @@ from features.ledger_store import (  # noqa: F401 - LEDGER_ENV, default_ledger_p
     sqlite_engine,
 )
 from features.phones import KeyCheckError, PhoneHasher
+from features.settings import Settings
 
 CONTENT_COLUMNS = ["voter_id", "phone_hash", "event", "line_type", "scope", "source", "keyword", "timestamp",
                    "status", "reply", "review_decision", "resolves"]
 TABLE_COLUMNS = ["voter_id", "phone_hash", "event", "line_type", "scope", "source", "keyword", "timestamp"]
 STATUSES = ("applied", "review", "not_applied", "resolution")
+
+
+class ReviewDecision(StrEnum):
+    """A person's reading of an unclear reply (:meth:`ConsentLedger.resolve`)."""
+
+    opt_out = "opt_out"  # an opt-out after all: its revocation stays
+    opt_in = "opt_in"  # asks for messages: the revocation goes; like an opt-in reply, it grants no consent itself
+    not_opt_out = "not_opt_out"  # neither: the revocation goes
+
+
+LIFTS_REVOCATION = (ReviewDecision.opt_in, ReviewDecision.not_opt_out)
 IN_EFFECT = ("applied", "review")
 TIMED_EVENTS = ("consent", "revocation", "prerecorded_call")  # the consent table needs their time
 
@@ -102,9 +115,15 @@ class ConsentLedger:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, hasher: PhoneHasher | None = None) -> ConsentLedger:
-        """The ledger named by ``PERSUADE_CONSENT_LEDGER`` (default: the embedded SQLite file)."""
-        env = os.environ if env is None else env
-        return cls(env.get(LEDGER_ENV) or None, hasher=hasher)
+        """The ledger named by ``PERSUADE_CONSENT_LEDGER`` in ``env`` (default: the process environment)."""
+        return cls.from_settings(Settings.from_env(env), hasher=hasher)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, hasher: PhoneHasher | None = None) -> ConsentLedger:
+        """The ledger of ``settings.consent_ledger`` (default: the embedded SQLite file under ``settings.home``);
+        phone hashes with ``hasher`` (default: the key of ``settings.hash_key``)."""
+        return cls(settings.consent_ledger or default_ledger_path(settings),
+                   hasher=hasher or PhoneHasher(settings.hash_key))
 
     def _create(self) -> None:
         for attempt in range(3):  # processes starting together may race to create the tables
@@ -222,20 +241,47 @@ class ConsentLedger:
         """Raise :class:`LedgerError` if the ledger's phone hashes were made with another key."""
         self._verify(self.key_check())
 
-    def resolve(self, event_id: str, *, opt_out: bool, reviewer: str) -> pd.DataFrame:
+    def resolve(self, event_id: str, *, decision: ReviewDecision | str, reviewer: str) -> pd.DataFrame:
         """Record a person's reading of an unclear reply (status ``review``), as an event of its own.
 
-        ``opt_out=False`` takes the reply's revocation out of the consent table (the
-        voter's earlier consent applies again); ``opt_out=True`` keeps it. The reply is
-        never changed; the resolution is event ``review:<event_id>`` (idempotent: the same
-        decision again is a no-op, the other one a :class:`LedgerConflict`).
+        Parameters
+        ----------
+        event_id : str
+            The reply's event.
+        decision : ReviewDecision or str
+            ``opt_out`` keeps the reply's revocation; ``opt_in`` and ``not_opt_out`` take it
+            out of the consent table (the voter's earlier consent applies again; the reply
+            grants none of its own).
+        reviewer : str
+            Who read it (``received_from`` of the resolution).
+
+        Returns
+        -------
+        DataFrame
+            The resolution as stored (see :meth:`append`).
+
+        Raises
+        ------
+        LedgerError
+            No reply awaiting review has this id, or ``decision`` is not a :class:`ReviewDecision`.
+        LedgerConflict
+            The reply was resolved before with another decision.
+
+        Notes
+        -----
+        The reply is never changed: the resolution is event ``review:<event_id>``, and the
+        same decision again is a no-op.
         """
+        try:
+            decision = ReviewDecision(decision)
+        except ValueError:
+            raise LedgerError(f"review decision {decision!r}: one of {[d.value for d in ReviewDecision]}") from None
         with self.engine.connect() as conn:
             status = conn.execute(sa.select(EVENTS.c.status).where(EVENTS.c.event_id == event_id)).scalar()
         if status != "review":
             raise LedgerError(f"event_id {event_id!r}: no reply awaiting review has this id")
         row = dict.fromkeys(CONTENT_COLUMNS) | {"status": "resolution", "resolves": event_id,
-                                                 "review_decision": "opt_out" if opt_out else "not_opt_out"}
+                                                 "review_decision": decision.value}
         return self.append(pd.DataFrame([{"event_id": f"review:{event_id}", **row}]), received_from=reviewer)
 
     # -- reading ---------------------------------------------------------------------
@@ -262,8 +308,8 @@ class ConsentLedger:
 
 
 def dismissed(events: pd.DataFrame) -> set[str]:
-    """Event ids of replies a person reviewed as not an opt-out."""
-    return set(events.loc[events["review_decision"] == "not_opt_out", "resolves"])
+    """Event ids of replies a person reviewed as not an opt-out (:data:`LIFTS_REVOCATION`)."""
+    return set(events.loc[events["review_decision"].isin([d.value for d in LIFTS_REVOCATION]), "resolves"])
 
 
 def in_effect(events: pd.DataFrame, dismissed_ids: set[str] | None = None, *,

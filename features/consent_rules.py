@@ -37,6 +37,7 @@ import pandas as pd
 from features.calling_hours import TCPA_CALLING_HOURS, CallingHours, Zones
 from features.config import ArmSpec, Delivery, arm_slug
 from features.consent_table import ConsentError, LineType
+from features.settings import DEFAULT_PRERECORDED_CAP, DEFAULT_PRERECORDED_WINDOW_DAYS
 
 
 class Reason(StrEnum):
@@ -197,7 +198,8 @@ class EligibilityRules:
         The calling window in the voter's local time (default ``"08:00-21:00"``).
     """
 
-    def __init__(self, landline_prerecorded_cap: int = 3, window_days: int = 30,
+    def __init__(self, landline_prerecorded_cap: int = DEFAULT_PRERECORDED_CAP,
+                 window_days: int = DEFAULT_PRERECORDED_WINDOW_DAYS,
                  calling_hours: CallingHours | str | None = None):
         self.landline_prerecorded_cap = landline_prerecorded_cap
         self.window_days = window_days

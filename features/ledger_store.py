@@ -8,7 +8,6 @@ it is read and written is :mod:`features.consent_ledger`'s.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC
 from pathlib import Path
 
@@ -16,7 +15,9 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-LEDGER_ENV = "PERSUADE_CONSENT_LEDGER"
+from features.settings import Settings
+
+LEDGER_ENV = Settings.variable("consent_ledger")
 SCHEMA_VERSION = "1"
 BUSY_TIMEOUT_SECONDS = 30
 
@@ -63,7 +64,7 @@ EVENTS = sa.Table(
     sa.Column("keyword", sa.String(32)),
     sa.Column("timestamp", UTCDateTime),
     sa.Column("reply", sa.Text),
-    sa.Column("review_decision", sa.String(16)),  # opt_out | not_opt_out (status "resolution")
+    sa.Column("review_decision", sa.String(16)),  # opt_out | opt_in | not_opt_out (status "resolution")
     sa.Column("resolves", sa.String(200)),  # the event id of the reviewed reply (status "resolution")
 )
 META = sa.Table(
@@ -73,10 +74,9 @@ META = sa.Table(
 )
 
 
-def default_ledger_path() -> Path:
-    """``<PERSUADE_HOME or the project>/consent_ledger/ledger.db``."""
-    home = os.environ.get("PERSUADE_HOME")
-    return (Path(home) if home else Path(__file__).resolve().parent.parent) / "consent_ledger" / "ledger.db"
+def default_ledger_path(settings: Settings | None = None) -> Path:
+    """``<PERSUADE_HOME or the project>/consent_ledger/ledger.db`` (of ``settings``, default the environment's)."""
+    return (settings or Settings.from_env()).home / "consent_ledger" / "ledger.db"
 
 
 def ledger_url(location: str | Path | None = None) -> sa.URL:

@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 import phonenumbers
+from pydantic import SecretStr
 
-HASH_KEY_ENV = "PERSUADE_HASH_KEY"
+from features.settings import Settings
+
+HASH_KEY_ENV = Settings.variable("hash_key")
 MIN_KEY_LENGTH = 16
 HASH_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 DEFAULT_REGION = "US"
@@ -190,11 +192,10 @@ class PhoneHasher:
 
     Parameters
     ----------
-    key : str or bytes, optional
-        The secret key. When not given, the environment variable ``env_var`` is read
-        at the first hash (so a table without phone numbers needs no key).
-    env_var : str
-        Environment variable holding the key.
+    key : str, bytes or SecretStr, optional
+        The secret key. When not given, ``PERSUADE_HASH_KEY`` is read (through
+        :class:`features.settings.Settings`) at each hash of a column, so a table without
+        phone numbers needs no key.
 
     Examples
     --------
@@ -203,15 +204,18 @@ class PhoneHasher:
     64
     """
 
-    def __init__(self, key: str | bytes | None = None, env_var: str = HASH_KEY_ENV):
-        self.key = key
-        self.env_var = env_var
+    def __init__(self, key: str | bytes | SecretStr | None = None):
+        self.key = key.get_secret_value() if isinstance(key, SecretStr) else key
 
     def _key(self) -> bytes:
-        key = self.key if self.key is not None else os.environ.get(self.env_var)
+        if self.key is not None:
+            key = self.key
+        else:
+            secret = Settings.from_env().hash_key
+            key = secret.get_secret_value() if secret is not None else None
         if not key:
             raise MissingHashKeyError(
-                f"phone numbers must be hashed for the consent join but {self.env_var} is not set; "
+                f"phone numbers must be hashed for the consent join but {HASH_KEY_ENV} is not set; "
                 f"set it to a secret of at least {MIN_KEY_LENGTH} characters (e.g. the output of "
                 f"`python -c 'import secrets; print(secrets.token_hex(32))'`) and keep it with the "
                 f"campaign's other secrets: the same key must be used wherever hashes are joined"
@@ -219,14 +223,14 @@ class PhoneHasher:
         raw = key.encode() if isinstance(key, str) else bytes(key)
         if len(raw) < MIN_KEY_LENGTH:
             raise MissingHashKeyError(
-                f"{self.env_var} is too short ({len(raw)} bytes): use at least {MIN_KEY_LENGTH}"
+                f"{HASH_KEY_ENV} is too short ({len(raw)} bytes): use at least {MIN_KEY_LENGTH}"
             )
         return raw
 
     def resolved(self) -> PhoneHasher:
         """A hasher holding the key itself (read from the environment now), e.g. to ship to Spark workers
         whose environment lacks it; raises :class:`MissingHashKeyError` here rather than there."""
-        return PhoneHasher(self._key(), self.env_var)
+        return PhoneHasher(self._key())
 
     def key_check(self) -> str:
         """The key's check value: 16 hex digits of an HMAC of a fixed message (reveals nothing of the key)."""
@@ -253,7 +257,7 @@ class PhoneHasher:
         ours = self.key_check()
         if values != {ours}:
             raise KeyCheckError(f"{what}: made with another key (key check {sorted(values)}, this key's is {ours}): "
-                                f"they would join nothing; hash with the campaign's {self.env_var}")
+                                f"they would join nothing; hash with the campaign's {HASH_KEY_ENV}")
 
     def hash(self, e164: str) -> str:
         """Hex HMAC-SHA256 of one normalized number."""

@@ -22,7 +22,6 @@ match), instead of once per booster call.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +29,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from features.settings import Settings
 from serving.bundle import ScoringModel, checked_tables, shap_tables
 from serving.treeshap_tables import TreeShapTables
 
@@ -107,7 +107,7 @@ class ArmEnsembles:
     model : ScoringModel
     threads : int, optional
         LightGBM threads for batches of ``SMALL_BATCH`` rows or more (default:
-        ``PERSUADE_THREADS``, else LightGBM's default); smaller batches use one.
+        ``PERSUADE_THREADS``, see :class:`features.settings.Settings`); smaller batches use one.
     probe : DataFrame, optional
         Transformed features on which the fast path is checked against ``ScoringModel``'s
         own ``predict_turnout``, ``predict_uplift`` and ``explain`` before it is used.
@@ -117,8 +117,7 @@ class ArmEnsembles:
         self.model = model
         self.labels = [a.label for a in model.arms]
         self.boosters = [model.uplift[label] for label in self.labels]
-        env_threads = os.environ.get("PERSUADE_THREADS")
-        self.threads = threads if threads is not None else int(env_threads) if env_threads else 0
+        self.threads = threads if threads is not None else Settings.from_env().threads
         self._as_matrix = model.codes_categories()
         self.shared = shared_trees(self.boosters)
         self._tables = self._checked_tables(probe)

@@ -2,11 +2,12 @@
 
 A line holds the time, method, path, status, the caller's key id (a hash prefix, never
 the key), the model name and version that answered, how many voters were scored,
-whether reasons were asked for, and the latency::
+whether reasons were asked for, the scores' warnings by kind (see serving/voters.py), and
+the latency::
 
     {"audit": "persuade", "time": "2026-11-28T10:50:00.123Z", "method": "POST", "path": "/score",
      "status": 200, "key_id": "3f9a0c1d22b4", "model": "persuade-ggl2008", "model_version": "3",
-     "voters": 250, "explain": true, "latency_ms": 41.7}
+     "voters": 250, "explain": true, "warnings": {"missing": 12, "out_of_range": 1}, "latency_ms": 41.7}
 
 It never holds voter ids, feature values, phone numbers or anything else from the request
 body. Lines go to stderr (with the service log) and, if ``PERSUADE_AUDIT_LOG`` names a
@@ -17,12 +18,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
+
+from features.settings import Settings
 
 AUDIT_LOGGER = "persuade.audit"
 
@@ -43,6 +46,7 @@ class AuditRecord:
     model_version: str | None = None
     voters: int | None = None
     explain: bool | None = None
+    warnings: dict[str, int] | None = None  # warning kind -> how many among the scores (POST /score)
     latency_ms: float = 0.0
 
     def line(self) -> str:
@@ -54,7 +58,7 @@ def current_record() -> AuditRecord | None:
     return _current.get()
 
 
-def audit_logger(path: str | None = None) -> logging.Logger:
+def audit_logger(path: str | Path | None = None) -> logging.Logger:
     """The audit logger: JSON lines to stderr, and to ``path`` (or ``PERSUADE_AUDIT_LOG``)."""
     logger = logging.getLogger(AUDIT_LOGGER)
     if getattr(logger, "_persuade_configured", False):
@@ -62,7 +66,7 @@ def audit_logger(path: str | None = None) -> logging.Logger:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    path = path or os.environ.get("PERSUADE_AUDIT_LOG")
+    path = path or Settings.from_env().audit_log
     if path:
         handlers.append(logging.FileHandler(path, encoding="utf-8"))
     for handler in handlers:

@@ -25,12 +25,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from features.settings import Settings
 from serving.audit import current_record
 
 logger = logging.getLogger("persuade.auth")
@@ -65,11 +65,15 @@ class KeyRing:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> KeyRing:
-        """Keys from ``PERSUADE_API_KEYS[_FILE]`` and ``PERSUADE_ADMIN_KEYS[_FILE]``."""
-        env = os.environ if env is None else env
-        scoring = _env_digests(env, "PERSUADE_API_KEYS")
-        admin = _env_digests(env, "PERSUADE_ADMIN_KEYS")
-        ring = cls(scoring | admin, admin, _env_digests(env, "PERSUADE_CONSENT_KEYS"))
+        """:meth:`from_settings` of ``env`` (default: the process environment)."""
+        return cls.from_settings(Settings.from_env(env))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyRing:
+        """Keys from ``PERSUADE_API_KEYS[_FILE]``, ``PERSUADE_ADMIN_KEYS[_FILE]``, ``PERSUADE_CONSENT_KEYS[_FILE]``."""
+        scoring = _digests(settings, "api_keys")
+        admin = _digests(settings, "admin_keys")
+        ring = cls(scoring | admin, admin, _digests(settings, "consent_keys"))
         if not ring.scoring:
             logger.warning("no API keys configured (PERSUADE_API_KEYS or PERSUADE_API_KEYS_FILE): "
                            "every scoring request will be refused")
@@ -88,17 +92,24 @@ class KeyRing:
         return digest[:KEY_ID_LENGTH] if digest in self.consent else None
 
 
-def _env_digests(env: Mapping[str, str], name: str) -> frozenset[str]:
-    digests = {key_digest(k.strip()) for k in env.get(name, "").split(",") if k.strip()}
-    path = env.get(f"{name}_FILE")
-    if path:
-        for n, line in enumerate(Path(path).read_text().splitlines(), start=1):
-            line = line.split("#", 1)[0].strip().lower()
-            if not line:
-                continue
-            if not _HEX64.match(line):
-                raise ValueError(f"{name}_FILE {path}, line {n}: not a sha256 hex digest")
-            digests.add(line)
+def _digests(settings: Settings, field: str) -> frozenset[str]:
+    """Digests of the keys of ``field`` (``api_keys``, ...) and of its keys file (``api_keys_file``)."""
+    digests = {key_digest(k) for k in settings.key_list(field)}
+    path: Path | None = getattr(settings, f"{field}_file")
+    if path is None:
+        return frozenset(digests)
+    variable = Settings.variable(f"{field}_file")
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ValueError(f"{variable} {path}: cannot be read ({exc.strerror or exc})") from None
+    for n, line in enumerate(lines, start=1):
+        line = line.split("#", 1)[0].strip().lower()
+        if not line:
+            continue
+        if not _HEX64.match(line):
+            raise ValueError(f"{variable} {path}, line {n}: not a sha256 hex digest")
+        digests.add(line)
     return frozenset(digests)
 
 

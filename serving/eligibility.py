@@ -41,7 +41,6 @@ and plans of a model with phone or text arms, so a dialer keeps the window at se
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -57,6 +56,12 @@ from features.calling_hours import STATE_COLUMN, CallingHours, time_zone_text
 from features.consent import ConsentError, ConsentRules, ConsentTable, EligibilityRules, as_utc, keeps_calling_hours
 from features.consent_state import JoinTally
 from features.phones import PhoneHasher, mask_phones
+from features.settings import (
+    DEFAULT_CONSENT_MAX_AGE_HOURS,
+    DEFAULT_PRERECORDED_CAP,
+    DEFAULT_PRERECORDED_WINDOW_DAYS,
+    Settings,
+)
 from serving.bundle import ArmInfo
 from serving.scoring import Eligibility
 from serving.voters import VoterBatch
@@ -66,7 +71,6 @@ logger = logging.getLogger("persuade.serving")
 PHONE_FIELD = "phone"
 STATE_FIELD = STATE_COLUMN
 CHECK_EVERY_SECONDS = 1.0
-DEFAULT_MAX_AGE_HOURS = 24.0
 
 
 @dataclass(frozen=True)
@@ -154,8 +158,9 @@ class ConsentEligibility:
     passthrough = (PHONE_FIELD, STATE_FIELD)
 
     def __init__(self, table_path: str | Path | None = None, as_of: datetime | str | None = None,
-                 landline_prerecorded_cap: int = 3, window_days: int = 30, hasher: PhoneHasher | None = None,
-                 time_zone: str | None = None, max_age_hours: float | None = DEFAULT_MAX_AGE_HOURS,
+                 landline_prerecorded_cap: int = DEFAULT_PRERECORDED_CAP,
+                 window_days: int = DEFAULT_PRERECORDED_WINDOW_DAYS, hasher: PhoneHasher | None = None,
+                 time_zone: str | None = None, max_age_hours: float | None = DEFAULT_CONSENT_MAX_AGE_HOURS,
                  feed: EventFeed | None = None, calling_hours: CallingHours | str | None = None):
         self.path = Path(table_path) if table_path else None
         self.as_of = as_of
@@ -179,15 +184,20 @@ class ConsentEligibility:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, feed: EventFeed | None = None) -> ConsentEligibility:
+        """:meth:`from_settings` of ``env`` (default: the process environment)."""
+        return cls.from_settings(Settings.from_env(env), feed=feed)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, feed: EventFeed | None = None) -> ConsentEligibility:
         """From ``PERSUADE_CONSENT_TABLE``, ``_AS_OF``, ``_TIMEZONE``, ``_MAX_AGE_HOURS`` (0: no limit),
-        ``PERSUADE_PRERECORDED_CAP`` and ``PERSUADE_CALLING_HOURS``, with the events of ``feed`` (the
-        consent ledger's, :class:`serving.consent_feed.LedgerFeed`) in force too."""
-        env = os.environ if env is None else env
-        max_age = float(env.get("PERSUADE_CONSENT_MAX_AGE_HOURS", DEFAULT_MAX_AGE_HOURS))
-        return cls(env.get("PERSUADE_CONSENT_TABLE") or None, env.get("PERSUADE_CONSENT_AS_OF") or None,
-                   int(env.get("PERSUADE_PRERECORDED_CAP", "3")), time_zone=env.get("PERSUADE_CONSENT_TIMEZONE"),
+        ``PERSUADE_PRERECORDED_CAP``, ``PERSUADE_CALLING_HOURS`` and ``PERSUADE_HASH_KEY`` (when set; else
+        read when a number is hashed), with the events of ``feed`` (the consent ledger's,
+        :class:`serving.consent_feed.LedgerFeed`) in force too."""
+        max_age = settings.consent_max_age_hours
+        return cls(settings.consent_table, settings.consent_as_of, settings.prerecorded_cap,
+                   hasher=PhoneHasher(settings.hash_key), time_zone=settings.consent_timezone,
                    max_age_hours=max_age if max_age > 0 else None, feed=feed,
-                   calling_hours=CallingHours.from_env(env))
+                   calling_hours=CallingHours.from_settings(settings))
 
     # -- the table -------------------------------------------------------------------
     def _file_stamp(self) -> tuple[int, int]:
@@ -303,8 +313,9 @@ def _arrays(decided: pd.DataFrame, arms: Sequence[ArmInfo]) -> tuple[np.ndarray,
 
 
 # -- the pyfunc's consent ---------------------------------------------------------------
-PREDICT_PARAMS: dict[str, Any] = {"consent_table": "", "as_of": "", "prerecorded_cap": 3, "consent_time_zone": "",
-                                  "consent_max_age_hours": DEFAULT_MAX_AGE_HOURS, "calling_hours": ""}
+PREDICT_PARAMS: dict[str, Any] = {"consent_table": "", "as_of": "", "prerecorded_cap": DEFAULT_PRERECORDED_CAP,
+                                  "consent_time_zone": "", "consent_max_age_hours": DEFAULT_CONSENT_MAX_AGE_HOURS,
+                                  "calling_hours": ""}
 
 
 def predict_eligibility(params: Mapping[str, Any] | None) -> ConsentRules:

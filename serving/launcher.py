@@ -23,21 +23,16 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from features.settings import DEFAULT_WORKERS, Settings  # noqa: F401 - DEFAULT_WORKERS: also importable here
 from serving.store import PROJECT_ROOT, tracking_uri
 
 SERVICE = "serving.service:Persuade"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-DEFAULT_WORKERS = 2  # a crashed worker costs a retry, not an outage
 
 
 def service_workers(env: Mapping[str, str] | None = None) -> int:
-    """Worker processes of the service: ``PERSUADE_WORKERS`` (a whole number >= 1), default 2."""
-    text = (os.environ if env is None else env).get("PERSUADE_WORKERS", "").strip()
-    if not text:
-        return DEFAULT_WORKERS
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"PERSUADE_WORKERS must be a whole number of at least 1, got {text!r}")
-    return int(text)
+    """Worker processes of the service: ``PERSUADE_WORKERS`` of ``env`` (default: the process environment)."""
+    return Settings.from_env(env).workers
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -63,11 +58,11 @@ def service_env(model_uri: str | None = None, api_keys: Sequence[str] = (), admi
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
     if model_uri:
-        env["PERSUADE_MODEL_URI"] = model_uri
+        env[Settings.variable("model_uri")] = model_uri
     if api_keys:
-        env["PERSUADE_API_KEYS"] = ",".join(api_keys)
+        env[Settings.variable("api_keys")] = ",".join(api_keys)
     if admin_keys:
-        env["PERSUADE_ADMIN_KEYS"] = ",".join(admin_keys)
+        env[Settings.variable("admin_keys")] = ",".join(admin_keys)
     env.update(extra or {})
     return env
 
@@ -94,12 +89,14 @@ class ServiceProcess:
     command : sequence of str, optional
         Run this instead of ``bentoml serve`` (e.g. ``persuade serve --port N``); it must
         listen on ``host:port``.
+    cwd : str or Path, optional
+        Working folder of the server (default: the project; a built Bento is served from anywhere).
     """
 
     def __init__(self, model_uri: str | None = None, api_keys: Sequence[str] = (), admin_keys: Sequence[str] = (),
                  port: int | None = None, host: str = "127.0.0.1", env: Mapping[str, str] | None = None,
                  wait_ready: bool = True, timeout: float = 180.0, service: str = SERVICE,
-                 command: Sequence[str] | None = None):
+                 command: Sequence[str] | None = None, cwd: str | Path | None = None):
         if host not in LOOPBACK:
             raise ValueError(f"ServiceProcess binds the loopback interface only, not {host!r}")
         self.host = host
@@ -108,6 +105,7 @@ class ServiceProcess:
         self.wait_ready = wait_ready
         self.timeout = timeout
         self.command = list(command) if command else serve_command(self.host, self.port, service)
+        self.cwd = Path(cwd) if cwd is not None else PROJECT_ROOT
         self._dir = tempfile.TemporaryDirectory(prefix="persuade-service-")
         self.log_path = Path(self._dir.name) / "service.log"
         self.process: subprocess.Popen | None = None
@@ -124,7 +122,7 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                self.command, cwd=PROJECT_ROOT, env=self.env,
+                self.command, cwd=self.cwd, env=self.env,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         try:

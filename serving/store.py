@@ -11,15 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+from features.settings import PROJECT_ROOT, Settings  # noqa: F401 - PROJECT_ROOT: also importable here
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def default_store() -> Path:
     """Folder of the embedded store (``PERSUADE_HOME``/mlruns or the project's)."""
-    home = os.environ.get("PERSUADE_HOME")
-    return (Path(home) if home else PROJECT_ROOT) / "mlruns"
+    return Settings.from_env().home / "mlruns"
 
 
 def tracking_uri() -> str:

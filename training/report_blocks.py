@@ -26,13 +26,14 @@ from features.consent import (
     Reason,
     arm_deliveries,
     eligibility_for,
+    keeps_calling_hours,
     needs_consent,
     rules_table,
     suppression_counts,
 )
+from features.settings import Settings
 from serving.bundle import ScoringModel
 from training import report_html as h
-from training.tracking import PROJECT_ROOT
 
 REPORT_TAG = "persuade.report"
 MAX_DISPLAY = 12
@@ -41,8 +42,7 @@ PRIVACY_FOOTER = "Aggregates only: this report contains no voter's row, name, ph
 
 def reports_dir() -> Path:
     """Default folder of written reports: ``$PERSUADE_HOME/reports`` or the project's ``reports/``."""
-    home = os.environ.get("PERSUADE_HOME")
-    return (Path(home) if home else PROJECT_ROOT) / "reports"
+    return Settings.from_env().home / "reports"
 
 
 NO_TURNOUT_NOTE = ("This model has no turnout model: its outcome is a support score and it was trained without a "
@@ -124,7 +124,11 @@ CONSENT_READING = (
     "grant nothing); the landline prerecorded cap counts calls per line. Do-not-contact and revocations apply "
     "whatever their date; only consents wait for their timestamp. Timestamps without a zone, epoch numbers and "
     "day/month dates are refused. A missing or unparseable number suppresses automated contact "
-    "(unverifiable_phone), and so does a stale table (consent_stale) when dialing lists are made.")
+    "(unverifiable_phone), and so does a stale table (consent_stale) when dialing lists are made. Then quiet hours: "
+    "a phone or text arm the table allows is allowed only inside the calling window in the voter's local time at the "
+    "decision time, in every time zone the voter may be in (from the number and the address state); outside it in "
+    "some zone it is suppressed (outside_calling_hours), and so it is when neither gives a zone "
+    "(unknown_timezone). Scores and plans carry each voter's time_zone so a dialer keeps the window at send time.")
 
 
 def consent_summary(config: RunConfig, arms: Arms, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
@@ -141,8 +145,9 @@ def consent_summary(config: RunConfig, arms: Arms, frame: pd.DataFrame) -> tuple
     if spec.table is not None:
         table = ConsentTable.read(config.resolve(spec.table), id_column=config.id_column,
                                   phone_column=spec.phone_column, time_zone=spec.time_zone)
-    rules = EligibilityRules(spec.landline_prerecorded_cap, spec.cap_window_days)
-    eligibility = eligibility_for(frame, arms, table, rules, spec.as_of, config.id_column, spec.phone_column)
+    rules = EligibilityRules(spec.landline_prerecorded_cap, spec.cap_window_days, spec.calling_hours)
+    eligibility = eligibility_for(frame, arms, table, rules, spec.as_of, config.id_column, spec.phone_column,
+                                  state_column=spec.state_column)
     counts = suppression_counts(eligibility, arms)
     deliveries = {d for _, _, d in arm_deliveries(arms)}
     consent_needed = sorted(d.value for d in deliveries if needs_consent(d))
@@ -163,7 +168,10 @@ def consent_summary(config: RunConfig, arms: Arms, frame: pd.DataFrame) -> tuple
             f"Consent table {Path(spec.table).name} (fingerprint {table.fingerprint()[:16]}…, events: "
             f"{', '.join(f'{k} {v:,}' for k, v in table.counts().items())}), applied as of {when} to all "
             f"{len(frame):,} voters of the data; landline prerecorded cap "
-            f"{spec.landline_prerecorded_cap} per {spec.cap_window_days} days.", "note"))
+            f"{spec.landline_prerecorded_cap} per {spec.cap_window_days} days"
+            + (f"; phone and text arms only within {spec.calling_hours} in each voter's local time (consent."
+               f"calling_hours; the zone from the number and the {spec.state_column!r} column)."
+               if any(keeps_calling_hours(d) for d in deliveries) else "."), "note"))
     rules_shown = rules_table()
     body += [h.heading("Voters per arm: eligible and suppressed by reason"), h.table(suppression_pivot(counts)),
              reason_legend(counts.reason), h.heading("The rules (first matching row wins)"),

@@ -24,7 +24,6 @@ experiment, each voter's recorded probabilities in a past program's rows.
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,13 +33,14 @@ import numpy as np
 import pandas as pd
 
 from features.config import GBMParams
+from features.settings import Settings
 
 ANY = "__any__"
 
 
 def n_threads() -> int:
-    """LightGBM threads: ``PERSUADE_THREADS`` or 2 (the cores of the reference machine)."""
-    return int(os.environ.get("PERSUADE_THREADS", "2"))
+    """LightGBM threads: ``PERSUADE_THREADS`` (see :class:`features.settings.Settings`)."""
+    return Settings.from_env().threads
 
 
 def lgb_params(params: GBMParams, objective: str, seed: int, n_jobs: int | None = None) -> dict:
