@@ -14,8 +14,9 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import Field, StrictInt, StrictStr, ValidationError, model_validator
+from pydantic import Field, StrictInt, StrictStr, ValidationError, field_validator, model_validator
 
+from features.calling_hours import STATE_COLUMN, TCPA_CALLING_HOURS, CallingHours
 from features.model_specs import (  # the model blocks of a run config; importable from here too
     ContactRateSpec,
     GBMParams,
@@ -24,6 +25,7 @@ from features.model_specs import (  # the model blocks of a run config; importab
     _Strict,
 )
 from features.program_spec import ProgramSpec  # past programs as training data
+from features.settings import DEFAULT_PRERECORDED_CAP, DEFAULT_PRERECORDED_WINDOW_DAYS
 
 
 class ConfigError(ValueError):
@@ -177,11 +179,22 @@ class ConsentSpec(_Strict):
 
     table: Path | None = None
     phone_column: str = "phone"
-    landline_prerecorded_cap: int = Field(default=3, ge=0, description="prerecorded calls per window, no consent")
-    cap_window_days: int = Field(default=30, ge=1)
+    landline_prerecorded_cap: int = Field(default=DEFAULT_PRERECORDED_CAP, ge=0,
+                                          description="prerecorded calls per window, no consent")
+    cap_window_days: int = Field(default=DEFAULT_PRERECORDED_WINDOW_DAYS, ge=1)
     as_of: datetime | None = Field(default=None, description="decision time (default: now)")
     time_zone: str | None = Field(default=None, description="IANA time zone of timestamps written without one "
                                   "(default: such timestamps are refused)")
+    calling_hours: str = Field(default=TCPA_CALLING_HOURS, description="calling window HH:MM-HH:MM in the voter's "
+                               "local time (features/calling_hours.py): it may narrow 08:00-21:00, never widen it")
+    state_column: str = Field(default=STATE_COLUMN, description="the voters' address state column (two-letter "
+                              "code), with the number where their local time zone comes from")
+
+    @field_validator("calling_hours")
+    @classmethod
+    def _calling_window(cls, value: str) -> str:
+        """Read as ``PERSUADE_CALLING_HOURS`` is (:class:`features.calling_hours.CallingHours`); kept as HH:MM-HH:MM."""
+        return CallingHours(value).window
 
 
 class RunConfig(_Strict):
@@ -299,7 +312,8 @@ class RunConfig(_Strict):
     def with_uplift(self, **overrides: Any) -> RunConfig:
         """This config with keys of its ``uplift:`` block replaced, validated like the YAML."""
         return RunConfig.model_validate({
-            **self.model_dump(), "base_dir": self.base_dir, "uplift": {**self.uplift.model_dump(exclude_unset=True), **overrides},
+            **self.model_dump(), "base_dir": self.base_dir,
+            "uplift": {**self.uplift.model_dump(exclude_unset=True), **overrides},
         })
 
     def scaled_to(self, rows_per_label: dict[str, int]) -> RunConfig:

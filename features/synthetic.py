@@ -27,12 +27,15 @@ exist to exercise the PII guard.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import phonenumbers
 import yaml
+from phonenumbers.timezone import time_zones_for_geographical_number
 
 ARMS = {
     "Mail": {"channel": "mail", "delivery": "mail", "share": 0.15, "cost": 0.6},
@@ -129,8 +132,27 @@ def synthetic_config(folder: str | Path, outcome: str = "voted", consent: bool =
     }
 
 
+@functools.cache
+def us_area_codes() -> tuple[int, ...]:
+    """The geographic area codes of the United States in ``phonenumbers``' own metadata, sorted.
+
+    An area code counts when a number in it is valid for region ``US``, is geographic and
+    has a time zone in ``phonenumbers``' time-zone data: the codes a US voter file's numbers
+    come from (no Canadian or Caribbean, toll-free or unassigned codes).
+    """
+    codes = []
+    for area in range(200, 1000):
+        number = phonenumbers.parse(f"+1{area}2345678")
+        if (phonenumbers.region_code_for_number(number) == "US"
+                and phonenumbers.is_number_type_geographical(phonenumbers.number_type(number), number.country_code)
+                and any(zone != "Etc/Unknown" for zone in time_zones_for_geographical_number(number))):
+            codes.append(area)
+    return tuple(codes)
+
+
 def _phone_numbers(rng: np.random.Generator, n: int) -> np.ndarray:
-    area = rng.integers(201, 990, n)
+    """Numbers spelled ``(AAA) EEE-LLLL``: a real US area code (:func:`us_area_codes`), a random exchange and line."""
+    area = rng.choice(np.array(us_area_codes()), n)
     exch = rng.integers(200, 999, n)
     line = rng.integers(0, 10000, n)
     return np.array([f"({a}) {e}-{x:04d}" for a, e, x in zip(area, exch, line, strict=True)])

@@ -19,12 +19,13 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from features.consent import keeps_calling_hours
+from features.calling_hours import TIME_ZONE_COLUMN
 from serving.api import VOTER_SCHEMA, ModelRefOut, Voters
 from serving.bundle import CONTROL_ARM, ScoringModel
 from serving.limits import MAX_VOTERS
 from serving.plan_costs import PositiveNumber, ProgramCosts
 from serving.plan_design import DesignSpec
+from serving.plan_file import with_dialing_keys
 from serving.plan_gains import expected_gains
 from serving.plan_sensitivity import with_sensitivity
 from serving.planning import ContactPlan, plan_from_gains
@@ -206,14 +207,13 @@ def plan_payload(
     if sensitivity:
         plan = with_sensitivity(model, gains, plan, costs)
     summary = plan.summary()
-    zones = None
+    contacts = plan.table
     if eligibility is not None and getattr(eligibility, "time_zone", None) is not None:
-        timed = {a.label for a in model.arms if keeps_calling_hours(a.delivery)}
-        zones = (dict(zip(np.asarray(voters.ids).astype(str).tolist(), eligibility.time_zone.tolist(), strict=True)),
-                 timed)
+        zones = pd.DataFrame({"voter_id": np.asarray(voters.ids).astype(str), TIME_ZONE_COLUMN: eligibility.time_zone})
+        contacts = with_dialing_keys(contacts, zones, model)
     channels: dict[str, Any] = {}
-    for channel, part in plan.table.groupby("channel", sort=True):  # the table is in priority order
-        channels[str(channel)] = {**summary["channels"][str(channel)], "contacts": _records(part, zones)}
+    for channel, part in contacts.groupby("channel", sort=True):  # the table is in priority order
+        channels[str(channel)] = {**summary["channels"][str(channel)], "contacts": _records(part)}
     return {
         "model": {"name": ref.name, "version": ref.version, "run_id": ref.run_id},
         "outcome": summary["outcome"], "voters": summary["voters"], "budget": summary["budget"],
@@ -242,12 +242,14 @@ def _design(plan: ContactPlan) -> dict[str, Any]:
     }
 
 
-def _records(part: pd.DataFrame, zones: tuple[dict[str, str | None], set[str]] | None = None) -> list[dict[str, Any]]:
-    """The contacts of one channel; phone and text contacts carry the voter's ``time_zone`` when known."""
+def _records(part: pd.DataFrame) -> list[dict[str, Any]]:
+    """The contacts of one channel; phone and text contacts carry the voter's ``time_zone``
+    (:func:`serving.plan_file.with_dialing_keys`)."""
+    zones = part[TIME_ZONE_COLUMN].tolist() if TIME_ZONE_COLUMN in part.columns else [None] * len(part)
     rows = part[["voter_id", "arm", "expected_gain", "p_reached", "cost"]].to_dict("records")
-    for row, position in zip(rows, part.index.tolist(), strict=True):
+    for row, position, zone in zip(rows, part.index.tolist(), zones, strict=True):
         row["voter_id"] = str(row["voter_id"])
         row["priority"] = int(position) + 1
-        if zones is not None and row["arm"] in zones[1]:
-            row["time_zone"] = zones[0].get(row["voter_id"])
+        if isinstance(zone, str):  # null (NaN in a text column) on mail and canvass contacts
+            row["time_zone"] = zone
     return rows

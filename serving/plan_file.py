@@ -3,7 +3,8 @@
 Columns (``persuade plan``, :func:`write_plan`):
 
 - the contact list: ``voter_id``, ``arm``, ``channel``, ``expected_gain``, ``p_reached``,
-  ``cost`` (and ``phone_hash`` under a consent table); null for voters not contacted.
+  ``cost`` (and, under a consent table, ``phone_hash`` and ``time_zone``: see
+  :func:`with_dialing_keys`); null for voters not contacted.
   The contacts come first, in priority order; :func:`read_contacts` reads only them.
 - the design: ``assigned`` (arm label or ``control``), ``holdout``, ``p_<arm slug>`` per
   arm and ``p_control`` (each voter's probabilities under the design, summing to 1).
@@ -26,11 +27,50 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.calling_hours import TIME_ZONE_COLUMN
+from features.consent import PHONE_HASH_COLUMN, keeps_calling_hours
+from serving.bundle import ScoringModel
 from serving.plan_costs import PlanError
 from serving.plan_design import PlanDesign, design_fingerprint
 from serving.planning import ContactPlan
 
 PLAN_METADATA_KEY = b"persuade.plan"
+
+
+def with_dialing_keys(contacts: pd.DataFrame, decided: pd.DataFrame, model: ScoringModel) -> pd.DataFrame:
+    """The contact list with what a dialer must keep from the consent decision, after ``voter_id``.
+
+    Parameters
+    ----------
+    contacts : DataFrame
+        The contact list (``voter_id``, ``arm``, ...), e.g. :attr:`ContactPlan.table`.
+    decided : DataFrame
+        The consent decision per voter (``voter_id`` and, when made, ``phone_hash`` and
+        ``time_zone``; :meth:`features.consent.ConsentRules.decide`).
+    model : ScoringModel
+        Whose arms say which contacts are phone or text deliveries.
+
+    Returns
+    -------
+    DataFrame
+        ``contacts`` with ``phone_hash`` (the number decided for: dial it and no other) on
+        every contact and ``time_zone`` (the voter's local time zone, IANA; several
+        separated by spaces) on phone and text contacts, null on the others, so a dialer
+        keeps the calling window at send time. A column ``decided`` lacks is not added.
+    """
+    by_voter = decided.drop_duplicates("voter_id").set_index("voter_id")
+    ids = contacts["voter_id"].astype(str)
+    out = contacts.copy()
+    position = 1
+    if PHONE_HASH_COLUMN in by_voter.columns:
+        out.insert(position, PHONE_HASH_COLUMN, by_voter[PHONE_HASH_COLUMN].reindex(ids).to_numpy())
+        position += 1
+    if TIME_ZONE_COLUMN in by_voter.columns:
+        timed = [a.label for a in model.arms if keeps_calling_hours(a.delivery)]
+        zones = by_voter[TIME_ZONE_COLUMN].astype(object).reindex(ids).to_numpy()
+        kept = contacts["arm"].isin(timed).to_numpy() & pd.notna(zones)
+        out.insert(position, TIME_ZONE_COLUMN, np.where(kept, zones, None))
+    return out
 
 
 def plan_rows(plan: ContactPlan) -> pd.DataFrame:

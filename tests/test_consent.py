@@ -8,9 +8,11 @@ import sys
 
 import numpy as np
 import pandas as pd
+import phonenumbers
 import pytest
 from consent_cases import ARMS, AS_OF, KEY, PHONE, decide, hash_key, outcomes, table, voter  # noqa: F401
 
+from features.calling_hours import number_time_zones
 from features.config import ArmSpec, Delivery
 from features.consent import (
     OPT_OUT_KEYWORDS,
@@ -26,7 +28,7 @@ from features.consent import (
     needs_consent,
     suppression_counts,
 )
-from features.phones import HASH_KEY_ENV, MissingHashKeyError, PhoneHasher
+from features.phones import HASH_KEY_ENV, MissingHashKeyError, PhoneHasher, normalize_phones
 from serving.bundle import ArmInfo, best_arms
 
 
@@ -352,12 +354,32 @@ def test_synthetic_consent_table_is_seeded_and_joins_to_the_voter_file():
     result = ConsentRules(consent, as_of="2026-10-01T00:00:00Z").for_voters(campaign.voter_file, ARMS)
     shares = {a.slug: result[f"eligible_{a.slug}"].mean() for a in ARMS}
     assert 0.95 < shares["mail"] < 1.0  # a few on the do-not-contact list
-    # texts need consent for the number: the table's consents keyed by voter id alone grant nothing; and a
-    # local time zone (the synthetic area codes are drawn at random: many are not assigned, so unknown_timezone)
+    # texts need consent for the number: the table's consents keyed by voter id alone grant nothing
     assert 0.04 < shares["text"] < 0.6
     reasons = set(result.suppression_text.dropna()) | set(result.suppression_robo.dropna())
-    # every reason code but the fail-closed ones (every synthetic number parses; the table is fresh)
-    assert reasons == {r.value for r in Reason} - {"unverifiable_phone", "consent_stale"}
+    # every reason code but the fail-closed ones (every synthetic number parses; the table is fresh) and quiet
+    # hours': at 8 p.m. in New York every US zone is inside the window, and every synthetic number has a real one
+    assert reasons == {r.value for r in Reason} - {"unverifiable_phone", "consent_stale", "unknown_timezone",
+                                                   "outside_calling_hours"}
+    assert shares["live"] == shares["mail"]  # a live call is suppressed only by do-not-contact then
+
+
+def test_synthetic_numbers_have_real_us_area_codes_so_their_local_time_is_known():
+    from features.synthetic import make_campaign, us_area_codes
+
+    codes = us_area_codes()
+    assert {212, 415, 907, 808} <= set(codes)  # New York, San Francisco, Alaska, Hawaii
+    assert not {416, 604, 787, 800, 900, 999} & set(codes)  # Toronto, Vancouver, Puerto Rico, toll-free, unassigned
+    voters = make_campaign(3000, seed=5).voter_file
+    numbers = normalize_phones(voters.phone)
+    assert numbers.str[2:5].astype(int).isin(codes).all()
+    assert all(phonenumbers.region_code_for_number(phonenumbers.parse(n)) == "US" for n in numbers)
+    zones = number_time_zones(numbers)
+    assert np.mean([not z for z in zones]) < 0.02  # unknown_timezone; area codes drawn from 201-989 made it 47%
+    assert {"America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles"} <= {
+        z for row in zones for z in row}
+    early = ConsentRules(as_of="2026-10-01T12:30:00Z").for_voters(voters, ARMS)
+    assert (early.suppression_live == "outside_calling_hours").any()  # 08:30 in New York, before 8 a.m. west of it
 
 
 # -- the CLI ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import time
 
 import pandas as pd
 import pytest
+import yaml
 from click.testing import CliRunner
 from consent_cases import AS_OF, KEY, hash_key  # noqa: F401
 
@@ -24,6 +25,7 @@ from training.cli import main
 # numbers planted in bad consent tables; no output may repeat them in any spelling
 PLANTED = ["(415) 555-0199", "+1 212 555 0187", "646.555.0142", "3125550163"]
 PLANTED_DIGITS = [re.sub(r"\D", "", p)[-7:] for p in PLANTED]
+TOLL_FREE = "(800) 555-0100"  # not a geographic number: it says nothing of where its owner is
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,16 @@ def run(*args: str):
 def plan_args(champion_uri, folder, *extra: str) -> list[str]:
     return ["plan", "--model", champion_uri, "--input", str(folder / "voters.parquet"), "--budget", "400",
             "--output", str(folder / "plan.parquet"), *extra]
+
+
+def with_toll_free_numbers(voters: pd.DataFrame, every: int = 20) -> pd.DataFrame:
+    """``voters`` (phone column ``cell``) with every ``every``-th number toll-free: their local time is unknown.
+
+    The synthetic numbers all have real US area codes, so a test of ``unknown_timezone`` makes its own.
+    """
+    out = voters.copy()
+    out["cell"] = out.cell.astype(object).where(out.index % every != 0, TOLL_FREE)
+    return out
 
 
 def no_planted_number(text: str) -> bool:
@@ -81,7 +93,7 @@ def test_plan_with_consent_takes_the_score_options_and_carries_the_number_decide
                             "--phone-column", "cell", "--prerecorded-cap", "0"))
     assert result.exit_code == 0, result.output
     plan = pd.read_parquet(folder / "plan.parquet")
-    assert list(plan.columns[:3]) == ["voter_id", "phone_hash", "arm"]
+    assert list(plan.columns[:4]) == ["voter_id", "phone_hash", "time_zone", "arm"]
     hasher = PhoneHasher(key=KEY)
     number = dict(zip(voters.voter_id, voters.phone, strict=True))
     texted = plan[plan.arm == "Text"]
@@ -141,7 +153,8 @@ def test_score_keeps_the_calling_window_in_each_voters_local_time_and_carries_th
                                                                                         tmp_path):
     folder, _ = files
     out = tmp_path / "scores.parquet"
-    args = ["score", "--model", champion_uri, "--input", str(folder / "voters.parquet"), "--output", str(out),
+    with_toll_free_numbers(pd.read_parquet(folder / "voters.parquet")).to_parquet(tmp_path / "voters.parquet")
+    args = ["score", "--model", champion_uri, "--input", str(tmp_path / "voters.parquet"), "--output", str(out),
             "--consent", str(folder / "consent.parquet"), "--phone-column", "cell", "--as-of", EARLY]
     result = run(*args)
     assert result.exit_code == 0, result.output
@@ -167,9 +180,10 @@ def test_score_keeps_the_calling_window_in_each_voters_local_time_and_carries_th
 
 
 def test_plan_takes_the_address_state_as_a_source_of_the_local_time(champion_uri, files, tmp_path):
-    folder, voters = files
+    folder, _ = files
     (folder / "plan.parquet").unlink(missing_ok=True)
-    voters.rename(columns={"phone": "cell"}).assign(st="NY").to_parquet(tmp_path / "voters.parquet")
+    voters = with_toll_free_numbers(pd.read_parquet(folder / "voters.parquet"))
+    voters.assign(st="NY").to_parquet(tmp_path / "voters.parquet")
     common = ["plan", "--model", champion_uri, "--input", str(tmp_path / "voters.parquet"), "--budget", "400",
               "--consent", str(folder / "consent.parquet"), "--phone-column", "cell", "--as-of", EARLY]
     result = run(*common, "--output", str(tmp_path / "plan.parquet"), "--state-column", "st",
@@ -178,7 +192,7 @@ def test_plan_takes_the_address_state_as_a_source_of_the_local_time(champion_uri
     plan, summary = pd.read_parquet(tmp_path / "plan.parquet"), read_plan_summary(tmp_path / "plan.parquet")
     assert summary["not_allowed"].get("outside_calling_hours", 0) > 0
     # every voter is in New York (08:30) as well as in the zone of the number: only east-coast numbers are called
-    number = dict(zip(voters.voter_id, voters.phone, strict=True))
+    number = dict(zip(voters.voter_id, voters.cell, strict=True))
     called = plan[plan.arm.isin(["Phone", "Text"])]
     assert len(called) and summary["provenance"]["consent_applied"]["calling_hours"] == "08:00-20:00"
     zones = number_time_zones(normalize_phones(called.voter_id.map(number)))
@@ -187,6 +201,64 @@ def test_plan_takes_the_address_state_as_a_source_of_the_local_time(champion_uri
     assert without_state.exit_code == 0, without_state.output
     assert read_plan_summary(tmp_path / "plan2.parquet")["not_allowed"].get("unknown_timezone", 0) > \
         summary["not_allowed"].get("unknown_timezone", 0)
+
+
+def test_plan_carries_the_local_time_zone_of_its_phone_and_text_contacts(champion_uri, files, tmp_path):
+    folder, _ = files
+    voters = with_toll_free_numbers(pd.read_parquet(folder / "voters.parquet"))
+    voters.to_parquet(tmp_path / "voters.parquet")
+    common = ["--model", champion_uri, "--input", str(tmp_path / "voters.parquet"), "--consent",
+              str(folder / "consent.parquet"), "--phone-column", "cell", "--as-of", AS_OF]
+    result = run("plan", *common, "--budget", "1500", "--output", str(tmp_path / "plan.parquet"))
+    assert result.exit_code == 0, result.output
+    assert run("score", *common, "--output", str(tmp_path / "scores.parquet")).exit_code == 0
+    plan = pd.read_parquet(tmp_path / "plan.parquet")
+    zone = pd.read_parquet(tmp_path / "scores.parquet").set_index("voter_id").time_zone  # what score carries
+    assert list(plan.columns[:4]) == ["voter_id", "phone_hash", "time_zone", "arm"]
+    timed = plan.arm.isin(["Phone", "Text"])
+    assert "Text" in set(plan.arm[timed]), "the plan must text someone"
+    assert plan.time_zone[timed].notna().all() and plan.time_zone[~timed].isna().all()  # mail, doors, not contacted
+    assert plan.time_zone[timed].tolist() == zone.loc[plan.voter_id[timed]].tolist()
+    assert not plan.voter_id[timed].isin(voters.voter_id[voters.cell == TOLL_FREE]).any()  # unknown zone: no call
+
+
+def test_score_and_plan_take_the_rules_settings_from_the_run_configs_consent_block(champion_uri, campaign_dir,
+                                                                                     files, tmp_path):
+    folder, _ = files
+    pd.read_parquet(folder / "voters.parquet").assign(st="NY").to_parquet(tmp_path / "voters.parquet")
+    raw = yaml.safe_load((campaign_dir / "synthetic_voted.yaml").read_text())
+    raw["consent"] = {**raw["consent"], "calling_hours": "09:00-20:00", "state_column": "st", "phone_column": "cell",
+                      "landline_prerecorded_cap": 1, "cap_window_days": 14}
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    common = ["--model", champion_uri, "--input", str(tmp_path / "voters.parquet"), "--consent",
+              str(folder / "consent.parquet"), "--as-of", EARLY, "--config", str(config)]  # 08:30 in New York
+    result = run("score", *common, "--output", str(tmp_path / "scores.parquet"))
+    assert result.exit_code == 0, result.output
+    scores = pd.read_parquet(tmp_path / "scores.parquet")
+    applied = json.loads((tmp_path / "scores.parquet.provenance.json").read_text())["consent"]
+    assert (applied["calling_hours"], applied["landline_prerecorded_cap"], applied["window_days"]) == (
+        "09:00-20:00", 1, 14)
+    assert scores.phone_hash.notna().all()  # the numbers of consent.phone_column
+    assert scores.time_zone.str.contains("America/New_York").all()  # and the state of consent.state_column
+    assert not scores.eligible_phone.any() and set(scores.suppression_phone) <= {"outside_calling_hours",
+                                                                                  "do_not_contact"}
+    flag = run("score", *common, "--calling-hours", "08:00-21:00", "--output", str(tmp_path / "flag.parquet"))
+    assert flag.exit_code == 0, flag.output  # a flag given wins over the config
+    assert json.loads((tmp_path / "flag.parquet.provenance.json").read_text())["consent"]["calling_hours"] == \
+        "08:00-21:00"
+    assert pd.read_parquet(tmp_path / "flag.parquet").eligible_phone.any()  # east-coast numbers, 08:30 there
+    plan = run("plan", *common, "--budget", "400", "--output", str(tmp_path / "plan.parquet"))
+    assert plan.exit_code == 0, plan.output
+    summary = read_plan_summary(tmp_path / "plan.parquet")
+    assert summary["provenance"]["consent_applied"]["calling_hours"] == "09:00-20:00"
+    assert not pd.read_parquet(tmp_path / "plan.parquet").arm.isin(["Phone", "Text"]).any()
+    for block, message in (({"calling_hour": "09:00-20:00"}, "consent.calling_hour: unknown key"),
+                           ({"calling_hours": "07:00-21:00"}, "never widened past 08:00-21:00")):
+        config.write_text(yaml.safe_dump({**raw, "consent": block}))
+        refused = run("score", *common, "--output", str(tmp_path / "refused.parquet"))
+        assert refused.exit_code == 2 and message in " ".join(refused.output.split()), refused.output
+        assert not (tmp_path / "refused.parquet").exists()
 
 
 # -- finding 8: no number in any message ----------------------------------------------------

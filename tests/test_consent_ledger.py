@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import re
 import secrets
 import time
 from pathlib import Path
@@ -251,14 +252,16 @@ def test_replies_change_the_very_next_decision(ledger, consented):
     ledger.append(rows([{"event_id": "r6", "phone": phone(1), "reply": "UNSTOP"}]), received_from="webhook")
     assert decide(rule, [1])[1][0, :2].tolist() == ["revoked", "revoked"], "UNSTOP alone must not restore consent"
     assert ledger.review_queue()["event_id"].tolist() == ["r3"]
-    ledger.resolve("r3", opt_out=False, reviewer="reviewer-1")
+    with pytest.raises(LedgerError, match="review decision 'maybe'"):
+        ledger.resolve("r3", decision="maybe", reviewer="reviewer-1")
+    ledger.resolve("r3", decision="not_opt_out", reviewer="reviewer-1")
     assert ledger.review_queue().empty
     assert decide(rule, [3])[0][0, :2].all(), "a reply read as no opt-out must stop revoking"
-    ledger.resolve("r3", opt_out=False, reviewer="reviewer-1")  # the same decision again: no-op
+    ledger.resolve("r3", decision="not_opt_out", reviewer="reviewer-1")  # the same decision again: no-op
     with pytest.raises(LedgerConflict):
-        ledger.resolve("r3", opt_out=True, reviewer="reviewer-2")
+        ledger.resolve("r3", decision="opt_out", reviewer="reviewer-2")
     with pytest.raises(LedgerError, match="awaiting review"):
-        ledger.resolve("r1", opt_out=False, reviewer="reviewer-1")
+        ledger.resolve("r1", decision="not_opt_out", reviewer="reviewer-1")
 
 
 def test_the_service_rule_takes_the_ledger_feed_from_its_factory(ledger, consented, monkeypatch):
@@ -340,3 +343,55 @@ def test_cli_import_error_names_the_column_never_the_number(runner, tmp_path):
     assert done.exit_code == 2 and "'phone'" in done.output
     assert "555-0147" not in done.output and "5550147" not in done.output
     assert ConsentLedger(tmp_path / "l.db", hasher=HASHER).read().empty
+
+
+# -- persuade consent review -----------------------------------------------------------
+def test_cli_review_lists_unclear_replies_and_records_each_reading_as_a_new_event(runner, tmp_path, consented):
+    location = str(tmp_path / "ledger.db")  # a real SQLite file, as the service writes it
+    ledger = ConsentLedger(location, hasher=HASHER)
+    ledger.append(rows([
+        {"event_id": "u1", "phone": phone(1), "reply": "quién es? mi otro número es 202-555-0177"},
+        {"event_id": "u2", "phone": phone(2), "reply": "maybe later"},
+        {"event_id": "u3", "voter_id": "V3", "phone": phone(3), "reply": "ok whatever"},
+        {"event_id": "s4", "phone": phone(4), "reply": "STOP"},
+    ]), received_from="webhook")
+    rule = ConsentEligibility(consented, SYNTHETIC_AS_OF, hasher=HASHER, feed=LedgerFeed(ledger))
+    assert decide(rule, [1, 2, 3, 4])[1][:, 0].tolist() == ["revoked"] * 4  # unclear replies revoke meanwhile
+
+    def review(*args: str):
+        return runner.invoke(main, ["consent", "review", "--ledger", location, *args])
+
+    listed = review()
+    assert listed.exit_code == 0, listed.output
+    assert "3 unclear replies awaiting review" in listed.output
+    for event_id, text in (("u1", "quién es?"), ("u2", "maybe later"), ("u3", "ok whatever")):
+        assert f"{event_id}  received " in listed.output and f"reply: {text}" in listed.output
+    assert "voter V3" in listed.output and "s4" not in listed.output
+    assert f"number (hash) {HASHER.hash('+12025550002')[:12]}…" in listed.output  # a hash prefix, never the number
+    for number in [phone(1), phone(2), phone(3), "202-555-0177"]:
+        assert number[-8:] not in listed.output and re.sub(r"\D", "", number)[-7:] not in listed.output
+    before = ledger.read()
+    for event_id, reading in (("u1", "stop"), ("u2", "consent"), ("u3", "other")):
+        done = review("--resolve", event_id, "--as", reading, "--reviewer", "ana")
+        assert done.exit_code == 0, done.output
+        assert f"resolved {event_id} as {reading}: " in done.output
+    after = ledger.read()
+    assert after.head(len(before)).equals(before)  # the replies are never edited
+    added = after.iloc[len(before):]
+    assert added.event_id.tolist() == ["review:u1", "review:u2", "review:u3"]
+    assert added.resolves.tolist() == ["u1", "u2", "u3"] and added.status.eq("resolution").all()
+    assert added.review_decision.tolist() == ["opt_out", "opt_in", "not_opt_out"]
+    assert added.received_from.eq("review:ana").all() and added.phone_hash.isna().all()
+    _, reason = decide(rule, [1, 2, 3, 4])
+    assert reason[:, 0].tolist() == ["revoked", None, None, "revoked"]  # stop keeps it; consent and other lift it
+    assert "0 unclear replies awaiting review" in review().output
+    same = review("--resolve", "u1", "--as", "stop", "--reviewer", "ana")  # the same reading again: a no-op
+    assert same.exit_code == 0 and "(already recorded)" in same.output and len(ledger.read()) == len(after)
+    other = review("--resolve", "u1", "--as", "other")
+    assert other.exit_code == 2 and "resolved before with another reading" in " ".join(other.output.split())
+    unknown = review("--resolve", "s4", "--as", "other")  # an opt-out is not a reply awaiting review
+    assert unknown.exit_code == 2 and "no reply awaiting review" in unknown.output
+    assert review("--resolve", "u2").exit_code == 2 and review("--as", "stop").exit_code == 2
+    assert len(ledger.read()) == len(after)
+    ledger.close()
+

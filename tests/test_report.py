@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -15,15 +16,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.config import load_config
-from features.consent import ConsentTable, EligibilityRules, eligibility_for, suppression_counts
+from features.config import ConsentSpec, Delivery, load_config
+from features.consent import REASON_TEXT, ConsentTable, EligibilityRules, Reason, eligibility_for, suppression_counts
 from features.phones import HASH_KEY_ENV
+from serving.bundle import ArmInfo
 from serving.model_report import MODEL_REPORT_ARTIFACT
 from serving.provenance import ScoreProvenance
-from training.report_blocks import REPORT_TAG, consent_summary
+from training.report_blocks import CONSENT_READING, REPORT_TAG, consent_summary
 from training.splits import holdout_mask
 
 KEY = "report-test-key-0123456789"
+EVERY_DELIVERY = [ArmInfo(d.value, "phone" if d.value.endswith("call") else d.value, d.value) for d in Delivery]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -167,6 +170,35 @@ def test_without_a_consent_table_arms_that_need_consent_are_suppressed_for_every
     assert "No consent table is configured" in html
 
 
+def test_every_reason_code_the_rules_can_emit_is_explained_in_the_consent_section(campaign_dir):
+    # the codes CONSENT_READING names are the features' constants, quiet hours and the fail-closed ones among them
+    named = set(re.findall(r"\(([a-z_]+)\)", CONSENT_READING))
+    assert named <= {r.value for r in Reason}
+    assert {"unverifiable_phone", "consent_stale", "outside_calling_hours", "unknown_timezone"} <= named
+    # every reason a delivery can be suppressed for is counted and in the legend, seen in these voters or not
+    config = load_config(campaign_dir / "synthetic_voted.yaml")
+    voters = pd.DataFrame({"voter_id": ["a"], "phone": ["415 555 2671"]})
+    _, counts, body = consent_summary(config, EVERY_DELIVERY, voters)
+    assert counts[counts.reason == "outside_calling_hours"].voters.sum() == 0  # not seen ...
+    text = unescape(body)
+    for reason in Reason:  # ... and explained all the same
+        assert f"{reason.value}" in text and REASON_TEXT[reason] in text, reason
+    assert "Then quiet hours" in text and "time_zone" in text
+
+
+def test_the_model_report_keeps_the_run_configs_calling_hours(campaign_dir):
+    config = load_config(campaign_dir / "synthetic_voted.yaml")
+    config = config.model_copy(update={"consent": ConsentSpec(**{
+        **config.consent.model_dump(exclude={"calling_hours", "state_column"}), "as_of": "2026-10-01T12:30:00Z",
+        "calling_hours": "09:00-20:00", "state_column": "st"})})  # 08:30 in New York
+    voters = pd.DataFrame({"voter_id": ["a", "b"], "phone": ["(212) 555-0100", "(212) 555-0101"], "st": ["NY", "CA"]})
+    eligibility, counts, body = consent_summary(config, config.arms, voters)
+    phone = counts[counts.arm == "Phone"].set_index("reason").voters
+    assert phone["outside_calling_hours"] == 2  # inside 08:00-21:00 in New York, not inside 09:00-20:00
+    assert eligibility.time_zone.tolist() == ["America/New_York", "America/Los_Angeles America/New_York"]  # st read
+    assert "phone and text arms only within 09:00-20:00" in unescape(body) and "'st' column" in unescape(body)
+
+
 # -- the list report -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def list_report(champion_uri, campaign_dir, tmp_path_factory) -> tuple[pd.DataFrame, str, dict]:
@@ -255,6 +287,10 @@ def test_list_report_counts_scored_suppressed_and_targeted_per_arm(list_report):
 
 def test_list_report_names_the_model_run_data_and_consent_table(list_report, trained):
     _, html, provenance = list_report
+    text = unescape(html)
+    assert "phone and text only within 08:00-21:00 in each voter's local time (time_zone)" in text
+    for reason in (Reason.outside_calling_hours, Reason.unknown_timezone):  # explained as the other codes are
+        assert REASON_TEXT[reason] in text
     assert f"persuade-synthetic-voted version {trained.version}" in html
     assert trained.run_id in html
     assert trained.fingerprint["sha256"] in html

@@ -32,6 +32,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 HASH_KEY = "test-hash-key-" + secrets.token_hex(8)
 PLANTED = ["(415) 555-0199", "+1 212 555 0187", "646.555.0142"]
 PLANTED_DIGITS = [re.sub(r"\D", "", p)[-7:] for p in PLANTED]
+TOLL_FREE = "(800) 555-0100"
 WINDOW = "08:00-20:00"  # the service's calling window: at its time (00:00 UTC) it is 8 p.m. in New York, so out
 
 
@@ -125,6 +126,8 @@ def test_an_arm_a_voter_may_not_get_has_null_uplift_and_stays_out_of_the_summary
 # -- quiet hours ---------------------------------------------------------------------------------
 def test_scores_and_plans_carry_the_local_time_zone_and_keep_the_calling_window(client, model, segment,
                                                                                  consent_table):
+    # every synthetic number has a real US area code: toll-free numbers say nothing of where a voter is
+    segment = segment.assign(phone=segment.phone.where(segment.index % 10 != 0, TOLL_FREE))
     voters = records(segment)
     body = score(client, voters).json()["scores"]
     rules = ConsentRules.from_path(consent_table, as_of=SYNTHETIC_AS_OF, hasher=PhoneHasher(HASH_KEY),
@@ -134,7 +137,7 @@ def test_scores_and_plans_carry_the_local_time_zone_and_keep_the_calling_window(
                     strict=True))
     assert [s["time_zone"] for s in body] == [zone[v["voter_id"]] for v in voters]
     reasons = {s["ineligible_reasons"].get("Phone") for s in body}
-    assert {"outside_calling_hours", "unknown_timezone"} <= reasons  # east-coast numbers at 8 p.m.; unknown zones
+    assert {"outside_calling_hours", "unknown_timezone"} <= reasons  # east-coast numbers at 8 p.m.; toll-free
     voter = texted_voter(client, segment)  # texts allowed now: a number west of New York
     moved = score(client, [{**voter, "state": "NY"}]).json()["scores"][0]  # ... of a voter living in New York
     assert moved["ineligible_reasons"]["Text"] == "outside_calling_hours" and moved["best_arm"] != "Text"

@@ -1,7 +1,8 @@
 """The consent options of ``persuade score`` and ``persuade plan``: one wiring for both.
 
 :func:`consent_options` adds the options to a command, which receives them as one
-:class:`ConsentOptions`. :meth:`ConsentOptions.eligibility` reads the consent table;
+:class:`ConsentOptions`, with the rules' settings of a run config's ``consent:`` block
+(``--config``) where no flag gives them. :meth:`ConsentOptions.eligibility` reads the consent table;
 :func:`report` prints what was applied and the join's diagnostics (table keys that
 matched no voter, voters whose number is missing or cannot be parsed), the calling
 window kept in each voter's local time, and the warnings a reviewer must see (replay,
@@ -12,18 +13,22 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 
 from features.calling_hours import STATE_COLUMN, TCPA_CALLING_HOURS
 from features.consent import ConsentRules, needs_consent
 from features.consent_state import JoinTally
-
-DEFAULT_MAX_AGE_HOURS = 24.0
+from features.settings import (
+    DEFAULT_CONSENT_MAX_AGE_HOURS,
+    DEFAULT_PRERECORDED_CAP,
+    DEFAULT_PRERECORDED_WINDOW_DAYS,
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,23 @@ class ConsentOptions:
     consent_max_age_hours: float
     calling_hours: str
     state_column: str
+    config_path: Path | None = None
+    window_days: int = DEFAULT_PRERECORDED_WINDOW_DAYS  # no flag: consent.cap_window_days of the run config
+
+    def with_config(self, given: Callable[[str], bool]) -> ConsentOptions:
+        """These options with the run config's ``consent:`` settings (``--config``) where ``given(option)`` is False.
+
+        Raises
+        ------
+        features.config.ConfigError
+            The run config cannot be read, or its ``consent:`` block is not valid.
+        """
+        if self.config_path is None:
+            return self
+        from features.config import load_config
+
+        spec = load_config(self.config_path).consent
+        return replace(self, **{name: getattr(spec, key) for name, key in FROM_RUN_CONFIG.items() if not given(name)})
 
     def check(self) -> None:
         """Refuse contradicting options (a ``click.UsageError``)."""
@@ -50,7 +72,7 @@ class ConsentOptions:
         if self.consent_path is None:
             return None
         max_age = self.consent_max_age_hours if self.consent_max_age_hours > 0 else None
-        return ConsentRules.from_path(self.consent_path, self.prerecorded_cap, as_of=self.as_of,
+        return ConsentRules.from_path(self.consent_path, self.prerecorded_cap, self.window_days, as_of=self.as_of,
                                      phone_column=self.phone_column, time_zone=self.consent_time_zone,
                                      max_age_hours=max_age, calling_hours=self.calling_hours,
                                      state_column=self.state_column)
@@ -67,13 +89,14 @@ _OPTIONS = [
     click.option("--as-of", "as_of", default=None,
                  help="Replay a past decision (ISO 8601 with a zone): consents are taken as of then; "
                       "do-not-contact and revocations apply whatever their date. Default: now."),
-    click.option("--prerecorded-cap", default=3, show_default=True, type=click.IntRange(min=0),
-                 help="Prerecorded calls a landline may get without consent per 30 days (per line)."),
+    click.option("--prerecorded-cap", default=DEFAULT_PRERECORDED_CAP, show_default=True, type=click.IntRange(min=0),
+                 help="Prerecorded calls a landline may get without consent per "
+                      f"{DEFAULT_PRERECORDED_WINDOW_DAYS} days (per line)."),
     click.option("--phone-column", default="phone", show_default=True,
                  help="Phone column of the input: the number each decision is for (read, hashed, dropped)."),
     click.option("--consent-time-zone", default=None,
                  help="IANA time zone of the table's timestamps written without one (else they are refused)."),
-    click.option("--consent-max-age-hours", default=DEFAULT_MAX_AGE_HOURS, show_default=True,
+    click.option("--consent-max-age-hours", default=DEFAULT_CONSENT_MAX_AGE_HOURS, show_default=True,
                  type=click.FloatRange(min=0),
                  help="An older consent table file suppresses automated contact (consent_stale); 0: no limit."),
     click.option("--calling-hours", default=TCPA_CALLING_HOURS, show_default=True,
@@ -83,8 +106,17 @@ _OPTIONS = [
     click.option("--state-column", default=STATE_COLUMN, show_default=True,
                  help="Address state column of the input (two-letter code, optional): with the number, where the "
                       "voter's local time zone comes from (none known: unknown_timezone)."),
+    click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+                 help="Run config (YAML) whose consent: block gives the rules' settings no flag gives: "
+                      "phone_column, landline_prerecorded_cap, cap_window_days, time_zone, calling_hours, "
+                      "state_column. Its table and as_of are the model report's: give --consent and --as-of."),
 ]
-_NAMES = [f.name for f in fields(ConsentOptions)]
+# option -> the key of a run config's consent: block it defaults to (--config)
+FROM_RUN_CONFIG = {"prerecorded_cap": "landline_prerecorded_cap", "window_days": "cap_window_days",
+                   "phone_column": "phone_column", "consent_time_zone": "time_zone",
+                   "calling_hours": "calling_hours", "state_column": "state_column"}
+_NAMES = [f.name for f in fields(ConsentOptions) if f.name != "window_days"]
+_GIVEN = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)  # a flag given, not its default
 
 
 def consent_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -92,7 +124,14 @@ def consent_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from training.cli_output import USER_ERRORS, fail
+
         options = ConsentOptions(**{name: kwargs.pop(name) for name in _NAMES})
+        source = click.get_current_context().get_parameter_source
+        try:
+            options = options.with_config(lambda name: source(name) in _GIVEN)
+        except USER_ERRORS as exc:
+            fail(ValueError(f"--config {exc}"))
         options.check()
         return command(*args, consent=options, **kwargs)
 

@@ -11,13 +11,14 @@ from rich.table import Table
 from training.cli_consent import ConsentOptions, consent_arms, consent_options, no_consent_facts
 from training.cli_consent import report as consent_report
 from training.cli_measure import design_lines
-from training.cli_output import USER_ERRORS, console, err, load_model_and_rows, refuse_input_as_output
+from training.cli_model import load_model_and_rows, model_option, model_uri_of
+from training.cli_output import USER_ERRORS, console, err, refuse_input_as_output
 from training.cli_output import fail as _fail
 
 
 # -- plan ----------------------------------------------------------------------------
 @click.command("plan")
-@click.option("--model", "model_uri", default="models:/persuade-ggl2008@champion", show_default=True)
+@model_option("Model to plan with")
 @click.option("--input", "input_path", required=True, type=click.Path(exists=True, path_type=Path),
               help="Voters to plan for (parquet or CSV): the id column and the model's features.")
 @click.option("--budget", required=True, type=click.FloatRange(min=0, min_open=True),
@@ -51,12 +52,13 @@ def plan_command(model_uri: str, input_path: Path, budget: float, costs_path: Pa
     from features.consent import without_consent
     from serving.plan_costs import ProgramCosts, load_costs
     from serving.plan_design import DesignSpec
-    from serving.plan_file import write_plan
+    from serving.plan_file import with_dialing_keys, write_plan
     from serving.plan_gains import clusters_from_file, gains_from_file
     from serving.planning import eligibility_arrays, plan_from_gains
     from training.tracking import configure
 
     refuse_input_as_output(output_path, input_path, costs_path, consent.consent_path)
+    model_uri = model_uri_of(model_uri, consent.config_path)
     configure()
     try:
         costs = load_costs(costs_path) if costs_path is not None else ProgramCosts()
@@ -100,9 +102,7 @@ def plan_command(model_uri: str, input_path: Path, budget: float, costs_path: Pa
     consent_info = None
     if eligibility is not None:
         consent_info = consent_report(console, err, eligibility, tally)
-        if "phone_hash" in decided.columns:  # the number decided for: the dialer must dial it and no other
-            number = decided.drop_duplicates("voter_id").set_index("voter_id").phone_hash
-            result.table.insert(1, "phone_hash", number.reindex(result.table.voter_id.astype(str)).to_numpy())
+        result.table = with_dialing_keys(result.table, decided, model)  # phone_hash; time_zone of calls and texts
     elif consent.no_consent:
         consent_info = no_consent_facts(model)
         err.print(f"[yellow]warning:[/] --no-consent: arms {consent_info['dropped_arms']} are not planned; no "

@@ -1,4 +1,4 @@
-"""``persuade consent import|export``: consent tables into and out of the consent ledger.
+"""``persuade consent import|export|review``: consent tables into and out of the consent ledger, and its review queue.
 
 The ledger (:mod:`features.consent_ledger`) is where ``POST /consent/events`` writes; these
 commands move whole tables through it: ``import`` appends the rows of a consent table
@@ -6,7 +6,10 @@ commands move whole tables through it: ``import`` appends the rows of a consent 
 ``event_id``, ``reply`` and ``status``), idempotently: importing the same table again adds
 nothing. ``export`` writes the events in effect as a consent table (phone numbers as keyed
 hashes with the key's check value, never the numbers), which ``persuade score --consent``
-and the service read, and which imports again as the same events.
+and the service read, and which imports again as the same events. ``review`` lists the unclear
+replies awaiting a person's reading (they revoke automated contact meanwhile) and records one
+reading (``--resolve EVENT_ID --as stop|consent|other``) as an event of its own: the reply is
+never changed.
 
 The ledger is ``--ledger`` (a SQLAlchemy URL or a SQLite file), else ``PERSUADE_CONSENT_LEDGER``,
 else the embedded SQLite file the service uses by default.
@@ -26,6 +29,15 @@ def _open(location: str | None):
     from features.consent_ledger import ConsentLedger
 
     return ConsentLedger(location) if location else ConsentLedger.from_env()
+
+
+# --as -> the reading recorded (features.consent_ledger.ReviewDecision) and what it does
+REVIEW_READINGS = {
+    "stop": ("opt_out", "an opt-out: its revocation stays"),
+    "consent": ("opt_in", "asks for messages: its revocation is lifted and the voter's earlier consent applies "
+                          "again (the reply grants none of its own: record new consent as a consent event)"),
+    "other": ("not_opt_out", "neither: its revocation is lifted and the voter's earlier consent applies again"),
+}
 
 
 def read_frame(path: Path) -> pd.DataFrame:
@@ -91,3 +103,50 @@ def export_table(output_path: Path, location: str | None) -> None:
     counts = table["event"].value_counts().sort_index()
     console.print(f"exported {len(table):,} events ({', '.join(f'{k} {v:,}' for k, v in counts.items()) or 'none'}) "
                   f"from {where} -> {output_path}", highlight=False, markup=False)
+
+
+@consent_group.command("review")
+@click.option("--ledger", "location", default=None, help=LEDGER_HELP)
+@click.option("--resolve", "event_id", default=None, help="Record a reading of this reply (its event id).")
+@click.option("--as", "reading", type=click.Choice(list(REVIEW_READINGS)), default=None,
+              help="The reading: " + "; ".join(f"{k}: {v[1]}" for k, v in REVIEW_READINGS.items()) + ".")
+@click.option("--reviewer", default=None, help="Who read the reply (recorded as review:<name>); default: the login.")
+def review_queue(location: str | None, event_id: str | None, reading: str | None, reviewer: str | None) -> None:
+    """List the unclear replies awaiting review (they revoke automated contact meanwhile), or resolve one."""
+    from features.consent_ledger import LedgerConflict, LedgerError
+    from training.cli_output import USER_ERRORS, console, fail
+
+    if (event_id is None) != (reading is None):
+        raise click.UsageError("give --resolve EVENT_ID and --as together")
+    try:
+        with _open(location) as ledger:
+            if event_id is None:
+                waiting = ledger.review_queue()
+            else:
+                stored = ledger.resolve(event_id, decision=REVIEW_READINGS[reading][0],
+                                        reviewer=f"review:{reviewer or _login()}")
+    except LedgerConflict:
+        fail(ValueError(f"{event_id} was resolved before with another reading: the ledger keeps the first"))
+    except (LedgerError, *USER_ERRORS) as exc:
+        fail(exc)
+    if event_id is not None:
+        again = " (already recorded)" if bool(stored["duplicate"].iloc[0]) else ""
+        console.print(f"resolved {event_id} as {reading}{again}: {REVIEW_READINGS[reading][1]}",
+                      markup=False, highlight=False, soft_wrap=True)
+        return
+    console.print(f"{len(waiting):,} unclear replies awaiting review (each revokes automated contact until resolved "
+                  "with --resolve EVENT_ID --as stop|consent|other)", highlight=False)
+    for row in waiting.itertuples():
+        number = f"{row.phone_hash[:12]}…" if isinstance(row.phone_hash, str) else "-"
+        console.print(f"{row.event_id}  received {row.received_at:%Y-%m-%d %H:%M:%S}Z  voter {row.voter_id or '-'}  "
+                      f"number (hash) {number}\n  reply: {row.reply}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _login() -> str:
+    """The reviewer's login name, or ``unknown``."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -150,9 +150,11 @@ def consent_text(consent: Mapping[str, Any] | None) -> str:
     joined = (f"; numbers missing {join['phone_missing']:,}, not parseable {join['phone_unparseable']:,}, table "
               f"keys matching no voter {join['table_ids_matching_no_voter'] + join['table_phones_matching_no_voter']:,}"
               if join else "")
+    window = (f", phone and text only within {consent['calling_hours']} in each voter's local time (time_zone)"
+              if consent.get("calling_hours") else "")
     return (f"{consent.get('table')} (fingerprint {str(consent.get('fingerprint'))[:16]}…), as of "
             f"{consent.get('as_of')}, landline prerecorded cap {consent.get('landline_prerecorded_cap')} per "
-            f"{consent.get('window_days')} days{joined}")
+            f"{consent.get('window_days')} days{window}{joined}")
 
 
 def without_consent(model: ScoringModel, made: str, command: str, used: Mapping[str, int] | None = None) -> str:
