@@ -1,6 +1,6 @@
 """The bundle's checksums: every file of a logged scoring model, by path, size and sha256.
 
-:func:`write_checksums` runs when a model is logged (:func:`serving.flavor.log_model`) and
+:func:`write_checksums` runs when a model is saved (:func:`serving.flavor.save_model`) and
 writes ``checksums.json`` into the bundle folder::
 
     {"format": "persuade-checksums/1", "algorithm": "sha256",

@@ -3,14 +3,14 @@
 A corrupt LightGBM file can abort the process that loads it (one ``leaf_value`` of ``nan``
 ends in ``[Fatal] Model format error`` and ``terminate called``): no ``except`` catches that.
 :func:`prove_in_child` therefore loads a candidate bundle in a separate Python process
-(``python -m serving.model_check <bundle>``), which
+(``python -m serving.model_check <bundle or model folder>``), which
 
-1. checks every file against the bundle's checksums (:mod:`serving.bundle_checksums`),
-2. loads the model,
-3. runs :func:`smoke_check` on the probe segment (:func:`serving.scoring.probe_segment`),
-4. compares the probe segment's scores with those recorded when the model was logged
-   (``probe_scores.json``, written by :func:`record_probe_scores` from the model in memory,
-   so a bundle whose files do not hold the trained model is refused).
+1. loads the model through the flavor (:func:`serving.flavor.load_model`), its files first
+   checked against the bundle's checksums (:mod:`serving.bundle_checksums`),
+2. runs :func:`smoke_check` on the probe segment (:func:`serving.scoring.probe_segment`),
+3. compares the probe segment's scores with those recorded when the model was saved
+   (``probe_scores.json``, :mod:`serving.probe_scores`, from the model in memory, so a
+   bundle whose files do not hold the trained model is refused).
 
 The child prints one result line; a child that dies (a signal, a non-zero exit without a
 result) or hangs is a refusal too, with LightGBM's last ``[Fatal]`` line as the reason.
@@ -27,20 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.bundle import ScoringModel
-from serving.registry import ModelRef
+from serving.flavor import bundle_path, load_model
+from serving.model_ref import ModelRef
+from serving.probe_scores import PROBE_SCORES, SmokeCheckError, check_probe_scores, record_probe_scores
 from serving.scoring import SegmentScorer, probe_segment
 from serving.store import PROJECT_ROOT
 
+__all__ = ["CHECK_TIMEOUT", "PROBE_SCORES", "ModelCheckError", "SmokeCheckError", "check_bundle",
+           "prove_in_child", "record_probe_scores", "smoke_check"]
+
 SMOKE_TOLERANCE = 1e-6  # reasons must add up to the uplift
-PROBE_TOLERANCE = 1e-9  # the probe's scores against those recorded at logging (a text round trip is exact)
-PROBE_SCORES = "probe_scores.json"
 CHECK_TIMEOUT = 180.0  # seconds a child may take (imports, load, smoke check)
 RESULT = "persuade-model-check: "  # prefix of the child's result line on stdout
-
-
-class SmokeCheckError(RuntimeError):
-    """A loaded model gives unusable scores or explanations."""
 
 
 class ModelCheckError(RuntimeError):
@@ -76,58 +74,6 @@ def smoke_check(scorer: SegmentScorer) -> None:
             raise SmokeCheckError(f"arm {arm!r}: reasons do not add up to the uplift (gap {gap:.3g})")
 
 
-def probe_scores(model: ScoringModel) -> dict:
-    """Turnout, uplift per arm and contact rate per channel of the probe segment (JSON-ready)."""
-    X = model.transform(probe_segment(model).frame(), allow_missing=True)
-    turnout = model.predict_turnout(X)
-    uplift = model.predict_uplift(X, turnout)
-    return {
-        "turnout": turnout.tolist() if model.has_turnout else None,
-        "uplift": {arm.label: uplift[:, j].tolist() for j, arm in enumerate(model.arms)},
-        "contact_rate": {channel: np.asarray(p).tolist() for channel, p in model.predict_contact_rate(X).items()},
-    }
-
-
-def record_probe_scores(model: ScoringModel, folder: str | Path) -> Path:
-    """Write the probe segment's scores of ``model`` (as trained, in memory) into the bundle at ``folder``."""
-    path = Path(folder) / PROBE_SCORES
-    path.write_text(json.dumps(probe_scores(model)))
-    return path
-
-
-def check_probe_scores(model: ScoringModel, folder: str | Path) -> bool:
-    """Compare the loaded model's probe scores with those recorded when it was logged.
-
-    Returns False when the bundle has no recorded scores (logged before they existed).
-
-    Raises
-    ------
-    SmokeCheckError
-        A score is not finite, or differs from the recorded one (names the arm or channel).
-    """
-    path = Path(folder) / PROBE_SCORES
-    if not path.exists():
-        return False
-    recorded, actual = json.loads(path.read_text()), probe_scores(model)
-    pairs = [("turnout", recorded.get("turnout"), actual["turnout"])]
-    pairs += [(f"arm {arm!r}", recorded.get("uplift", {}).get(arm), got) for arm, got in actual["uplift"].items()]
-    pairs += [(f"contact rate {channel!r}", recorded.get("contact_rate", {}).get(channel), got)
-              for channel, got in actual["contact_rate"].items()]
-    for what, expected, got in pairs:
-        if got is None and expected is None:
-            continue
-        if expected is None or got is None or len(expected) != len(got):
-            raise SmokeCheckError(f"{what}: the bundle does not match the probe scores recorded when it was logged")
-        got, expected = np.asarray(got, dtype=float), np.asarray(expected, dtype=float)
-        if not np.isfinite(got).all():
-            raise SmokeCheckError(f"{what}: not finite on the probe segment")
-        gap = float(np.max(np.abs(got - expected), initial=0.0))
-        if not gap <= PROBE_TOLERANCE:
-            raise SmokeCheckError(f"{what}: scores differ from those recorded when the model was logged "
-                                  f"(gap {gap:.3g} on the probe segment)")
-    return True
-
-
 def prove_in_child(bundle: str | Path, *, timeout: float = CHECK_TIMEOUT) -> None:
     """Prove the bundle at ``bundle`` in a child process (see the module docstring).
 
@@ -158,13 +104,17 @@ def prove_in_child(bundle: str | Path, *, timeout: float = CHECK_TIMEOUT) -> Non
 
 
 def check_bundle(bundle: str | Path) -> dict:
-    """The child's work: checksums, load, smoke check, recorded probe scores. Never raises."""
+    """The child's work: checksums, load, smoke check, recorded probe scores. Never raises.
+
+    ``bundle`` is a bundle folder or a local model folder; either is loaded through the
+    flavor (:func:`serving.flavor.load_model`), which finds the bundle the same way.
+    """
     stage = "load"
     try:
-        model = ScoringModel.load(bundle)  # checksums first
+        model = load_model(str(bundle))  # checksums first
         stage = "smoke"
         smoke_check(SegmentScorer(model, ModelRef(None, None, None, str(bundle))))
-        check_probe_scores(model, bundle)
+        check_probe_scores(model, bundle_path(bundle))
     except Exception as exc:  # noqa: BLE001 - every failure is the answer, not a crash
         text = f"{exc}" if isinstance(exc, (SmokeCheckError, ValueError)) else f"{type(exc).__name__}: {exc}"
         return {"ok": False, "stage": stage, "error": " ".join(text.split())[:500]}
@@ -174,7 +124,7 @@ def check_bundle(bundle: str | Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m serving.model_check BUNDLE_FOLDER", file=sys.stderr)
+        print("usage: python -m serving.model_check BUNDLE_OR_MODEL_FOLDER", file=sys.stderr)
         return 2
     result = check_bundle(args[0])
     print(RESULT + json.dumps(result), flush=True)

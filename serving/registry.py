@@ -1,43 +1,38 @@
-"""Which registered model version a URI names, and loading its scoring model.
+"""Which model version a URI names, and loading its scoring model through the flavor.
 
-``models:/name@alias``, ``models:/name/N``, ``runs:/id/model`` or a local model folder
-resolve to a :class:`ModelRef`; :func:`load_scoring_model` downloads the logged model and
-reads its bundle (:mod:`serving.bundle`) without unpickling anything.
+``models:/name@alias``, ``models:/name/N``, ``runs:/id/model``, a local model folder or
+``bentoml:<tag or alias>`` (a model pinned into a Bento, see ``persuade build --pin``)
+resolve to a :class:`ModelRef`; :func:`load_scoring_model` loads it with the ``persuade``
+flavor's :func:`~serving.flavor.load_model` (nothing is unpickled), :func:`download_bundle`
+finds its bundle folder the same way (:func:`~serving.flavor.bundle_path`).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 from mlflow.tracking import MlflowClient
 
 from serving.bundle import ScoringModel
+from serving.flavor import bundle_path, download_model, load_model
+from serving.model_ref import ModelRef
 
+__all__ = ["BENTO_MODEL_ALIAS", "BENTO_SCHEME", "ModelRef", "download_bundle", "earlier_versions",
+           "load_scoring_model", "resolve"]
 
-@dataclass(frozen=True)
-class ModelRef:
-    """Which registered model version a scorer is serving."""
-
-    name: str | None
-    version: str | None
-    run_id: str | None
-    uri: str
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, "version": self.version, "run_id": self.run_id, "uri": self.uri}
-
-
+BENTO_SCHEME = "bentoml:"
+BENTO_MODEL_ALIAS = "persuade-model"  # the alias of the model ``persuade build --pin`` puts into a Bento
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
 def resolve(uri: str, client: MlflowClient | None = None) -> ModelRef:
-    """Resolve ``models:/name@alias``, ``models:/name/N`` or ``runs:/id/model`` to a version."""
-    client = client or MlflowClient()
+    """Resolve ``models:/name@alias``, ``models:/name/N``, ``runs:/id/model`` or ``bentoml:...`` to a version."""
+    if uri.startswith(BENTO_SCHEME):
+        return _bento_model(uri)[1]
     match = _MODELS_URI.match(uri)
     if match:
+        client = client or MlflowClient()
         name = match["name"]
         if match["alias"]:
             mv = client.get_model_version_by_alias(name, match["alias"])
@@ -48,21 +43,46 @@ def resolve(uri: str, client: MlflowClient | None = None) -> ModelRef:
     return ModelRef(None, None, run["run"] if run else None, uri)
 
 
+def _bento_model(uri: str) -> tuple[Path, ModelRef]:
+    """The folder and the registry version of a model in BentoML's model store (``bentoml:<tag or alias>``).
+
+    In a served Bento the store is the Bento's own and its aliases are set, so
+    ``bentoml:persuade-model`` is the model pinned into it.
+    """
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    tag = uri[len(BENTO_SCHEME):]
+    try:
+        stored = bentoml.models.get(tag)
+    except NotFound:
+        raise LookupError(
+            f"no model {tag!r} in BentoML's model store: set PERSUADE_MODEL_URI to the model to serve "
+            "(models:/<model_name>@champion, the model_name of the run config), or serve a Bento built with "
+            "`persuade build --pin`") from None
+    meta = stored.info.metadata
+    ref = ModelRef(meta.get("name"), meta.get("version"), meta.get("run_id"), f"{BENTO_SCHEME}{stored.tag}")
+    return Path(stored.path), ref
+
+
 def download_bundle(uri: str, dst: str | Path | None = None) -> tuple[Path, ModelRef]:
-    """The bundle folder of a logged persuade model (downloaded into ``dst``) or of a local model dir."""
+    """The bundle folder of a persuade model (downloaded into ``dst``), found as the flavor finds it."""
+    if uri.startswith(BENTO_SCHEME):
+        folder, ref = _bento_model(uri)
+        return bundle_path(folder), ref
     if Path(uri).exists():
-        path = Path(uri)
-        bundle = path / "artifacts" / "bundle" if (path / "artifacts" / "bundle").exists() else path
-        return bundle, ModelRef(None, None, None, str(path))
+        return bundle_path(uri), ModelRef(None, None, None, str(uri))
     ref = resolve(uri)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(dst) if dst else None)
-    return Path(local) / "artifacts" / "bundle", ref
+    return bundle_path(download_model(ref.uri, dst)), ref
 
 
 def load_scoring_model(uri: str, dst: str | Path | None = None) -> tuple[ScoringModel, ModelRef]:
-    """Download a logged persuade model (or read a local model dir) and load its bundle (checksums verified)."""
-    bundle, ref = download_bundle(uri, dst)
-    return ScoringModel.load(bundle), ref
+    """Load a persuade model with the flavor's :func:`~serving.flavor.load_model` (checksums verified)."""
+    if uri.startswith(BENTO_SCHEME):
+        folder, ref = _bento_model(uri)
+        return load_model(str(folder)), ref
+    ref = ModelRef(None, None, None, str(uri)) if Path(uri).exists() else resolve(uri)
+    return load_model(ref.uri, dst), ref
 
 
 def earlier_versions(ref: ModelRef, client: MlflowClient | None = None) -> list[ModelRef]:

@@ -9,7 +9,6 @@ the last three broken in the artifact store itself (not in a copy).
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -18,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from serving.bundle import ScoringModel
 from serving.bundle_checksums import write_checksums
-from serving.flavor import log_model
+from serving.flavor import bundle_path, log_model
 from training.tracking import configure, ensure_experiment
 
 
@@ -44,10 +43,8 @@ def delete_calibration(bundle: Path) -> None:
 def register(model: ScoringModel, example, name: str) -> str:
     """Log ``model`` as a new run and register it as a new version of ``name``."""
     client = configure()
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle = model.save(Path(tmp) / "bundle")
-        with mlflow.start_run(experiment_id=ensure_experiment(client, "model-faults")) as run:
-            log_model(model, bundle, example)
+    with mlflow.start_run(experiment_id=ensure_experiment(client, "model-faults")) as run:
+        log_model(model, input_example=example)
     return str(mlflow.register_model(f"runs:/{run.info.run_id}/model", name).version)
 
 
@@ -56,7 +53,7 @@ def stored_bundle(name: str, version: str) -> Path:
     source = MlflowClient().get_model_version(name, version).source  # models:/m-<logged model id>
     location = mlflow.get_logged_model(source.rsplit("/", 1)[-1]).artifact_location
     path = Path(unquote(urlparse(location).path)) if location.startswith("file:") else Path(location)
-    return path / "artifacts" / "bundle"
+    return bundle_path(path)
 
 
 def logged_with_a_nan_leaf(model: ScoringModel, example, name: str) -> str:

@@ -10,7 +10,6 @@ the smoke check (the old version keeps serving, and /model and the log say so).
 from __future__ import annotations
 
 import secrets
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,8 +18,10 @@ import httpx
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
+from model_faults import stored_bundle
 
 from serving.bundle import ScoringModel
+from serving.bundle_checksums import write_checksums
 from serving.flavor import log_model
 from serving.launcher import ServiceProcess
 from serving.registry import load_scoring_model
@@ -32,15 +33,16 @@ ADMIN_KEY = "sk-reload-admin-" + secrets.token_hex(8)
 
 
 def register(model: ScoringModel, example, breakage: Callable[[Path], None] | None = None) -> str:
-    """Log ``model`` as a new run (its saved bundle altered by ``breakage``) and register it."""
+    """Log ``model`` as a new run and register it; ``breakage`` alters its stored bundle, as if logged so."""
     client = configure()
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle = model.save(Path(tmp) / "bundle")
-        if breakage is not None:
-            breakage(bundle)
-        with mlflow.start_run(experiment_id=ensure_experiment(client, "service-reload-test")) as run:
-            log_model(model, bundle, example)
-    return str(mlflow.register_model(f"runs:/{run.info.run_id}/model", NAME).version)
+    with mlflow.start_run(experiment_id=ensure_experiment(client, "service-reload-test")) as run:
+        log_model(model, input_example=example)
+    version = str(mlflow.register_model(f"runs:/{run.info.run_id}/model", NAME).version)
+    if breakage is not None:
+        bundle = stored_bundle(NAME, version)
+        breakage(bundle)
+        write_checksums(bundle)  # the checksums hold: the load or the smoke check must refuse it
+    return version
 
 
 def corrupt_booster(bundle: Path) -> None:

@@ -13,13 +13,17 @@ import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from features.settings import Settings
+from training.cli_build import build_command
 from training.cli_consent import ConsentOptions, consent_arms, consent_options, no_consent_facts
 from training.cli_consent import report as consent_report
 from training.cli_init import init_command
 from training.cli_measure import measure_command
-from training.cli_output import USER_ERRORS, console, err, load_model_and_rows, refuse_input_as_output
+from training.cli_model import config_option, load_model_and_rows, model_name_of, model_option, model_uri_of
+from training.cli_output import USER_ERRORS, console, err, refuse_input_as_output
 from training.cli_output import fail as _fail
 from training.cli_plan import plan_command
+from training.cli_runs import evaluate_command, runs_command
 from training.ledger_cli import consent_group
 
 
@@ -33,6 +37,9 @@ main.add_command(consent_group)  # persuade consent import|export (training/ledg
 main.add_command(measure_command)  # persuade measure (training/cli_measure.py)
 main.add_command(init_command)  # persuade init (training/cli_init.py)
 main.add_command(plan_command)  # persuade plan (training/cli_plan.py)
+main.add_command(runs_command)  # persuade runs (training/cli_runs.py)
+main.add_command(evaluate_command)  # persuade evaluate (training/cli_runs.py)
+main.add_command(build_command)  # persuade build (training/cli_build.py)
 
 
 # -- train ---------------------------------------------------------------------------
@@ -130,51 +137,22 @@ def _print_result(result, validation) -> None:
                   f"{'  (recalibrated)' if tm['recalibrated'] else ''}")
 
 
-# -- evaluate ------------------------------------------------------------------------
-@main.command()
-@click.option("--run", "run_id", required=True, help="MLflow run id.")
-def evaluate(run_id: str) -> None:
-    """Show a run's hold-out evaluation: Qini per arm against the references, gates."""
-    import pandas as pd
-    from mlflow.artifacts import download_artifacts
-
-    from training.tracking import configure
-
-    client = configure()
-    try:
-        run = client.get_run(run_id)
-        folder = Path(download_artifacts(run_id=run_id, artifact_path="evaluation"))
-    except Exception as exc:  # noqa: BLE001 - MLflow raises its own types for unknown runs
-        _fail(LookupError(f"run {run_id!r}: {exc}"))
-    holdout = pd.read_csv(folder / "holdout_qini.csv")
-    pivot = holdout.pivot(index="ranking", columns="arm", values="qini") * 1000
-    table = Table(title=f"run {run_id} ({run.data.tags.get('persuade.config')}, "
-                        f"learner {run.data.tags.get('persuade.learner')}): hold-out Qini x1000")
-    table.add_column("ranking")
-    for arm in pivot.columns:
-        table.add_column(arm, justify="right")
-    for name, row in pivot.iterrows():
-        table.add_row(str(name), *[f"{v:.3f}" for v in row])
-    console.print(table)
-    ate = pd.read_csv(folder / "ate.csv")
-    console.print(ate.to_string(index=False))
-    for key, value in sorted(run.data.tags.items()):
-        if key.startswith("gate."):
-            console.print(f"{key}: {value}")
-
-
 # -- promote -------------------------------------------------------------------------
 @main.command()
-@click.option("--name", "model_name", default="persuade-ggl2008", show_default=True, help="Registered model name.")
+@click.option("--name", "model_name", default=None,
+              help="Registered model name (default: the model_name of --config, else PERSUADE_MODEL_URI's).")
+@config_option
 @click.option("--version", default=None, help="Model version (default: the latest, or the run's).")
 @click.option("--run", "run_id", default=None, help="Promote the version registered from this run.")
 @click.option("--alias", default="champion", show_default=True)
-def promote(model_name: str, version: str | None, run_id: str | None, alias: str) -> None:
+def promote(model_name: str | None, config_path: Path | None, version: str | None, run_id: str | None,
+            alias: str) -> None:
     """Move the champion alias to a version if its gates pass; otherwise refuse."""
     from training.promotion import PromotionRefused
     from training.promotion import promote as do_promote
     from training.tracking import configure
 
+    model_name = model_name_of(model_name, config_path)
     client = configure()
     try:
         p = do_promote(model_name, version=version, run_id=run_id, alias=alias, client=client)
@@ -187,42 +165,32 @@ def promote(model_name: str, version: str | None, run_id: str | None, alias: str
     console.print(f"[green]promoted[/] {p.name} version {p.version} to @{p.alias}{prev}")
 
 
-# -- runs ----------------------------------------------------------------------------
-@main.command()
-@click.option("--limit", default=10, show_default=True)
-@click.option("--experiment", default=None, help="Experiment (config) name; default: all.")
-def runs(limit: int, experiment: str | None) -> None:
-    """A table of recent runs and their key metrics."""
-    from training.promotion import gates_verdict
-    from training.tracking import configure
-
-    client = configure()
-    exps = [client.get_experiment_by_name(experiment)] if experiment else client.search_experiments()
-    exp_ids = [e.experiment_id for e in exps if e is not None]
-    if not exp_ids:
-        console.print("no runs yet")
-        return
-    found = client.search_runs(exp_ids, order_by=["attributes.start_time DESC"], max_results=limit)
-    table = Table(title="recent runs")
-    for col in ("run id", "config", "started", "learner", "best arm Qini x1000", "turnout AUC", "gates"):
-        table.add_column(col, no_wrap=col == "run id")
-    for r in found:
-        qinis = {k: v for k, v in r.data.metrics.items() if k.endswith("_qini") and not k.startswith("ref_")}
-        best = max(qinis.items(), key=lambda kv: kv[1]) if qinis else None
-        table.add_row(
-            r.info.run_id, r.data.tags.get("persuade.config", "?"),
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.info.start_time / 1000)),
-            r.data.tags.get("persuade.learner", "?"),
-            f"{best[0][:-5]} {best[1] * 1000:.3f}" if best else "-",
-            f"{r.data.metrics['turnout_auc']:.3f}" if "turnout_auc" in r.data.metrics else "-",  # no turnout model
-            gates_verdict(r),  # "all passed" only for a finished run
-        )
-    console.print(table)
-
-
 # -- score ---------------------------------------------------------------------------
+def proven(model_uri: str) -> str:
+    """``model_uri`` pinned to its version, proven in a child process (``serving.model_check``); exit 2 if it fails.
+
+    A corrupt LightGBM file aborts the process that loads it: the child dies instead of this command.
+    """
+    import tempfile
+
+    from serving.model_check import ModelCheckError, prove_in_child
+    from serving.registry import download_bundle, resolve
+
+    try:
+        pinned = resolve(model_uri).uri if model_uri.startswith("models:/") else model_uri  # an alias may move
+        with tempfile.TemporaryDirectory(prefix="persuade-model-") as tmp:
+            prove_in_child(download_bundle(pinned, dst=tmp)[0])
+    except ModelCheckError as exc:
+        _fail(ValueError(f"model {model_uri!r} failed its check; nothing was scored: {exc}"))
+    except USER_ERRORS as exc:
+        _fail(exc)
+    except Exception as exc:  # noqa: BLE001 - MLflow's own errors for unknown models
+        _fail(LookupError(f"cannot load model {model_uri!r}: {exc}"))
+    return pinned
+
+
 @main.command()
-@click.option("--model", "model_uri", default="models:/persuade-ggl2008@champion", show_default=True)
+@model_option("Model to score with")
 @click.option("--input", "input_path", required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--output", "output_path", required=True, type=click.Path(path_type=Path),
               help="Parquet file (local engine) or parquet folder (spark engine).")
@@ -243,8 +211,9 @@ def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int, 
     from training.tracking import configure
 
     refuse_input_as_output(output_path, input_path, consent.consent_path)
+    model_uri = model_uri_of(model_uri, consent.config_path)
     configure()
-    model, ref, total = load_model_and_rows(model_uri, input_path)
+    model, ref, total = load_model_and_rows(proven(model_uri), input_path)
     transform, eligibility = None, None
     try:
         eligibility = consent.eligibility()
@@ -346,29 +315,34 @@ def report(run_id: str | None, scores_path: Path | None, output_path: Path | Non
 
 # -- serve ---------------------------------------------------------------------------
 @main.command()
-@click.option("--model", "model_uri", default="models:/persuade-ggl2008@champion", show_default=True,
-              help="Model to serve; an @alias is followed when it moves.")
+@model_option("Model to serve; an @alias is followed when it moves")
+@config_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
 @click.option("--port", default=3000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--consent", "consent_path", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Consent table applied to every /score and /plan (re-read when the file changes); "
                    "default PERSUADE_CONSENT_TABLE. Without one, deliveries that need consent are suppressed.")
-def serve(model_uri: str, host: str, port: int, consent_path: Path | None) -> None:
+def serve(model_uri: str | None, config_path: Path | None, host: str, port: int, consent_path: Path | None) -> None:
     """Serve scores, plans, SHAP reasons and the model report over HTTP (BentoML) until Ctrl-C.
 
     API keys: PERSUADE_API_KEYS (comma-separated) or PERSUADE_API_KEYS_FILE (sha256 digests);
     admin keys for POST /admin/reload: PERSUADE_ADMIN_KEYS[_FILE]. Phone-keyed consent rows
-    need PERSUADE_HASH_KEY.
+    need PERSUADE_HASH_KEY. Every PERSUADE_* variable is checked before the service starts.
     """
     from serving.launcher import serve_command, service_env
 
+    model_uri = model_uri_of(model_uri, config_path)
     env = service_env(model_uri)
     if consent_path is not None:
-        env["PERSUADE_CONSENT_TABLE"] = str(consent_path.resolve())
-    if not (env.get("PERSUADE_API_KEYS") or env.get("PERSUADE_API_KEYS_FILE")):
+        env[Settings.variable("consent_table")] = str(consent_path.resolve())
+    try:
+        settings = Settings.from_env(env)  # a bad value stops here, not in every worker
+    except USER_ERRORS as exc:
+        _fail(exc)
+    if not (settings.api_keys or settings.api_keys_file):
         err.print("[yellow]warning:[/] no PERSUADE_API_KEYS or PERSUADE_API_KEYS_FILE: every scoring request "
                   "will be refused (401)", highlight=False)
-    console.print(f"serving {model_uri} on http://{host}:{port}  (API docs: /docs.json; Ctrl-C stops)",
+    console.print(f"serving {settings.model_uri} on http://{host}:{port}  (API docs: /docs.json; Ctrl-C stops)",
                   highlight=False)
     command = serve_command(host, port)
     os.execvpe(command[0], command, env)

@@ -43,17 +43,3 @@ def refuse_input_as_output(output: Path, *inputs: Path | None) -> None:
         check_not_an_input(output, [path for path in inputs if path is not None])
     except ValueError as exc:
         fail(exc)
-
-
-def load_model_and_rows(model_uri: str, input_path: Path):
-    """The model to score or plan with, and the input's row count (for the progress bar); errors exit 2."""
-    from features.table_files import count_rows
-    from serving.registry import load_scoring_model
-
-    try:
-        model, ref = load_scoring_model(model_uri)
-        return model, ref, count_rows(input_path)
-    except USER_ERRORS as exc:
-        fail(exc)
-    except Exception as exc:  # noqa: BLE001 - MLflow's own errors for unknown models
-        fail(LookupError(f"cannot load model {model_uri!r}: {exc}"))

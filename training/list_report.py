@@ -6,6 +6,7 @@ produced it (:class:`serving.provenance.ScoreProvenance`). A contact plan (``per
 recognised by its ``persuade.plan`` metadata) is reported as a plan: voters considered,
 suppressed and contacted per arm and channel, budget and spend, the expected incremental
 outcomes with their interval, the solver's bound and gap, the top reasons and its provenance.
+A list made with a model whose gates failed says so first and promises no expected gain.
 Aggregates only.
 """
 
@@ -31,11 +32,11 @@ from features.consent import (
 from features.table_files import open_dataset
 from serving.batch import input_columns
 from serving.bundle import CONTROL_ARM, ScoringModel
-from serving.plan_sensitivity import sensitivity_verdict
 from serving.planning import SUPPRESSION_KEYS
 from serving.provenance import ScoreProvenance, now_utc
 from serving.registry import ModelRef
 from training import report_html as h
+from training.list_blocks import gates_failed, hidden_gains, plan_checks, plan_sensitivity
 from training.list_inputs import (
     PLAN_OUTCOMES,
     ListFile,
@@ -51,6 +52,7 @@ from training.list_inputs import (
     without_consent,
 )
 from training.program_report import design_section
+from training.promotion import failed_gates
 from training.report_blocks import PRIVACY_FOOTER, outcome_units, reason_legend, suppression_pivot
 
 
@@ -70,6 +72,9 @@ class ListReport:
         Per arm (after :meth:`build`): voters eligible, suppressed and targeted, expected
         incremental outcomes and cost for scores; contacts, cost, expected incremental
         outcomes and expected reached for a plan.
+    failed_ : list of str
+        The gates the list's model failed (after :meth:`build`): the report then shows none
+        of its expected gains and says why.
     """
 
     def __init__(self, explain_rows: int = 2000, seed: int = 0):
@@ -129,8 +134,9 @@ class ListReport:
         missing = (f"{path.name}: no provenance file ({ScoreProvenance.path_for(path).name})" if provenance is None
                    else f"{path.name}: its provenance names no model")
         model, ref = load_list_model(model_uri_for(model_uri, recorded, missing))
+        self.failed_ = failed_gates(model.metadata)
         tail: dict[str, str] = {}
-        notes = []
+        notes = [gates_failed(ref, self.failed_)] if self.failed_ else []
         if provenance is not None:
             tail = {"input file": Path(provenance.input).name, "scored at": provenance.scored_at,
                     "consent table": consent_text(provenance.consent)}
@@ -198,15 +204,20 @@ class ListReport:
                         f"outcomes: the sum of the targeted voters' predicted uplift, in {units}."),
             h.table(s, {"share_targeted": h.pct(1), "mean_uplift_targeted": fmt,
                         "expected_incremental": h.number(1), "cost": h.number(2),
-                        "cost_per_incremental": h.number(2)}),
-            h.paragraph(f"Expected incremental {units} if every targeted voter is contacted: {total:,.1f}.", "note"),
-            h.heading("At a contact budget: the most persuadable voters first"),
-            h.table(self._budgets(scores, model), {"share_of_list": h.pct(0), "voters_contacted": h.number(0),
-                                                   "expected_incremental": h.number(1), "cost": h.number(2),
-                                                   "cost_per_incremental": h.number(2)}),
-            h.figures([h.image(bar_chart(s.arm, s.targeted, "voters targeted", "Targeted voters per arm"),
-                               "Targeted voters per arm")]),
+                        "cost_per_incremental": h.number(2)}, hide=hidden_gains(self.failed_)),
         ]
+        if self.failed_:  # a model whose gates failed promises nothing
+            body.append(h.paragraph(f"Expected incremental {units}: not shown, the model failed its gates.", "bad"))
+        else:
+            body += [
+                h.paragraph(f"Expected incremental {units} if every targeted voter is contacted: {total:,.1f}.",
+                            "note"),
+                h.heading("At a contact budget: the most persuadable voters first"),
+                h.table(self._budgets(scores, model), {"share_of_list": h.pct(0), "voters_contacted": h.number(0),
+                                                       "expected_incremental": h.number(1), "cost": h.number(2),
+                                                       "cost_per_incremental": h.number(2)})]
+        body.append(h.figures([h.image(bar_chart(s.arm, s.targeted, "voters targeted", "Targeted voters per arm"),
+                                       "Targeted voters per arm")]))
         return h.Section("targeting", "Scored, targeted and expected outcomes", "".join(body))
 
     def _suppression(self, scores: pd.DataFrame, model: ScoringModel) -> h.Section:
@@ -224,6 +235,7 @@ class ListReport:
         recorded = provenance.get("model")
         model, ref = load_list_model(model_uri_for(model_uri, recorded, f"{path.name}: the plan's provenance names no "
                                                                  f"model (no uri, nor name and version)"))
+        self.failed_ = failed_gates(model.metadata)
         costs, consent, applied = (provenance.get(k) for k in ("costs", "consent", "consent_applied"))
         tail = {"input file": Path(provenance["input"]).name if provenance.get("input") else "-",
                 "costs file": Path(costs).name if costs else "the model's costs per arm, no channel capacities",
@@ -231,6 +243,7 @@ class ListReport:
                 "planned at": provenance.get("planned_at", "-")}
         notes = [] if provenance else [h.paragraph("The plan records no provenance: the model was given on the "
                                                    "command line.", "warn")]
+        notes += [gates_failed(ref, self.failed_)] if self.failed_ else []
         self.summary_ = self._plan_arms(table, model)
         sections = [
             self._provenance("Which data and model produced this plan",
@@ -259,23 +272,6 @@ class ListReport:
         rows = [row(a.label, a.channel, a.delivery, table[table.arm == a.label]) for a in model.arms]
         return pd.DataFrame([*rows, row("total", "-", "-", table)])
 
-    @staticmethod
-    def _plan_checks(table: pd.DataFrame, plan: Mapping[str, Any], model: ScoringModel) -> str:
-        """Whether the plan's rows add up to its stored summary (a file edited afterwards does not)."""
-        problems = []
-        contacted = plan["suppression"].get("contacted")
-        if contacted is None or len(table) != int(contacted):
-            problems.append(f"{len(table):,} rows but {contacted} contacts recorded")
-        for name, value in (("spent", table.cost.sum()), ("total_expected_gain", table.expected_gain.sum())):
-            if not np.isclose(float(value), float(plan[name]), rtol=1e-9, atol=1e-6):
-                problems.append(f"rows add up to {name} {float(value):,.4f}, recorded {float(plan[name]):,.4f}")
-        unknown = sorted(set(table.arm.astype(str)) - {a.label for a in model.arms})
-        if unknown:
-            problems.append(f"arms {unknown} are not arms of this model")
-        if problems:
-            return h.paragraph("The plan's rows do not match its stored summary: " + "; ".join(problems) + ".", "bad")
-        return h.paragraph("The plan's rows add up to its stored summary (contacts, spend, expected gain).", "note")
-
     def _plan_outcomes(self, table: pd.DataFrame, plan: Mapping[str, Any], model: ScoringModel) -> h.Section:
         fmt, units = outcome_units(model)
         solver = plan["solver"]
@@ -295,6 +291,11 @@ class ListReport:
             "solver": f"{solver.get('method', '-')}; {solver.get('lp_solves', '-')} LP solves, "
                       f"{solver.get('fractional_voters', '-')} fractional voters",
         }
+        if self.failed_:  # a model whose gates failed promises nothing
+            for key in (f"expected incremental {units}", "95% interval", "LP bound (no plan gains more)",
+                        "gap to the bound"):
+                totals.pop(key)
+            totals[f"expected incremental {units}"] = "not shown: the model failed its gates"
         channels = pd.DataFrame.from_dict(plan.get("channels") or {}, orient="index")
         channels = channels.rename_axis("channel").reset_index().rename(
             columns={"expected_gain": "expected_incremental"})
@@ -307,50 +308,29 @@ class ListReport:
                         f"scaled by the program's chance of reaching the voter where the channel has a contact-rate "
                         f"model. The LP bound certifies the plan: no plan within these limits is expected to gain "
                         f"more."),
-            h.columns(h.key_values(totals), self._plan_checks(table, plan, model)),
+            h.columns(h.key_values(totals), plan_checks(table, plan, model)),
             h.heading("Contacts per arm"),
             h.table(self.summary_, {"share_of_contacts": h.pct(1), "mean_gain_per_contact": fmt, **money},
-                    row_class=lambda r: "ref" if r["arm"] == "total" else ""),
+                    row_class=lambda r: "ref" if r["arm"] == "total" else "", hide=hidden_gains(self.failed_)),
             h.heading("Contacts per channel"),
-            h.table(channels, money) if len(channels) else h.paragraph("Nobody is contacted."),
-            *self._plan_sensitivity(plan, units),
+            h.table(channels, money, hide=hidden_gains(self.failed_)) if len(channels)
+            else h.paragraph("Nobody is contacted."),
+            *([] if self.failed_ else plan_sensitivity(plan, units)),
             h.heading("If the budget were cut: the plan's priority order"),
             h.paragraph("Contacts in priority order until the share of the budget is spent (the plan itself, cut "
                         "short; a plan re-solved for a smaller budget may do slightly better)."),
-            h.table(priority_steps(table, budget), {"share_of_budget": h.pct(0), "contacts": h.number(0), **money}),
+            h.table(priority_steps(table, budget), {"share_of_budget": h.pct(0), "contacts": h.number(0), **money},
+                    hide=hidden_gains(self.failed_)),
         ]
         arms = self.summary_.iloc[:-1]
         images = [h.image(bar_chart(arms.arm, arms.contacts, "contacts planned", "Contacts per arm"),
                           "Contacts per arm")]
-        if len(table):
+        if len(table) and not self.failed_:
             images.insert(0, h.image(priority_chart(table, plan, units), "Expected gain along the priority order",
                                      "Each step is one contact; the curve flattens as less efficient contacts "
                                      "are added."))
         body.append(h.figures(images))
         return h.Section("plan", "Budget, contacts and expected outcomes", "".join(body))
-
-    @staticmethod
-    def _plan_sensitivity(plan: Mapping[str, Any], units: str) -> list[str]:
-        """The plan's dependence on each arm's average effect (``persuade plan --sensitivity``)."""
-        head = h.heading("If an arm's average effect were at an end of its 95% interval")
-        rows = plan.get("sensitivity")
-        if not rows:
-            return [head, h.paragraph("Not computed for this plan: `persuade plan --sensitivity` re-plans with each "
-                                      "arm's average effect at either end of its interval and records what the plan "
-                                      "would lose.", "note")]
-        frame = pd.DataFrame(rows)
-        frame["replan_contacts_per_arm"] = [", ".join(f"{a} {n:,}" for a, n in mix.items()) or "nobody"
-                                            for mix in frame.replan_contacts_per_arm]
-        frame = frame.rename(columns={"scale": "gains_x", "replan_contacts_per_arm": "replan_contacts",
-                                      "regret": f"plan_loses_{units}", "regret_share": "plan_loses_share"})
-        return [head, h.paragraph(
-            "Each arm's average effect was measured on the randomized training voters, with sampling error (its 95% "
-            "interval). Each row re-plans with one arm's expected gains scaled to an end of that interval and "
-            f"reports what keeping this plan would cost if that were the truth. {sensitivity_verdict(rows)}"),
-            h.table(frame[["arm", "side", "gains_x", "voters_moved", "replan_contacts", f"plan_loses_{units}",
-                           "plan_loses_share"]],
-                    {"gains_x": h.number(2), "voters_moved": h.number(0), f"plan_loses_{units}": h.number(2),
-                     "plan_loses_share": h.pct(1)})]
 
     @staticmethod
     def _plan_suppression(plan: Mapping[str, Any], model: ScoringModel, consent_applied: bool) -> h.Section:

@@ -70,6 +70,11 @@ def check_gates(client: MlflowClient, run_id: str) -> dict[str, str]:
     return failed
 
 
+def failed_gates(metadata: dict | None) -> list[str]:
+    """The gates a model's metadata (``ScoringModel.metadata``) records as failed, in order."""
+    return [gate for gate, passed in ((metadata or {}).get("gates") or {}).items() if not passed]
+
+
 def gates_verdict(run) -> str:
     """What ``persuade runs`` says of a run's gates.
 

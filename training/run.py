@@ -135,6 +135,7 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
         "persuade.validation": "clean",
         "persuade.data_sha256": fingerprint["sha256"],
         "persuade.outcome_kind": config.outcome.kind,
+        "persuade.outcome_column": config.outcome.column,
         "persuade.served": ", ".join(f"{arm}: {name}" for arm, name in result.served.items()),
         **({"persuade.programs": program_names(result)} if result.programs else {}),
         **{f"gate.{g}": ("passed" if v["passed"] else "failed") for g, v in result.gates.items()},
@@ -225,9 +226,8 @@ def _log_run(config, config_text, result: FitResult, validation, fingerprint, ex
             **planning_metadata(result, config),
             **data_checks_metadata(validation),  # attrition per arm and the balance summary
         }
-        bundle = model.save(tmp / "bundle")
         example = prep.test[[config.id_column, *model.input_features]].head(5).reset_index(drop=True)
-        return log_model(model, bundle, example)
+        return log_model(model, input_example=example)  # the persuade flavor (serving/flavor.py)
 
 
 def planning_metadata(result: FitResult, config: RunConfig) -> dict:

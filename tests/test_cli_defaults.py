@@ -1,0 +1,159 @@
+"""The CLI's model comes from the project, and a model whose gates failed is flagged wherever it is used.
+
+No command defaults to one project's model: ``score``, ``plan``, ``serve`` and ``promote``
+take the model from ``--model``/``--name``, else the run config's ``model_name``
+(``--config``), else ``PERSUADE_MODEL_URI``; with none they exit 2 saying how to name one.
+``persuade runs`` shows each run's outcome, the version it registered with its aliases and
+the gates; a model whose gates failed is warned about when scored or planned, and its list
+report promises no expected gain. Two versions of the small model are registered with gates
+set in their metadata and run tags: one passed and promoted, one failed and never promoted.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import mlflow
+import pytest
+import yaml
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+from small_model_fixtures import small_campaign, small_model, small_trained  # noqa: F401 - fixtures used here
+
+from serving.flavor import log_model
+from training.cli import main
+from training.promotion import GATES
+from training.tracking import configure, ensure_experiment
+
+GOOD, FAILED = "persuade-defaults-good", "persuade-defaults-failed"
+EXPERIMENT = "defaults-test"
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return CliRunner(env={"COLUMNS": "300"})  # rich wraps tables to the terminal width
+
+
+def register(model, example, name: str, failed: tuple[str, ...]) -> tuple[str, str]:
+    """A version of ``name``: ``model`` with the gates ``failed`` (metadata and run tags); (run id, version)."""
+    gates = {gate: gate not in failed for gate in GATES}
+    flagged = copy.copy(model)
+    flagged.metadata = {**model.metadata, "gates": gates}
+    client = configure()
+    with mlflow.start_run(experiment_id=ensure_experiment(client, EXPERIMENT)) as run:
+        mlflow.set_tags({"persuade.config": EXPERIMENT, "persuade.outcome_kind": "turnout",
+                         "persuade.outcome_column": "voted",
+                         **{f"gate.{g}": "passed" if ok else "failed" for g, ok in gates.items()}})
+        info = log_model(flagged, input_example=example, registered_model_name=name)
+    return run.info.run_id, str(info.registered_model_version)
+
+
+@pytest.fixture(scope="module")
+def versions(small_model, small_campaign, tmp_path_factory):  # noqa: F811
+    """``{"good": (run, version), "failed": (run, version), "voters": path}``; good is @champion."""
+    model, example = small_model
+    found = {"good": register(model, example, GOOD, ()), "failed": register(model, example, FAILED,
+                                                                               ("qini_best_arm",))}
+    MlflowClient().set_registered_model_alias(GOOD, "champion", found["good"][1])
+    voters = tmp_path_factory.mktemp("defaults") / "voters.parquet"
+    small_campaign.voter_file.head(400).to_parquet(voters, index=False)
+    found["voters"] = voters
+    return found
+
+
+@pytest.fixture
+def no_model_in_env(monkeypatch):
+    monkeypatch.delenv("PERSUADE_MODEL_URI", raising=False)
+
+
+def test_a_command_that_needs_a_model_and_has_none_says_how_to_name_one(runner, versions, tmp_path,
+                                                                       no_model_in_env):
+    voters = str(versions["voters"])
+    commands = {"score": ["score", "--input", voters, "--output", str(tmp_path / "s.parquet")],
+                "plan": ["plan", "--input", voters, "--budget", "10", "--no-consent",
+                         "--output", str(tmp_path / "p.parquet")],
+                "promote": ["promote"], "serve": ["serve", "--port", "3999"]}
+    for command, args in commands.items():
+        out = runner.invoke(main, args)
+        assert out.exit_code == 2, (command, out.output)
+        text = " ".join(out.output.split())
+        assert "no model named: give --" in text, (command, text)
+        assert "--config CONFIG.yaml" in text and "PERSUADE_MODEL_URI" in text, command
+        assert GOOD in text and "ggl2008" not in text, command  # what the store holds, nothing of another project
+        assert not (tmp_path / "s.parquet").exists() and not (tmp_path / "p.parquet").exists()
+
+
+def test_the_model_comes_from_the_option_the_config_or_the_environment(runner, versions, small_campaign, tmp_path,  # noqa: F811
+                                                                       monkeypatch, no_model_in_env):
+    good = versions["good"][1]
+    config = yaml.safe_load(small_campaign.config_path.read_text())
+    config["model_name"] = GOOD
+    config_path = tmp_path / "project.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    voters = str(versions["voters"])
+
+    def score(*extra: str) -> str:
+        out = runner.invoke(main, ["score", "--input", voters, "--output", str(tmp_path / "s.parquet"), *extra])
+        assert out.exit_code == 0, out.output
+        (tmp_path / "s.parquet").unlink()
+        return " ".join(out.output.split())
+
+    assert f"with {GOOD} v{good}" in score("--config", str(config_path))  # models:/<model_name>@champion
+    monkeypatch.setenv("PERSUADE_MODEL_URI", f"models:/{FAILED}/{versions['failed'][1]}")
+    assert f"with {FAILED} v{versions['failed'][1]}" in score()
+    assert f"with {GOOD} v{good}" in score("--model", f"models:/{GOOD}@champion")  # the option first
+    out = runner.invoke(main, ["promote", "--config", str(config_path), "--version", good])
+    assert out.exit_code == 0 and f"promoted {GOOD} version {good}" in out.output, out.output
+    out = runner.invoke(main, ["promote", "--version", versions["failed"][1]])  # the name of PERSUADE_MODEL_URI
+    assert out.exit_code == 1 and f"refusing to promote {FAILED}" in out.output, out.output
+    out = runner.invoke(main, ["score", "--config", str(tmp_path / "missing.yaml"), "--input", voters,
+                               "--output", str(tmp_path / "s.parquet")])
+    assert out.exit_code == 2
+
+
+def test_runs_shows_outcome_version_aliases_and_flags_a_failed_gate(runner, versions):
+    client = configure()
+    with mlflow.start_run(experiment_id=ensure_experiment(client, EXPERIMENT)) as run:  # logged before the tag
+        mlflow.set_tags({"persuade.config": EXPERIMENT, "persuade.outcome_kind": "support"})
+        mlflow.log_text(yaml.safe_dump({"outcome": {"column": "supports_measure", "kind": "support"}}), "config.yaml")
+    out = runner.invoke(main, ["runs", "--experiment", EXPERIMENT])
+    assert out.exit_code == 0, out.output
+    rows = {line.split("│")[1].strip(): line for line in out.output.splitlines() if line.count("│") > 5}
+    good, failed, old = rows[versions["good"][0]], rows[versions["failed"][0]], rows[run.info.run_id]
+    assert "voted (turnout)" in good and f"{GOOD} v{versions['good'][1]} @champion" in good and "all passed" in good
+    assert f"{FAILED} v{versions['failed'][1]} " in failed and "@" not in failed.split(FAILED)[1].split("│")[0]
+    assert "FAILED: qini_best_arm" in failed
+    assert "supports_measure (support)" in old and "│ -" in old  # outcome from its config; nothing registered
+
+
+def test_a_failed_model_is_warned_about_and_its_list_promises_no_gain(runner, versions, tmp_path):
+    voters = str(versions["voters"])
+    reports = {}
+    for which, name in (("good", GOOD), ("failed", FAILED)):
+        uri = f"models:/{name}/{versions[which][1]}"
+        scores, plan = tmp_path / f"{which}_scores.parquet", tmp_path / f"{which}_plan.parquet"
+        out = runner.invoke(main, ["score", "--model", uri, "--input", voters, "--output", str(scores)])
+        assert out.exit_code == 0, out.output
+        scored = " ".join(out.output.split())
+        out = runner.invoke(main, ["plan", "--model", uri, "--input", voters, "--budget", "40", "--no-consent",
+                                   "--output", str(plan)])
+        assert out.exit_code == 0, out.output
+        planned = " ".join(out.output.split())
+        for made in (scored, planned):
+            assert ("FAILED its gates (qini_best_arm)" in made) == (which == "failed"), made
+            assert ("was never promoted" in made) == (which == "failed"), made
+        for kind, path in (("scores", scores), ("plan", plan)):
+            out = runner.invoke(main, ["report", "--scores", str(path), "--shap-rows", "10",
+                                       "--output", str(tmp_path / f"{which}_{kind}.html")])
+            assert out.exit_code == 0, out.output
+            reports[which, kind] = (tmp_path / f"{which}_{kind}.html").read_text()
+    promises = {"scores": ["if every targeted voter is contacted", "At a contact budget", "cost_per_incremental"],
+                "plan": ["LP bound (no plan gains more)", "95% interval", "mean_gain_per_contact",
+                         "Expected gain along the priority order"]}
+    for kind, phrases in promises.items():
+        good, failed = reports["good", kind], reports["failed", kind]
+        assert "FAILED its gates" not in good and "FAILED its gates (qini_best_arm)" in failed
+        for phrase in phrases:
+            assert phrase in good and phrase not in failed, (kind, phrase)
+    assert "not shown: the model failed its gates" in reports["failed", "plan"]
+    assert "not shown, the model failed its gates" in reports["failed", "scores"]
