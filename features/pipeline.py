@@ -1,8 +1,9 @@
 """The one feature transform shared by training, batch scoring and the service.
 
 :class:`FeaturePipeline` is fitted once on the training frame; its state (feature
-order, numeric vs categorical, the category lists, derived features) is saved as JSON
-inside the model, so serving applies exactly the same transform.
+order, numeric vs categorical, the category lists, each numeric feature's range in the
+training frame, derived features) is saved as JSON inside the model, so serving applies
+exactly the same transform and can say when a value lies outside what training saw.
 """
 
 from __future__ import annotations
@@ -54,16 +55,20 @@ class FeaturePipeline:
 
     # -- fitting -----------------------------------------------------------------
     def fit(self, frame: pd.DataFrame) -> FeaturePipeline:
-        """Learn column kinds and category lists from the training frame."""
+        """Learn column kinds, category lists and numeric ranges from the training frame."""
         missing = [c for c in self.features if c not in frame.columns]
         if missing:
             raise FeatureError(f"feature columns missing from the input: {missing}")
         self.categories_: dict[str, list[str]] = {}
         self.numeric_: list[str] = []
+        self.ranges_: dict[str, tuple[float, float]] = {}  # numeric feature -> (min, max) seen in training
         for col in self.features:
             values = frame[col]
             if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
                 self.numeric_.append(col)
+                known = values.dropna().astype(float)
+                if len(known):
+                    self.ranges_[col] = (float(known.min()), float(known.max()))
             else:
                 cats = sorted(str(v) for v in pd.unique(values.dropna()))
                 self.categories_[col] = cats
@@ -146,6 +151,7 @@ class FeaturePipeline:
             "derived": self.derived,
             "numeric": self.numeric_,
             "categories": self.categories_,
+            "ranges": {k: list(v) for k, v in self.ranges_.items()},
             "derived_inputs": self.derived_inputs_,
         }
 
@@ -154,6 +160,7 @@ class FeaturePipeline:
         pipe = cls(state["features"], state.get("derived", []))
         pipe.numeric_ = list(state["numeric"])
         pipe.categories_ = {k: list(v) for k, v in state["categories"].items()}
+        pipe.ranges_ = {k: (float(v[0]), float(v[1])) for k, v in state.get("ranges", {}).items()}  # older: none
         pipe.derived_inputs_ = {k: list(v) for k, v in state["derived_inputs"].items()}
         return pipe
 

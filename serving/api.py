@@ -15,18 +15,21 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.json_schema import SkipJsonSchema
 from starlette.responses import Response
 
-from serving.limits import MAX_VOTERS
+from serving.limits import MAX_ID_CHARS, MAX_STRING_CHARS, MAX_VOTERS
 
 MAX_TOP_K = 50
 
-_SCALAR = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}], "nullable": True}
+_SCALAR = {"anyOf": [{"type": "string", "maxLength": MAX_STRING_CHARS}, {"type": "number"}, {"type": "boolean"},
+                     {"type": "null"}]}
 VOTER_SCHEMA = {
     "type": "object",
     "description": "One voter: `voter_id` and the served model's feature fields (see `GET /model`, "
                    "`input_features`). Missing features are allowed (treated as unknown); other fields "
                    "are ignored, and never logged.",
-    "properties": {"voter_id": {"anyOf": [{"type": "string"}, {"type": "integer"}],
-                                "description": "The voter's id in the voter file (not a phone number)."}},
+    "properties": {"voter_id": {"anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS,
+                                            "pattern": "^[^\\x00-\\x1f\\x7f]*$"}, {"type": "integer"}],
+                                "description": f"The voter's id in the voter file (not a phone number): at most "
+                                               f"{MAX_ID_CHARS} characters, no control characters."}},
     "required": ["voter_id"],
     "additionalProperties": _SCALAR,
     "example": {"voter_id": "MI-000123", "hh_size": 2, "primary_04": 1, "general_04": 1},
@@ -85,6 +88,11 @@ class VoterScore(BaseModel):
         "model has phone or text arms; null when unknown, and then those arms are suppressed (unknown_timezone).")
     reasons: dict[str, ArmReasons | None] | None = Field(
         default=None, description="Arm -> reasons (when explain); null for an arm the voter may not get.")
+    warnings: list[str] = Field(
+        default=[], description="What deserves a word about this voter's input, as short codes naming the field: "
+        "`duplicate:voter_id` (the id appears more than once in the request), `missing:<feature>` (absent or "
+        "null: scored as unknown), `out_of_range:<feature>` (outside the range seen in training), "
+        "`unknown_category:<feature>` (a category training never saw: scored as unknown).")
 
 
 class SegmentSummary(BaseModel):
@@ -158,6 +166,19 @@ class FieldError(BaseModel):
 class ErrorResponse(BaseModel):
     error: str
     detail: list[FieldError] = []
+
+
+class RequestIssue(BaseModel):
+    loc: list[str | int] = Field(description="Where in the request: field names and list indices.")
+    msg: str
+    type: str
+
+
+class BadRequest(BaseModel):
+    """400: a body that is not valid JSON or does not have the request's shape."""
+
+    error: str
+    detail: list[RequestIssue] = []
 
 
 def json_response(payload: Any, status: int = 200) -> Response:

@@ -10,7 +10,7 @@ A :class:`ScoringModel` is a directory::
     uplift/<arm_slug>.txt  one LightGBM regressor per arm: the uplift itself
     contact_rate/<channel>.txt  optional: P(reached | attempted) per channel (phone, canvass);
                            its experiment rates are in the manifest's ``contact_rate``
-    probe_scores.json      written when logged: scores of the probe segment (serving/model_check.py)
+    probe_scores.json      written when saved: scores of the probe segment (serving/probe_scores.py)
     checksums.json         written when logged: every file's size and sha256, checked on
                            every load (serving/bundle_checksums.py)
 

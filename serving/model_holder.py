@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from features.settings import DEFAULT_MODEL_URI, DEFAULT_RELOAD_SECONDS
+from serving import heap
 from serving.bundle import ScoringModel
 from serving.model_check import CHECK_TIMEOUT, ModelCheckError, SmokeCheckError, prove_in_child, smoke_check
 from serving.registry import ModelRef, download_bundle, earlier_versions, resolve
@@ -42,7 +44,6 @@ from serving.store import use_store
 
 logger = logging.getLogger("persuade.serving")
 
-DEFAULT_MODEL_URI = "models:/persuade-ggl2008@champion"
 TEMP_PREFIX = "persuade-serve-"
 FALLBACK_VERSIONS = 10  # earlier versions a worker with nothing to serve tries, newest first
 
@@ -101,7 +102,7 @@ class ModelHolder:
         Seconds the child process proving a candidate may take.
     """
 
-    def __init__(self, uri: str = DEFAULT_MODEL_URI, poll_seconds: float = 30.0,
+    def __init__(self, uri: str = DEFAULT_MODEL_URI, poll_seconds: float = DEFAULT_RELOAD_SECONDS,
                  scorer_factory: Callable[[ScoringModel, ModelRef], SegmentScorer] = SegmentScorer,
                  check_timeout: float = CHECK_TIMEOUT):
         self.uri = uri
@@ -222,6 +223,7 @@ class ModelHolder:
 
     def _publish(self, served: ServedModel, old: ServedModel | None) -> None:
         self._current = served
+        heap.settle()  # the new model is never walked by the collector again (serving/heap.py)
         label = served.ref.version or served.ref.uri
         was = None if old is None else old.ref.version or old.ref.uri
         self._message = (f"serving version {label}" if was is None

@@ -109,8 +109,8 @@ class DesignSpec:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise PlanError(name, f"must be a share at least 0 and below 1, got {value!r}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
-                                      or self.seed < 0):
-            raise PlanError("seed", f"must be a non-negative integer, got {self.seed!r}")
+                                      or not 0 <= self.seed < 2**63):  # it is echoed in the design (JSON: 64 bits)
+            raise PlanError("seed", f"must be a non-negative integer below 2**63, got {self.seed!r}")
 
     @property
     def randomized(self) -> bool:

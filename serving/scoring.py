@@ -20,8 +20,8 @@ import numpy as np
 
 from serving.arms import ArmEnsembles
 from serving.bundle import CONTROL_ARM, ArmInfo, ScoringModel, best_arms
+from serving.model_ref import ModelRef
 from serving.reasons import TopReasons, display_columns, reasons_records, top_reasons
-from serving.registry import ModelRef
 from serving.voters import VoterBatch, VoterReader
 
 
@@ -68,6 +68,7 @@ class SegmentScores:
     reasons: dict[str, TopReasons] | None = None
     values: list[list[Any]] | None = None  # display values of the model features (whole batch)
     offset: int = 0  # row of the first voter in ``values``
+    warnings: list[list[str]] | None = None  # each voter's warning codes (serving.voters)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -82,6 +83,7 @@ class SegmentScores:
             best_arm=self.best_arm[start:stop], best_uplift=self.best_uplift[start:stop],
             eligibility=self.eligibility.rows(start, stop) if self.eligibility is not None else None,
             reasons=reasons, values=self.values if reasons is not None else None, offset=self.offset + start,
+            warnings=None if self.warnings is None else self.warnings[start:stop],
         )
 
 
@@ -128,14 +130,12 @@ class SegmentScorer:
             contributions = ensembles.contributions(Xu)
             reasons = {arm: top_reasons(c, top_k) for arm, c in zip(self.arms, contributions, strict=True)}
             values = display_columns(Xu, self.feature_names, model.pipeline.categories_)
-        return SegmentScores(batch.ids, turnout, uplift, best_arm, best_uplift, eligibility, reasons, values)
+        return SegmentScores(batch.ids, turnout, uplift, best_arm, best_uplift, eligibility, reasons, values,
+                             warnings=batch.warnings)
 
     def payload(self, scores: SegmentScores) -> dict[str, Any]:
         """The ``POST /score`` response for one request's voters (plain JSON-ready dicts)."""
-        n = len(scores)
-        # rank 1 = most persuadable: highest best-arm uplift (ties keep request order)
-        rank = np.empty(n, dtype=np.int64)
-        rank[np.argsort(-scores.best_uplift, kind="stable")] = np.arange(1, n + 1)
+        rank = ranks(scores.best_uplift)
         arms = self.arms
         allowed = None if scores.eligibility is None else scores.eligibility.allowed
         # an arm a voter may not get has no uplift (null), as in the CLI's scored lists
@@ -147,6 +147,7 @@ class SegmentScorer:
             records.append({
                 "voter_id": vid, "turnout": turnout, "uplift": dict(zip(arms, uplift_rows[i], strict=True)),
                 "best_arm": best, "best_uplift": best_uplift, "rank": r,
+                "warnings": scores.warnings[i] if scores.warnings is not None else [],
             })
         if not self.model.has_turnout:  # a support model without a turnout model: no turnout field (api.py)
             for record in records:
@@ -177,7 +178,7 @@ class SegmentScorer:
             else scores.eligibility.allowed
         eligible = allowed.sum(axis=0) if n else np.zeros(len(self.arms), dtype=int)
         total = np.where(allowed, scores.uplift, 0.0).sum(axis=0) if n else np.zeros(len(self.arms))
-        mean = [t / k if k else None for t, k in zip(total.tolist(), eligible.tolist(), strict=True)]
+        mean = [_mean(t, k) for t, k in zip(total.tolist(), eligible.tolist(), strict=True)]
         labels, counts = np.unique(scores.best_arm.astype(str), return_counts=True)
         best_counts = dict.fromkeys([*self.arms, CONTROL_ARM], 0)
         best_counts.update(zip(labels.tolist(), counts.tolist(), strict=True))
@@ -190,10 +191,41 @@ class SegmentScorer:
             "best_arm_counts": best_counts,
         }
 
+    def merge(self, payloads: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The response of a request scored in consecutive slices, from the slices' responses:
+        ranks over all its voters, and the summary of all of them."""
+        if len(payloads) == 1:
+            return payloads[0]
+        records = [record for payload in payloads for record in payload["scores"]]
+        for record, r in zip(records, ranks(np.array([x["best_uplift"] for x in records])).tolist(), strict=True):
+            record["rank"] = r
+        parts = [payload["summary"] for payload in payloads]
+
+        def added(key: str) -> dict[str, Any]:
+            return {name: sum(part[key][name] for part in parts) for name in parts[0][key]}
+
+        eligible, total = added("eligible_voters"), added("expected_incremental")
+        summary = {**parts[0], "voters": len(records), "eligible_voters": eligible, "expected_incremental": total,
+                   "mean_uplift": {arm: _mean(total[arm], eligible[arm]) for arm in self.arms},
+                   "best_arm_counts": added("best_arm_counts")}
+        return {"model": self.model_info, "scores": records, "summary": summary}
+
     def score_request(self, voters: Sequence[Mapping[str, Any]], explain: bool = False,
                       top_k: int = 5) -> dict[str, Any]:
         """Read, score and build the response of one request (the in-process path)."""
         return self.payload(self.score(self.read(voters), explain, top_k))
+
+
+def ranks(best_uplift: np.ndarray) -> np.ndarray:
+    """Rank 1 = most persuadable: the highest best-arm uplift (ties keep request order)."""
+    rank = np.empty(len(best_uplift), dtype=np.int64)
+    rank[np.argsort(-best_uplift, kind="stable")] = np.arange(1, len(best_uplift) + 1)
+    return rank
+
+
+def _mean(total: float, count: int) -> float | None:
+    """Mean uplift of the voters who may get an arm (None when nobody may)."""
+    return total / count if count else None
 
 
 def checked_ensembles(model: ScoringModel) -> ArmEnsembles:

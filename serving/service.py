@@ -1,13 +1,10 @@
 """persuade over HTTP: turnout, uplift per arm and SHAP reasons for field tools (BentoML).
 
 Run it with ``persuade serve`` (or ``bentoml serve serving.service:Persuade --host 127.0.0.1``).
-Environment: ``PERSUADE_MODEL_URI`` (default ``models:/persuade-ggl2008@champion``),
-``PERSUADE_API_KEYS[_FILE]``, ``PERSUADE_ADMIN_KEYS[_FILE]``, ``PERSUADE_RELOAD_SECONDS``
-(alias polling, default 30), ``PERSUADE_WORKERS`` (default 2), ``PERSUADE_MAX_BODY_BYTES``,
-``PERSUADE_CONSENT_TABLE`` (+ ``PERSUADE_HASH_KEY``, ``PERSUADE_CONSENT_AS_OF``,
-``PERSUADE_PRERECORDED_CAP``, ``PERSUADE_CALLING_HOURS``; see serving/eligibility.py), ``PERSUADE_CONSENT_LEDGER`` and
-``PERSUADE_CONSENT_KEYS[_FILE]`` (``POST /consent/events``; see serving/consent_intake.py),
-``MLFLOW_TRACKING_URI``.
+Environment: the ``PERSUADE_*`` variables of :class:`features.settings.Settings` (their types and
+defaults: the model URI, keys, reload interval, workers, body limit, the consent table and rules
+(see serving/eligibility.py), the consent ledger and consent-event keys (see
+serving/consent_intake.py)), and ``MLFLOW_TRACKING_URI``.
 """
 
 from __future__ import annotations
@@ -24,6 +21,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.responses import Response
 
 from features.consent_ledger import ConsentLedger
+from features.settings import Settings
+from serving import header_limit, heap
 from serving.api import (
     ErrorResponse,
     ModelCard,
@@ -41,11 +40,11 @@ from serving.batching import Overloaded, ScoreBatcher, ScoreJob
 from serving.consent_feed import LedgerFeed, LedgerUnavailable
 from serving.consent_intake import ConsentEvents, ConsentEventsRequest, ConsentEventsResponse, ConsentIntake
 from serving.eligibility import ConsentEligibility
-from serving.launcher import service_workers
-from serving.limits import MAX_BODY_BYTES, MAX_VOTERS, BodyLimitMiddleware
+from serving.limits import MAX_VOTERS, BodyLimitMiddleware
 from serving.log_privacy import install as keep_requests_out_of_logs
-from serving.model_holder import DEFAULT_MODEL_URI, ModelHolder, ServedModel, model_card
+from serving.model_holder import ModelHolder, ServedModel, model_card
 from serving.model_report import REPORT_CSP, ReportNotFound, fetch_model_report
+from serving.openapi import PublishedSpecMiddleware
 from serving.plan_api import PlanRequest, PlanResponse, plan_payload
 from serving.plan_costs import PlanError, ProgramCosts
 from serving.plan_design import DesignSpec
@@ -55,29 +54,35 @@ from serving.voters import VoterError
 SMALL_REQUEST = 32  # voters; smaller requests are scored in adaptive batches
 http = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 keep_requests_out_of_logs()
+header_limit.install()  # request heads over 64 KiB answered 431 as they arrive (before uvicorn is configured)
+heap.tune()  # collection thresholds of a long-lived scoring worker; each loaded model is frozen (serving/heap.py)
 logging.getLogger("persuade").setLevel(logging.INFO)
+# BentoML takes the worker count and tracing from the decorator, and the middlewares' options (the body
+# limit) where they are added, when this module is imported: those values are read here, through Settings.
+# Everything else is read once in Persuade.__init__.
+STARTUP = Settings.from_env()
 
 
 @bentoml.service(
-    name="persuade", workers=service_workers(), traffic={"timeout": 120},
+    name="persuade", workers=STARTUP.workers, traffic={"timeout": 120},
     logging={"access": {"enabled": False}},  # the audit log is the access log
-    tracing={"excluded_urls": [] if os.environ.get("PERSUADE_TRACING") else [".*"]},
+    tracing={"excluded_urls": [] if STARTUP.tracing else [".*"]},
 )
 @bentoml.asgi_app(http, path="/")
 class Persuade:
     """Persuadability scores and their reasons for dialers, texting and canvassing apps."""
 
     def __init__(self) -> None:
-        ledger = ConsentLedger.from_env()  # consent events (POST /consent/events), see serving/consent_feed.py
+        self.settings = Settings.from_env()  # read once, at start-up
+        ledger = ConsentLedger.from_settings(self.settings)  # consent events (POST /consent/events)
         self.intake = ConsentIntake(ledger)
         # a consent table that cannot be read stops start-up; the ledger's events apply from the next request on
-        self.consent = ConsentEligibility.from_env(feed=LedgerFeed(ledger))
+        self.consent = ConsentEligibility.from_settings(self.settings, feed=LedgerFeed(ledger))
         self.holder = ModelHolder(
-            os.environ.get("PERSUADE_MODEL_URI", DEFAULT_MODEL_URI),
-            float(os.environ.get("PERSUADE_RELOAD_SECONDS", "30")),
+            self.settings.model_uri, self.settings.reload_seconds,
             scorer_factory=lambda model, ref: SegmentScorer(model, ref, self.consent, self.consent.passthrough))
         self.holder.start()
-        self.batcher = ScoreBatcher(os.environ.get("PERSUADE_BATCHING", "queue"))
+        self.batcher = ScoreBatcher(self.settings.batching)
 
     async def __is_ready__(self) -> bool:
         return self.holder.ready
@@ -95,9 +100,11 @@ class Persuade:
 
         Consent rules apply first: an arm a voter may not get is never their best arm, and
         `eligible`/`ineligible_reasons` say why per arm. Needs `Authorization: Bearer <key>`
-        (else 401). Errors: 400 malformed JSON or request shape; 413 more than 10,000 voters
-        or an oversized body; 422 a voter field of the wrong type,
-        `{"error", "detail": [{"voter", "field", "message"}]}`; 503 no model loaded yet.
+        (else 401). Each score has `warnings`: short codes naming the field (`duplicate:voter_id`,
+        `missing:<feature>`, `out_of_range:<feature>`, `unknown_category:<feature>`). Errors: 400
+        malformed JSON or request shape; 413 more than 10,000 voters or an oversized body; 415 a
+        body that is not JSON; 422 a voter field of the wrong type or too long, an id with a control
+        character, `{"error", "detail": [{"voter", "field", "message"}]}`; 503 no model loaded yet.
         """
         served, audit = self._take_model()
         if served is None:
@@ -108,18 +115,18 @@ class Persuade:
             return error_response(413, f"{len(voters):,} voters in one request; the limit is {MAX_VOTERS:,}")
         try:
             if len(voters) <= SMALL_REQUEST:
-                job = ScoreJob(served, served.scorer.read(voters), explain, top_k)
-                body = encode(await self.batcher.score(job))
-            else:
-                body = await anyio.to_thread.run_sync(
-                    lambda: encode(served.scorer.score_request(voters, explain, top_k)))
+                batch = served.scorer.read(voters)
+                payload = await self.batcher.score(ScoreJob(served, batch, explain, top_k))
+            else:  # read, then scored in slices: small requests are scored beside it (serving/batching.py)
+                batch = await self.batcher.run(served.scorer.read, voters)
+                payload = await self.batcher.score_large(served, batch, explain, top_k)
         except VoterError as exc:
             return error_response(422, str(exc), [p.as_dict() for p in exc.problems])
         except (Overloaded, LedgerUnavailable) as exc:
             return error_response(503, str(exc))
         if audit is not None:
-            audit.voters = len(voters)
-        return Response(body, media_type="application/json")
+            audit.voters, audit.warnings = len(voters), batch.warning_counts()
+        return Response(encode(payload), media_type="application/json")
 
     @bentoml.api(route="/plan", input_spec=PlanRequest, output_spec=PlanResponse)
     async def plan(self, voters: Voters, budget: float, costs: ProgramCosts | None = None,
@@ -215,5 +222,5 @@ class Persuade:
 
 Persuade.add_asgi_middleware(AuditMiddleware, is_open=is_open_path)  # outermost: audits 401s too
 Persuade.add_asgi_middleware(BearerKeyMiddleware)
-Persuade.add_asgi_middleware(BodyLimitMiddleware,
-                             max_bytes=int(os.environ.get("PERSUADE_MAX_BODY_BYTES", MAX_BODY_BYTES)))
+Persuade.add_asgi_middleware(BodyLimitMiddleware, max_bytes=STARTUP.max_body_bytes)
+Persuade.add_asgi_middleware(PublishedSpecMiddleware)  # /docs.json says what the service answers

@@ -9,10 +9,22 @@ be personal data).
 
 The columns are checked one feature at a time with numpy (one vectorized conversion
 per column); only a column that fails is walked value by value to find the culprits.
+Ids are at most :data:`~serving.limits.MAX_ID_CHARS` characters without control
+characters, every string read at most :data:`~serving.limits.MAX_STRING_CHARS`; ids stay
+Python strings (an object array), so a request's memory never grows with its longest id.
+
+Values the model can score but that deserve a word are *warnings*, per voter, as short
+codes naming the field: ``duplicate:voter_id`` (the id appears more than once in the
+request: every occurrence), ``missing:<feature>`` (absent or null: scored as unknown),
+``out_of_range:<feature>`` (a number outside the range seen in training, recorded in the
+model's feature pipeline; models trained before ranges were recorded have none) and
+``unknown_category:<feature>`` (a category training never saw: scored as unknown).
 """
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,10 +34,13 @@ import pandas as pd
 
 from features.pii import name_looks_like_pii
 from serving.bundle import ScoringModel
+from serving.limits import MAX_ID_CHARS, MAX_STRING_CHARS
 
 ID_FIELD = "voter_id"
 MAX_DETAILS = 20
 _SCALARS = (str, int, float, bool, type(None))
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+DUPLICATE, MISSING, OUT_OF_RANGE, UNKNOWN_CATEGORY = "duplicate", "missing", "out_of_range", "unknown_category"
 
 
 @dataclass(frozen=True)
@@ -57,16 +72,19 @@ class VoterBatch:
 
     Parameters
     ----------
-    ids : ndarray of str
+    ids : ndarray of object (str)
     columns : dict of str to ndarray
         Raw feature name -> values (float for numeric features, object for categorical).
     passthrough : dict of str to ndarray
         Extra fields read for a later step (e.g. eligibility); never features, never logged.
+    warnings : list of list of str, optional
+        Each voter's warning codes (see the module docstring); None: not checked.
     """
 
     ids: np.ndarray
     columns: dict[str, np.ndarray]
     passthrough: dict[str, np.ndarray] = field(default_factory=dict)
+    warnings: list[list[str]] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -81,11 +99,25 @@ class VoterBatch:
         if len(batches) == 1:
             return batches[0]
         first = batches[0]
+        checked = all(b.warnings is not None for b in batches)
         return cls(
             ids=np.concatenate([b.ids for b in batches]),
             columns={c: np.concatenate([b.columns[c] for b in batches]) for c in first.columns},
             passthrough={c: np.concatenate([b.passthrough[c] for b in batches]) for c in first.passthrough},
+            warnings=[w for b in batches for w in b.warnings] if checked else None,
         )
+
+    def rows(self, start: int, stop: int) -> VoterBatch:
+        """Voters ``start:stop`` (views of the columns)."""
+        return VoterBatch(self.ids[start:stop], {c: v[start:stop] for c, v in self.columns.items()},
+                          {c: v[start:stop] for c, v in self.passthrough.items()},
+                          None if self.warnings is None else self.warnings[start:stop])
+
+    def warning_counts(self) -> dict[str, int]:
+        """Warnings by kind (``duplicate``, ``missing``, ...) over all voters, for the audit line."""
+        if not self.warnings:
+            return {}
+        return dict(Counter(code.split(":", 1)[0] for codes in self.warnings for code in codes))
 
 
 class VoterReader:
@@ -102,7 +134,9 @@ class VoterReader:
     def __init__(self, model: ScoringModel, passthrough: Sequence[str] = ()):
         pipeline = model.pipeline
         self.features = list(model.input_features)
-        self.categorical = set(pipeline.categories_)
+        self.categories = {name: set(cats) for name, cats in pipeline.categories_.items()}  # known per feature
+        self.categorical = set(self.categories)
+        self.ranges = dict(getattr(pipeline, "ranges_", {}))  # none in models trained before ranges were kept
         self.passthrough = list(passthrough)
         leaked = [f for f in self.features if name_looks_like_pii(f)]
         if leaked:
@@ -114,8 +148,10 @@ class VoterReader:
         Raises
         ------
         VoterError
-            A voter is not an object, has no usable ``voter_id``, or a feature value has
-            the wrong type (a list, an object, a non-numeric string for a numeric feature).
+            A voter is not an object, has no usable ``voter_id`` (missing, not a string or an
+            integer, longer than ``MAX_ID_CHARS`` or holding a control character), or a value
+            has the wrong type (a list, an object, a non-numeric string for a numeric feature)
+            or is a string longer than ``MAX_STRING_CHARS``.
         """
         problems: list[FieldProblem] = []
         not_objects = [i for i, v in enumerate(voters) if not isinstance(v, Mapping)]
@@ -123,29 +159,64 @@ class VoterReader:
             raise VoterError([FieldProblem(i, "voter", "must be a JSON object") for i in not_objects],
                              len(not_objects))
         ids = self._ids([v.get(ID_FIELD) for v in voters], problems)
-        columns = {}
+        columns, passthrough = {}, {}
         for name in self.features:
             values = [v.get(name) for v in voters]
+            _check_lengths(values, name, problems)
             if name in self.categorical:
                 columns[name] = self._categorical(values, name, problems)
             else:
                 columns[name] = self._numeric(values, name, problems)
+        for name in self.passthrough:
+            values = [v.get(name) for v in voters]
+            _check_lengths(values, name, problems)
+            passthrough[name] = _objects(values)
         if problems:
             raise VoterError(sorted(problems, key=lambda p: (p.voter, p.field)), len(problems))
-        passthrough = {name: _objects([v.get(name) for v in voters]) for name in self.passthrough}
-        return VoterBatch(ids, columns, passthrough)
+        return VoterBatch(ids, columns, passthrough, self._warnings(ids, columns))
+
+    def _warnings(self, ids: np.ndarray, columns: Mapping[str, np.ndarray]) -> list[list[str]]:
+        """Each voter's warning codes (see the module docstring), in model feature order."""
+        out: list[list[str]] = [[] for _ in range(len(ids))]
+        if len(ids) > 1:
+            for i in np.flatnonzero(pd.Series(ids, dtype=object).duplicated(keep=False).to_numpy()):
+                out[i].append(f"{DUPLICATE}:{ID_FIELD}")
+        for name in self.features:
+            values = columns[name]
+            if name in self.categorical:
+                known = self.categories[name]
+                missing = np.array([v is None for v in values], dtype=bool)
+                odd = np.array([v is not None and str(v) not in known for v in values], dtype=bool)
+                kinds = ((MISSING, missing), (UNKNOWN_CATEGORY, odd))
+            else:
+                low, high = self.ranges.get(name, (-np.inf, np.inf))
+                kinds = ((MISSING, np.isnan(values)), (OUT_OF_RANGE, (values < low) | (values > high)))
+            for kind, flagged in kinds:
+                code = f"{kind}:{name}"
+                for i in np.flatnonzero(flagged):
+                    out[i].append(code)
+        return out
 
     @staticmethod
     def _ids(values: list[Any], problems: list[FieldProblem]) -> np.ndarray:
+        """The ids as Python strings in an object array (a fixed-width array would be as wide as the longest)."""
         kinds = set(map(type, values))
-        if kinds <= {str, int}:
-            return np.array(values, dtype=str) if kinds else np.zeros(0, dtype=str)
-        for i, v in enumerate(values):
+        texts = values if kinds <= {str} else [v if type(v) is str else str(v) for v in values]
+        if kinds <= {str, int} and (not texts or (max(map(len, texts)) <= MAX_ID_CHARS and min(map(len, texts))
+                                                  and not _CONTROL.search("".join(texts)))):
+            return _objects(texts)
+        for i, (v, text) in enumerate(zip(values, texts, strict=True)):
             if v is None:
                 problems.append(FieldProblem(i, ID_FIELD, "is required"))
             elif isinstance(v, bool) or not isinstance(v, (str, int)):
                 problems.append(FieldProblem(i, ID_FIELD, f"must be a string or an integer, got {_kind(v)}"))
-        return np.array([str(v) for v in values], dtype=object)
+            elif not text:
+                problems.append(FieldProblem(i, ID_FIELD, "must not be empty"))
+            elif len(text) > MAX_ID_CHARS:
+                problems.append(FieldProblem(i, ID_FIELD, f"must be at most {MAX_ID_CHARS} characters"))
+            elif _CONTROL.search(text):
+                problems.append(FieldProblem(i, ID_FIELD, "must not contain control characters"))
+        return _objects(texts)
 
     @staticmethod
     def _numeric(values: list[Any], name: str, problems: list[FieldProblem]) -> np.ndarray:
@@ -169,6 +240,15 @@ class VoterReader:
                 if not isinstance(v, _SCALARS):
                     problems.append(FieldProblem(i, name, f"must be a string, got {_kind(v)}"))
         return np.array(values, dtype=object)
+
+
+def _check_lengths(values: list[Any], name: str, problems: list[FieldProblem]) -> None:
+    """A problem for each string of ``values`` longer than ``MAX_STRING_CHARS``."""
+    strings = [v for v in values if type(v) is str]
+    if strings and max(map(len, strings)) > MAX_STRING_CHARS:
+        for i, v in enumerate(values):
+            if isinstance(v, str) and len(v) > MAX_STRING_CHARS:
+                problems.append(FieldProblem(i, name, f"must be at most {MAX_STRING_CHARS} characters"))
 
 
 def _objects(values: list[Any]) -> np.ndarray:

@@ -223,7 +223,7 @@ def test_audit_line_holds_no_request_content():
     line = json.loads(record.line())
     assert line["audit"] == "persuade" and line["voters"] == 3 and line["key_id"] == "abc123"
     assert set(line) == {"audit", "method", "path", "time", "status", "key_id", "model", "model_version",
-                         "voters", "explain", "latency_ms"}
+                         "voters", "explain", "warnings", "latency_ms"}
 
 
 def test_frame_of_a_batch_is_the_pipeline_input(loaded):
