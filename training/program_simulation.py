@@ -92,6 +92,20 @@ def draw_outcomes(truth: pd.DataFrame, assigned: np.ndarray, rng: np.random.Gene
                          "support": support.round(3)})
 
 
+def program_voters(campaign: SyntheticCampaign, *, id_prefix: str = "PRG",
+                   group_offset: int = 1_000_000) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The campaign's voter file and truth as a program's voters: other ids and other places.
+
+    Ids become ``<id_prefix>-<n>`` and groups (precincts) are offset by ``group_offset``,
+    so the voters are not an experiment's drawn from the same generator: a run that
+    trains on both keeps them apart (a program's rows sharing an id or a group with the
+    experiment's hold-out would be dropped).
+    """
+    ids = np.char.replace(campaign.voter_file["voter_id"].to_numpy().astype(str), "SYN", id_prefix)
+    voters = campaign.voter_file.assign(voter_id=ids, precinct=campaign.voter_file["precinct"] + group_offset)
+    return voters, campaign.truth.assign(voter_id=ids)
+
+
 def simulate_program(
     campaign: SyntheticCampaign, scores: np.ndarray, *, target_share: float, holdout: float, explore: float,
     seed: int, id_prefix: str = "PRG", group_offset: int = 1_000_000,
@@ -116,9 +130,8 @@ def simulate_program(
         ``group_offset``, so they are other voters and places than an experiment drawn
         from the same generator.
     """
-    ids = np.char.replace(campaign.voter_file["voter_id"].to_numpy().astype(str), "SYN", id_prefix)
-    voters = campaign.voter_file.assign(voter_id=ids, precinct=campaign.voter_file["precinct"] + group_offset)
-    truth = campaign.truth.assign(voter_id=ids)
+    voters, truth = program_voters(campaign, id_prefix=id_prefix, group_offset=group_offset)
+    ids = voters["voter_id"].to_numpy().astype(str)
     drawn = randomize(top_targeting(scores, target_share), scores, LABELS, DesignSpec(holdout, explore, seed), seed)
     plan = drawn.frame(ids)
     design = {**drawn.description, "fingerprint": design_fingerprint(
