@@ -72,5 +72,5 @@ def test_a_run_stopped_by_sigterm_while_logging_ends_failed(mlflow_store, tmp_pa
 
     listed = CliRunner(env={"COLUMNS": "250"}).invoke(main, ["runs", "--experiment", "interrupted"])
     assert listed.exit_code == 0, listed.output
-    row = next(line for line in listed.output.splitlines() if run.info.run_id in line)
-    assert "run FAILED" in row and "all passed" not in row
+    block = listed.output.split(run.info.run_id, 1)[1]
+    assert "run FAILED" in block and "all passed" not in block

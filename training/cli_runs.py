@@ -17,15 +17,16 @@ from rich.text import Text
 
 from training.cli_output import console, fail
 
-COLUMNS = ("run id", "config", "outcome", "started", "learner", "best arm Qini x1000", "turnout AUC", "registered",
-           "gates")
-
 
 @click.command("runs")
 @click.option("--limit", default=10, show_default=True)
 @click.option("--experiment", default=None, help="Experiment (config) name; default: all.")
 def runs_command(limit: int, experiment: str | None) -> None:
-    """A table of recent runs: outcome, key metrics, the registered version and its aliases, the gates."""
+    """Recent runs: outcome, key metrics, the registered version and its aliases, the gates.
+
+    One block per run (its id, config and start on the first line), so nothing is cut at
+    80 columns.
+    """
     from training.tracking import configure
 
     client = configure()
@@ -35,16 +36,14 @@ def runs_command(limit: int, experiment: str | None) -> None:
         console.print("no runs yet")
         return
     found = client.search_runs(exp_ids, order_by=["attributes.start_time DESC"], max_results=limit)
-    table = Table(title="recent runs")
-    for col in COLUMNS:
-        table.add_column(col, no_wrap=col == "run id")
+    if not found:
+        console.print("no runs yet")
     for run in found:
-        table.add_row(*run_row(client, run))
-    console.print(table)
+        console.print(run_block(client, run))
 
 
-def run_row(client, run) -> list[str | Text]:
-    """The cells of one run (see :data:`COLUMNS`)."""
+def run_block(client, run) -> Text:
+    """One run: id, config and start; outcome, learner and metrics; registered versions; gates."""
     from training.promotion import gates_verdict
 
     metrics, tags = run.data.metrics, run.data.tags
@@ -52,15 +51,19 @@ def run_row(client, run) -> list[str | Text]:
     best = max(qinis.items(), key=lambda kv: kv[1]) if qinis else None
     verdict = gates_verdict(run)  # "all passed" only for a finished run
     style = "green" if verdict == "all passed" else "bold red" if verdict.startswith("failed") else "yellow"
-    return [
-        run.info.run_id, tags.get("persuade.config", "?"), outcome_text(run),
-        time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000)),
-        tags.get("persuade.learner", "?"),
-        f"{best[0][:-5]} {best[1] * 1000:.3f}" if best else "-",
-        f"{metrics['turnout_auc']:.3f}" if "turnout_auc" in metrics else "-",  # a support model may have none
-        registered_text(client, run.info.run_id),
-        Text(verdict.replace("failed", "FAILED", 1), style=style),
-    ]
+    started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000))
+    block = Text()
+    block.append(f"{run.info.run_id}  {tags.get('persuade.config', '?')}  {started}\n", style="bold")
+    scores = [f"outcome {outcome_text(run)}", f"learner {tags.get('persuade.learner', '?')}",
+              f"best arm Qini x1000 {f'{best[0][:-5]} {best[1] * 1000:.3f}' if best else '-'}"]
+    if "turnout_auc" in metrics:  # a support model may have no turnout model
+        scores.append(f"turnout AUC {metrics['turnout_auc']:.3f}")
+    block.append("  " + ", ".join(scores) + "\n")
+    block.append(f"  registered {registered_text(client, run.info.run_id)}\n")
+    block.append("  gates ")
+    block.append(verdict.replace("failed", "FAILED", 1), style=style)
+    block.append("\n")
+    return block
 
 
 def outcome_text(run) -> str:
