@@ -19,7 +19,14 @@ from training.cli_consent import ConsentOptions, consent_arms, consent_options, 
 from training.cli_consent import report as consent_report
 from training.cli_init import init_command
 from training.cli_measure import measure_command
-from training.cli_model import config_option, load_model_and_rows, model_name_of, model_option, model_uri_of
+from training.cli_model import (
+    config_option,
+    load_model_and_rows,
+    model_errors,
+    model_name_of,
+    model_option,
+    model_uri_of,
+)
 from training.cli_output import USER_ERRORS, console, err, refuse_input_as_output
 from training.cli_output import fail as _fail
 from training.cli_plan import plan_command
@@ -173,19 +180,13 @@ def proven(model_uri: str) -> str:
     """
     import tempfile
 
-    from serving.model_check import ModelCheckError, prove_in_child
+    from serving.model_check import prove_in_child
     from serving.registry import download_bundle, resolve
 
-    try:
+    with model_errors(model_uri, "nothing was scored"):
         pinned = resolve(model_uri).uri if model_uri.startswith("models:/") else model_uri  # an alias may move
         with tempfile.TemporaryDirectory(prefix="persuade-model-") as tmp:
             prove_in_child(download_bundle(pinned, dst=tmp)[0])
-    except ModelCheckError as exc:
-        _fail(ValueError(f"model {model_uri!r} failed its check; nothing was scored: {exc}"))
-    except USER_ERRORS as exc:
-        _fail(exc)
-    except Exception as exc:  # noqa: BLE001 - MLflow's own errors for unknown models
-        _fail(LookupError(f"cannot load model {model_uri!r}: {exc}"))
     return pinned
 
 

@@ -31,8 +31,15 @@ from features.settings import Settings
 from serving.launcher import service_env
 from serving.model_ref import ModelRef
 from serving.store import PROJECT_ROOT
-from training.cli_model import config_option, model_option, model_uri_of, model_warnings, named_in_environment
-from training.cli_output import USER_ERRORS, console, err, fail, labelled
+from training.cli_model import (
+    config_option,
+    model_errors,
+    model_option,
+    model_uri_of,
+    model_warnings,
+    named_in_environment,
+)
+from training.cli_output import console, err, fail, labelled
 
 BENTOFILE = PROJECT_ROOT / "bentofile.yaml"
 BUILD_TIMEOUT = 900.0  # seconds `bentoml build` may take
@@ -76,12 +83,12 @@ def pin_model(uri: str) -> tuple[str, ModelRef]:
     import bentoml
 
     from serving.flavor import bundle_path, download_model, load_model
-    from serving.model_check import ModelCheckError, prove_in_child
+    from serving.model_check import prove_in_child
     from serving.registry import resolve
     from training.tracking import configure
 
     configure()
-    try:
+    with model_errors(uri, "nothing was pinned"):
         ref = resolve(uri)
         with tempfile.TemporaryDirectory(prefix="persuade-pin-") as tmp:
             folder = download_model(ref.uri, Path(tmp) / "model")
@@ -94,12 +101,6 @@ def pin_model(uri: str) -> tuple[str, ModelRef]:
             with bentoml.models.create(bento_name(ref.name or "persuade-model"), labels=labels,
                                        metadata=metadata) as stored:
                 shutil.copytree(folder, stored.path, dirs_exist_ok=True)
-    except ModelCheckError as exc:
-        fail(ValueError(f"{uri} failed its proof and was not pinned: {exc}"))
-    except USER_ERRORS as exc:
-        fail(exc)
-    except Exception as exc:  # noqa: BLE001 - MLflow's own errors for unknown models
-        fail(LookupError(f"cannot pin model {uri!r}: {exc}"))
     return str(stored.tag), ref
 
 

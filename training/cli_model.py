@@ -11,7 +11,8 @@ warns when its gates failed or it was never promoted.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,20 @@ def load_model_and_rows(model_uri: str, input_path: Path):
     for warning in model_warnings(model, ref):
         err.print(labelled("WARNING:", "bold red", warning))
     return model, ref, rows
+
+
+@contextmanager
+def model_errors(uri: str, nothing_done: str) -> Iterator[None]:
+    """Exit 2 with one clear line when the model at ``uri`` fails its proof, the input is bad,
+    or MLflow cannot find it (``nothing_done``: what the command did not do, e.g. "nothing was scored")."""
+    from serving.model_check import ModelCheckError
+
+    try:
+        yield
+    except ModelCheckError as exc:
+        fail(ValueError(f"model {uri!r} failed its check; {nothing_done}: {exc}"))
+    except USER_ERRORS as exc:
+        fail(exc)
+    except Exception as exc:  # noqa: BLE001 - MLflow's own errors for unknown models
+        fail(LookupError(f"cannot load model {uri!r} ({nothing_done}): {exc}"))
+
