@@ -3,8 +3,8 @@
 :class:`serving.eligibility.ConsentEligibility` decides with the consent table file in
 force; :class:`LedgerFeed` adds the events of the consent ledger
 (:mod:`features.consent_ledger`), which ``POST /consent/events`` writes. At every request
-the feed asks the ledger for the events numbered after the last one it has (one indexed
-query, usually answered with nothing), so an event acknowledged by any worker of the
+the feed asks the ledger for its newest event number (one indexed query) and reads the
+events after the last one it has only when there are some, so an event acknowledged by any worker of the
 service applies to the next ``/score`` or ``/plan`` that any worker answers.
 
 A revocation or do-not-contact takes effect when it was received at the latest: its
@@ -70,8 +70,16 @@ class LedgerFeed:
             self._refresh()
 
     def _refresh(self) -> None:
-        """Read the events stored since the last read (call with the lock held)."""
+        """Read the events stored since the last read (call with the lock held).
+
+        The ledger is append-only, so its newest ``seq`` says whether anything is new: one
+        indexed ``max`` (about 0.1 ms on SQLite) answers most requests, and only new
+        events pay for the read and the table's rebuild (about 20 ms).
+        """
         try:
+            if self.ledger.last_seq() <= self._seq:
+                self._error = None
+                return
             new = self.ledger.read(since=self._seq)
             gone = self._dismissed | dismissed(new)
             check = self.ledger.hasher.key_check() if new["phone_hash"].notna().any() else None
