@@ -4,7 +4,8 @@ The file has the columns of the GGL 2008 voter file (``data/ggl2008/README.md``)
 scoring model reads -- ``hh_size``, ``neighbors`` and the six past-turnout flags -- plus
 ``voter_id``, ``sex``, ``age`` and ``cluster``, and synthetic PII (first and last names,
 phone numbers) so that the PII guard has something to find at scale. Everything is
-made up: the names come from a short list, the phone numbers are random.
+made up: the names come from a short list, the phone numbers are random numbers in real
+US area codes.
 
 Marginals follow the GGL file (household sizes, the ``neighbors`` count, turnout rate of
 each past election); past turnout is correlated through a per-voter propensity, as in a
@@ -23,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from features.synthetic import us_area_codes
 
 # Share of voters who voted in each past election (the GGL file; it was drawn from the
 # voters of the November 2004 general election, hence 1.0).
@@ -80,8 +83,13 @@ def voter_ids(start: int, n: int) -> pa.Array:
 
 
 def phone_numbers(rng: np.random.Generator, n: int) -> pa.Array:
-    """Random North American numbers spelled ``(AAA) EEE-LLLL``."""
-    area = _digits(rng.integers(201, 990, n), 3)
+    """Random numbers spelled ``(AAA) EEE-LLLL`` in real US geographic area codes.
+
+    The area codes are :func:`features.synthetic.us_area_codes` (``phonenumbers``' own
+    metadata), as in the synthetic campaign, so that every number has a local time zone
+    and quiet hours can be kept, as they would be on a real voter file.
+    """
+    area = _digits(rng.choice(np.array(us_area_codes(), dtype=np.int64), n), 3)
     exchange = _digits(rng.integers(200, 1000, n), 3)
     line = _digits(rng.integers(0, 10_000, n), 4)
 
