@@ -14,6 +14,8 @@ ends in ``[Fatal] Model format error`` and ``terminate called``): no ``except`` 
 
 The child prints one result line; a child that dies (a signal, a non-zero exit without a
 result) or hangs is a refusal too, with LightGBM's last ``[Fatal]`` line as the reason.
+A passed proof is remembered by the bundle's checksums (:mod:`serving.proof_memory`), so
+the same bytes are not proven twice.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 from serving.flavor import bundle_path, load_model
 from serving.model_ref import ModelRef
 from serving.probe_scores import PROBE_SCORES, SmokeCheckError, check_probe_scores, record_probe_scores
+from serving.proof_memory import proven_before, remember
 from serving.scoring import SegmentScorer, probe_segment
 from serving.store import PROJECT_ROOT
 
@@ -81,7 +84,14 @@ def prove_in_child(bundle: str | Path, *, timeout: float = CHECK_TIMEOUT) -> Non
     ------
     ModelCheckError
         The bundle failed a check, or the child died or hung (the message says which and why).
+
+    Notes
+    -----
+    A bundle whose exact bytes passed before (its checksums verified now, the same
+    LightGBM and Python) is not proven again: :mod:`serving.proof_memory`.
     """
+    if proven_before(bundle):
+        return
     env = {**os.environ, "PERSUADE_THREADS": "1", "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
            "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     command = [sys.executable, "-m", "serving.model_check", str(Path(bundle).resolve())]
@@ -93,6 +103,7 @@ def prove_in_child(bundle: str | Path, *, timeout: float = CHECK_TIMEOUT) -> Non
     lines = done.stdout.splitlines()
     result = next((json.loads(line[len(RESULT):]) for line in reversed(lines) if line.startswith(RESULT)), None)
     if result is not None and done.returncode == 0 and result.get("ok"):
+        remember(bundle)
         return
     if result is not None and not result.get("ok"):
         raise ModelCheckError(result.get("error", "unknown error"), smoke=result.get("stage") == "smoke")

@@ -31,6 +31,7 @@ from serving.bundle import ScoringModel
 from serving.bundle_checksums import CHECKSUMS, BundleChecksumError, verify_checksums, write_checksums
 from serving.launcher import ServiceProcess
 from serving.model_check import PROBE_SCORES, ModelCheckError, prove_in_child, record_probe_scores
+from serving.proof_memory import proof_key, proven_before, remember
 from serving.registry import download_bundle
 
 NAME = "persuade-proof-test"
@@ -89,6 +90,43 @@ def test_arms_swapped_before_logging_are_refused_by_the_recorded_scores(small_mo
     with pytest.raises(ModelCheckError, match="differ from those recorded when the model was logged") as refused:
         prove_in_child(bundle)
     assert refused.value.smoke
+
+
+def test_a_passed_proof_is_remembered_by_the_bundles_bytes(small_model, tmp_path, monkeypatch):  # noqa: F811
+    model, _ = small_model
+    bundle = model.save(tmp_path / "bundle")
+    record_probe_scores(model, bundle)
+    assert proof_key(bundle) is None and not proven_before(bundle, home=tmp_path)  # no checksums: never remembered
+    write_checksums(bundle)
+    monkeypatch.setenv("PERSUADE_HOME", str(tmp_path))
+    assert not proven_before(bundle)
+    prove_in_child(bundle)
+    assert proven_before(bundle) and len(list((tmp_path / "proofs").glob("*.json"))) == 1
+    with monkeypatch.context() as no_child:  # the same bytes again: no child process is started
+        no_child.setattr("serving.model_check.sys.executable", str(tmp_path / "no-python-here"))
+        prove_in_child(bundle)
+        swap_arms(bundle)  # changed files under the remembered checksums: not the proven bytes
+        assert proof_key(bundle) is None and not proven_before(bundle)
+        with pytest.raises((ModelCheckError, OSError)):
+            prove_in_child(bundle)  # so a child is needed (and here cannot start)
+    write_checksums(bundle)  # the swapped files logged as a version of their own: proven, refused, not remembered
+    with pytest.raises(ModelCheckError, match="differ from those recorded"):
+        prove_in_child(bundle)
+    assert not proven_before(bundle) and len(list((tmp_path / "proofs").glob("*.json"))) == 1
+
+
+def test_a_proof_is_remembered_per_library_version_and_proof_format(small_model, tmp_path, monkeypatch):  # noqa: F811
+    model, _ = small_model
+    bundle = model.save(tmp_path / "bundle")
+    write_checksums(bundle)
+    key = proof_key(bundle)
+    assert remember(bundle, home=tmp_path) == tmp_path / "proofs" / f"{key}.json"
+    assert proven_before(bundle, home=tmp_path)
+    monkeypatch.setattr("serving.proof_memory.PROOF_FORMAT", "persuade-proof/2")
+    assert proof_key(bundle) != key and not proven_before(bundle, home=tmp_path)
+    monkeypatch.undo()
+    monkeypatch.setattr("lightgbm.__version__", "0.0.0")
+    assert proof_key(bundle) != key and not proven_before(bundle, home=tmp_path)
 
 
 # -- against a real service ----------------------------------------------------------------
