@@ -48,7 +48,8 @@ def service(champion_uri, consent_table):
     svc = ServiceProcess(model_uri=champion_uri, api_keys=[KEY],
                          env={"PERSUADE_RELOAD_SECONDS": "0", "PERSUADE_CONSENT_TABLE": str(consent_table),
                               "PERSUADE_HASH_KEY": HASH_KEY, "PERSUADE_CONSENT_AS_OF": SYNTHETIC_AS_OF,
-                              "PERSUADE_CONSENT_MAX_AGE_HOURS": "24", "PERSUADE_CALLING_HOURS": WINDOW})
+                              "PERSUADE_CONSENT_MAX_AGE_HOURS": "24", "PERSUADE_CALLING_HOURS": WINDOW,
+                              "PERSUADE_WORKERS": "1"})  # consent, not workers (tests/test_service_workers.py)
     with svc:
         yield svc
     svc.cleanup()

@@ -218,7 +218,8 @@ def test_runs_table_shows_no_turnout_auc(support_run):
 # -- the HTTP service ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def service(model_uri):
-    svc = ServiceProcess(model_uri=model_uri, api_keys=[KEY], env={"PERSUADE_RELOAD_SECONDS": "0"})
+    svc = ServiceProcess(model_uri=model_uri, api_keys=[KEY],
+                         env={"PERSUADE_RELOAD_SECONDS": "0", "PERSUADE_WORKERS": "1"})  # one worker is enough here
     with svc:
         yield svc
     svc.cleanup()
