@@ -10,6 +10,8 @@ A :class:`ScoringModel` is a directory::
     uplift/<arm_slug>.txt  one LightGBM regressor per arm: the uplift itself
     contact_rate/<channel>.txt  optional: P(reached | attempted) per channel (phone, canvass);
                            its experiment rates are in the manifest's ``contact_rate``
+    drift_reference.json   optional: the training population's bins and shares per feature and score
+                           (features/drift.py); absent in models saved before it was recorded
     probe_scores.json      written when saved: scores of the probe segment (serving/probe_scores.py)
     checksums.json         written when logged: every file's size and sha256, checked on
                            every load (serving/bundle_checksums.py)
@@ -34,12 +36,14 @@ import numpy as np
 import pandas as pd
 
 from features.config import arm_slug
+from features.drift import DriftReference
 from features.pipeline import FeaturePipeline
 from serving.bundle_checksums import CHECKSUMS, verify_checksums
 from serving.treeshap_tables import TreeShapTables, UnsupportedTrees
 
 CONTROL_ARM = "control"
 TURNOUT_SCORE = "turnout_score"
+DRIFT_REFERENCE = "drift_reference.json"
 TABLE_CHECK_ROWS = 64  # rows of the first probe on which a booster's tables are checked against pred_contrib
 TABLE_TOLERANCE = 1e-9
 # Each uplift booster's checked TreeSHAP tables (None: pred_contrib explains it). Keyed by
@@ -91,6 +95,8 @@ class ScoringModel:
         Channel -> the experiment's ``attempt_rate`` (attempted / assigned) and
         ``reached_rate`` (reached / attempted), used to turn intent-to-treat uplift into
         the uplift of a reached voter (see :mod:`serving.plan_gains`).
+    drift_reference : DriftReference, optional
+        The training population's bins per feature and score (None: saved before it was recorded).
     """
 
     pipeline: FeaturePipeline
@@ -105,6 +111,7 @@ class ScoringModel:
     metadata: dict[str, Any] = field(default_factory=dict)
     contact_rate: dict[str, lgb.Booster] = field(default_factory=dict)
     contact_rate_info: dict[str, dict[str, float]] = field(default_factory=dict)
+    drift_reference: DriftReference | None = None
 
     # -- scoring -----------------------------------------------------------------
     @property
@@ -119,6 +126,11 @@ class ScoringModel:
 
     def transform(self, frame: pd.DataFrame, allow_missing: bool = False) -> pd.DataFrame:
         return self.pipeline.transform(frame, allow_missing=allow_missing)
+
+    @property
+    def score_columns(self) -> list[str]:
+        """The numbers :meth:`score` gives each voter: ``turnout`` (with a turnout model), ``uplift_<slug>`` per arm."""
+        return (["turnout"] if self.has_turnout else []) + [f"uplift_{a.slug}" for a in self.arms]
 
     @property
     def has_turnout(self) -> bool:
@@ -218,6 +230,12 @@ class ScoringModel:
         out["best_uplift"] = best_uplift
         return out
 
+    def fit_drift_reference(self, X: pd.DataFrame) -> ScoringModel:
+        """Record the training population for drift: the bins of ``X`` (the training rows' model
+        features) and of this model's scores of them (:class:`features.drift.DriftReference`)."""
+        self.drift_reference = DriftReference.fit(features=X, scores=self.score_features(X)[self.score_columns])
+        return self
+
     # -- persistence -------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -242,6 +260,8 @@ class ScoringModel:
         (path / "turnout_calibration.json").write_text(json.dumps(self.calibration))
         for arm in self.arms:
             self.uplift[arm.label].save_model(str(path / "uplift" / f"{arm.slug}.txt"))
+        if self.drift_reference is not None:  # optional part, as contact_rate
+            (path / DRIFT_REFERENCE).write_text(json.dumps(self.drift_reference.to_dict()))
         if self.contact_rate:  # optional part: older readers ignore it, older bundles lack it
             (path / "contact_rate").mkdir(exist_ok=True)
             for channel, booster in self.contact_rate.items():
@@ -272,6 +292,8 @@ class ScoringModel:
             contact_rate={c: lgb.Booster(model_file=str(path / "contact_rate" / f"{c}.txt"))
                           for c in manifest.get("contact_rate", {})},
             contact_rate_info=manifest.get("contact_rate", {}),
+            drift_reference=DriftReference.from_dict(json.loads((path / DRIFT_REFERENCE).read_text()))
+            if (path / DRIFT_REFERENCE).exists() else None,
         )
 
 

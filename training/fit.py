@@ -347,7 +347,7 @@ def fit_and_evaluate(
         outcome={"column": config.outcome.column, "kind": config.outcome.kind},
         calibration=turnout.calibration if turnout is not None else None,
         turnout_score_feature=scored,
-    )
+    ).fit_drift_reference(prep.X_train)  # the training population, for drift (features/drift.py)
     if contact is not None:
         model.contact_rate, model.contact_rate_info = contact.model.boosters_, contact.model.info_
     result = FitResult(
