@@ -129,6 +129,27 @@ class ReloadStatus(BaseModel):
     changed: bool | None = Field(default=None, description="A new version was swapped in (reload only).")
 
 
+class DriftColumn(BaseModel):
+    name: str = Field(description="A model feature, or a score: `turnout`, `uplift_<arm slug>`.")
+    psi: float | None = Field(description="Population stability index against the training population "
+                                          "(null before any voter was scored).")
+    band: str = Field(description="`stable` (PSI below 0.1), `moderate` (0.1 to 0.25), `shifted` (above 0.25), "
+                                  "or `too few voters` (fewer than `min_voters` scored: not judged).")
+
+
+class DriftSummary(BaseModel):
+    """The voters this worker scored with the served model since it was loaded, against the training population."""
+
+    status: str = Field(description="The worst band of all columns; `too few voters`; or `no drift reference` "
+                                    "(a model saved before drift references were recorded: nothing is counted).")
+    voters: int = Field(description="Voters of `POST /score` requests this worker scored with this model.")
+    training_voters: int | None = Field(description="Training rows the reference was measured on.")
+    min_voters: int = Field(description="Voters scored before a column is judged.")
+    since: str = Field(description="When this model was loaded by this worker (counting starts then).")
+    features: list[DriftColumn] = Field(description="Per model feature, highest PSI first.")
+    scores: list[DriftColumn] = Field(description="Per score (turnout, each arm's uplift), highest PSI first.")
+
+
 class ModelCard(BaseModel):
     """``GET /model``: what is being served."""
 
@@ -150,6 +171,9 @@ class ModelCard(BaseModel):
     fingerprint: dict[str, Any]
     gates: dict[str, bool]
     reload: ReloadStatus
+    drift: DriftSummary | None = Field(default=None, description="Drift at a glance: the voters this worker scored "
+                                       "since the model was loaded against the training population, per feature "
+                                       "and score (population stability index and its band).")
     consent: dict[str, Any] | None = Field(
         default=None, description="The consent table in force: file name, fingerprint, event counts, key "
                                   "check, as_of (and a replay warning when pinned), the landline cap, maximum "

@@ -1,28 +1,27 @@
 """Batch scoring of files: stream parquet/CSV in, score in chunks, write parquet out.
 
-Memory stays bounded by the chunk size whatever the file size: only the id and the
-model's input columns are read (other columns, including PII, are never loaded), and
-each scored chunk is appended to the output file before the next is read.
+Memory stays bounded by the chunk size whatever the file size: only the id and the model's input
+columns are read (other columns, including PII, are never loaded), and each scored chunk is
+appended to the output file before the next is read.
 
-:class:`BatchScorer` turns one chunk of voters into one chunk of output rows. It is the
-single code path of every engine: :func:`score_file` here (the local engine) and the
-Spark engine (:mod:`serving.spark`) call the same :meth:`BatchScorer.score`, so their
-scores are the same numbers. It predicts through the service's
-:class:`~serving.arms.ArmEnsembles` (checked on the probe segment): with pooled arms the
-trees every arm shares are evaluated once, not once per arm, and the scores are the
-service's to the last digit.
+:class:`BatchScorer` turns one chunk of voters into one chunk of output rows. It is the single
+code path of every engine: :func:`score_file` here (the local engine) and the Spark engine
+(:mod:`serving.spark`) call the same :meth:`BatchScorer.score`, so their scores are the same
+numbers. It predicts through the service's :class:`~serving.arms.ArmEnsembles` (checked on the
+probe segment): with pooled arms the trees every arm shares are evaluated once, not once per arm,
+and the scores are the service's to the last digit. :func:`score_file` also counts the scored
+voters against the model's drift reference (:mod:`features.drift`).
 
 Output columns, one row per input voter, in input order:
 
-``voter_id``, ``turnout`` (only for a model with a turnout model: a support model may have
-none), ``uplift_<arm_slug>`` per arm, ``best_arm`` (``control`` when no arm is positive),
-``best_uplift``; then any columns a ``transform`` adds; then,
-with ``explain=k``: ``reason_arm`` (the arm explained: the one with the highest uplift,
-which is ``best_arm`` whenever that is not ``control``), ``reason_base`` (the base
-value), and ``reason_<i>`` / ``reason_<i>_contribution`` for i = 1..k, the features with
-the largest SHAP contributions to that arm's uplift, by absolute size. ``reason_base``
-plus every feature's contribution equals the explained arm's uplift exactly (TreeSHAP,
-``ScoringModel.explain``).
+``voter_id``, ``turnout`` (only for a model with a turnout model: a support model may have none),
+``uplift_<arm_slug>`` per arm, ``best_arm`` (``control`` when no arm is positive), ``best_uplift``;
+then any columns a ``transform`` adds; then, with ``explain=k``: ``reason_arm`` (the arm explained:
+the one with the highest uplift, which is ``best_arm`` whenever that is not ``control``),
+``reason_base`` (the base value), and ``reason_<i>`` / ``reason_<i>_contribution`` for i = 1..k,
+the features with the largest SHAP contributions to that arm's uplift, by absolute size.
+``reason_base`` plus every feature's contribution equals the explained arm's uplift exactly
+(TreeSHAP, ``ScoringModel.explain``).
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from features.drift import DriftCounts
 from features.pii import PIIError, values_look_like_pii
 from features.pipeline import FeatureError
 from features.table_files import TableFileError, open_dataset, stream_tables
@@ -54,6 +54,7 @@ class BatchStats:
     rows: int
     chunks: int
     output: Path
+    drift: DriftCounts | None = None  # the scored voters per bin of the model's drift reference (None: it has none)
 
 
 def reason_columns(top_k: int) -> list[str]:
@@ -187,18 +188,18 @@ class BatchScorer:
     dedupe : bool, default=True
         Score and explain each distinct feature vector of a chunk once
         (:func:`distinct_rows`). The numbers are the same either way; it only saves time.
+    drift : DriftCounts, optional
+        Counts every scored chunk (its features and scores before ``transform``) for drift.
     """
 
     def __init__(self, model: ScoringModel, explain: int = 0, transform: Transform | None = None,
-                 dedupe: bool = True):
+                 dedupe: bool = True, drift: DriftCounts | None = None):
         if not isinstance(explain, (int, np.integer)) or isinstance(explain, bool) or explain < 0:
             raise ValueError(f"explain must be a non-negative integer (number of reasons), got {explain!r}")
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable, got {type(transform).__name__}")
-        self.model = model
-        self.explain = int(explain)
-        self.transform = transform
-        self.dedupe = bool(dedupe)
+        self.model, self.explain, self.transform, self.dedupe = model, int(explain), transform, bool(dedupe)
+        self.drift = drift
         self.ensembles = checked_ensembles(model)
 
     @property
@@ -231,6 +232,8 @@ class BatchScorer:
         model = self.model
         X = model.transform(chunk)
         scores = self._score_features(X, chunk[model.id_column])
+        if self.drift is not None:
+            self.drift.add(X, scores, raw=chunk)
         turnout = scores["turnout"].to_numpy() if model.has_turnout else np.full(len(scores), np.nan)
         if self.transform is not None:
             scores = self.transform(chunk, scores)
@@ -357,7 +360,8 @@ def score_file(
     -------
     BatchStats
     """
-    scorer = BatchScorer(model, explain=explain, transform=transform, dedupe=dedupe)
+    drift = DriftCounts(model.drift_reference) if model.drift_reference is not None else None
+    scorer = BatchScorer(model, explain=explain, transform=transform, dedupe=dedupe, drift=drift)
     output_path = Path(output_path)
     if output_path.is_dir():
         raise ValueError(f"output {output_path} is a folder (the Spark engine's output?); give a file name")
@@ -391,4 +395,4 @@ def score_file(
         if writer is not None:
             writer.close()
     tmp.replace(output_path)
-    return BatchStats(rows=rows, chunks=chunks, output=output_path)
+    return BatchStats(rows=rows, chunks=chunks, output=output_path, drift=drift)

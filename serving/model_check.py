@@ -63,7 +63,7 @@ def smoke_check(scorer: SegmentScorer) -> None:
     if not model.arms:
         raise SmokeCheckError("the model has no arms")
     batch = probe_segment(model)
-    scores = scorer.score(batch, explain=True, top_k=len(model.feature_names))
+    scores = scorer.score(batch, explain=True, top_k=len(model.feature_names), record=False)  # not a voter: no drift
     turnout = scores.turnout
     if model.has_turnout and not (np.isfinite(turnout).all() and ((turnout >= 0) & (turnout <= 1)).all()):
         raise SmokeCheckError("turnout is not a probability on the smoke segment")

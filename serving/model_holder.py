@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from features.drift import no_reference_report
 from features.settings import DEFAULT_MODEL_URI, DEFAULT_RELOAD_SECONDS
 from serving import heap
 from serving.bundle import ScoringModel
@@ -293,7 +294,7 @@ def _short(exc: BaseException, limit: int = 300) -> str:
 
 
 def model_card(served: ServedModel, status: dict[str, Any]) -> dict[str, Any]:
-    """``GET /model``: the served version, its arms, features, metrics and the reload state."""
+    """``GET /model``: the served version, its arms, features, metrics, drift and the reload state."""
     model, ref, meta = served.model, served.ref, served.model.metadata
     return {
         "name": ref.name or meta.get("name"),
@@ -314,7 +315,15 @@ def model_card(served: ServedModel, status: dict[str, Any]) -> dict[str, Any]:
         "fingerprint": dict(meta.get("fingerprint", {})),
         "gates": {k: bool(v) for k, v in meta.get("gates", {}).items()},
         "reload": status,
+        "drift": drift_card(served),
     }
+
+
+def drift_card(served: ServedModel) -> dict[str, Any]:
+    """The voters this worker scored with ``served`` since it was loaded, against the training population
+    (:meth:`features.drift.DriftCounts.report`; a model without a drift reference says so)."""
+    drift = getattr(served.scorer, "drift", None)
+    return {**(drift.report() if drift is not None else no_reference_report()), "since": served.loaded_at}
 
 
 def _finite_or_none(value: Any) -> float | None:

@@ -20,7 +20,9 @@ from serving.registry import ModelRef
 class ScoreProvenance:
     """Which model, input and consent table produced a scored list (no personal data).
 
-    Written by ``persuade score`` as ``<output>.provenance.json``.
+    Written by ``persuade score`` as ``<output>.provenance.json``. ``drift``: the scored voters
+    against the training population (:meth:`features.drift.DriftCounts.report` with each
+    column's bins; None when the list was scored on Spark or before drift was recorded).
     """
 
     model: dict[str, Any]
@@ -29,6 +31,7 @@ class ScoreProvenance:
     scored_at: str
     consent: dict[str, Any] | None = None
     training: dict[str, Any] = field(default_factory=dict)
+    drift: dict[str, Any] | None = None
 
     @staticmethod
     def path_for(scores: str | Path) -> Path:
@@ -63,10 +66,10 @@ def training_facts(model: ScoringModel) -> dict[str, Any]:
 
 
 def score_provenance(ref: ModelRef, model: ScoringModel, input_path: str | Path, rows: int,
-                     consent: dict[str, Any] | None = None) -> ScoreProvenance:
-    """The provenance of a list scored now by ``model`` (``ref``) from ``input_path``."""
+                     consent: dict[str, Any] | None = None, drift: dict[str, Any] | None = None) -> ScoreProvenance:
+    """The provenance of a list scored now by ``model`` (``ref``) from ``input_path`` (``drift``: its report)."""
     return ScoreProvenance(model=ref.as_dict(), input=str(Path(input_path).resolve()), rows=int(rows),
-                           scored_at=now_utc(), consent=consent, training=training_facts(model))
+                           scored_at=now_utc(), consent=consent, training=training_facts(model), drift=drift)
 
 
 def plan_provenance(ref: ModelRef, model: ScoringModel, input_path: str | Path, costs_path: str | Path | None = None,

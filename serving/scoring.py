@@ -7,7 +7,8 @@ The path of one request (or of one adaptive batch of small requests) is::
 
 Everything is vectorized over the segment. Eligibility is one optional step: an
 :class:`EligibilityRule` marks arms a voter may not get (consent, do-not-contact); such
-an arm never becomes the voter's ``best_arm`` and the response says why.
+an arm never becomes the voter's ``best_arm`` and the response says why. Every segment scored
+is counted against the model's drift reference (:mod:`features.drift`; ``GET /model``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from features.drift import DriftCounts
 from serving.arms import ArmEnsembles
 from serving.bundle import CONTROL_ARM, ArmInfo, ScoringModel, best_arms
 from serving.model_ref import ModelRef
@@ -99,6 +101,11 @@ class SegmentScorer:
         Marks arms a voter may not get; none means every arm is allowed.
     passthrough : sequence of str
         Request fields the eligibility rule needs besides the features (never logged).
+
+    Attributes
+    ----------
+    drift : DriftCounts or None
+        The voters scored so far per bin of the model's drift reference (None: the model has none).
     """
 
     def __init__(self, model: ScoringModel, ref: ModelRef, eligibility: EligibilityRule | None = None,
@@ -111,13 +118,18 @@ class SegmentScorer:
         self.feature_names = list(model.feature_names)
         self.model_info = {"name": ref.name, "version": ref.version, "run_id": ref.run_id}
         self.ensembles = checked_ensembles(model)
+        self.drift = DriftCounts(model.drift_reference) if model.drift_reference is not None else None
+        self.score_columns = model.score_columns
 
     def read(self, voters: Sequence[Mapping[str, Any]]) -> VoterBatch:
         """Validated columns of ``voters`` (raises ``VoterError`` naming index and field)."""
         return self.reader.read(voters)
 
-    def score(self, batch: VoterBatch, explain: bool = False, top_k: int = 5) -> SegmentScores:
-        """Turnout, uplift per arm, best arm and, if ``explain``, the top-k reasons of every arm."""
+    def score(self, batch: VoterBatch, explain: bool = False, top_k: int = 5, record: bool = True) -> SegmentScores:
+        """Turnout, uplift per arm, best arm and, if ``explain``, the top-k reasons of every arm.
+
+        With ``record`` the voters are counted for drift (:attr:`drift`); a smoke check is not.
+        """
         model, ensembles = self.model, self.ensembles
         X = model.transform(batch.frame(), allow_missing=True)
         Xu, turnout = ensembles.inputs(X)
@@ -130,8 +142,17 @@ class SegmentScorer:
             contributions = ensembles.contributions(Xu)
             reasons = {arm: top_reasons(c, top_k) for arm, c in zip(self.arms, contributions, strict=True)}
             values = display_columns(Xu, self.feature_names, model.pipeline.categories_)
+        if record and self.drift is not None:  # last: a batch that fails is retried request by request
+            self.count_drift(batch, X, Xu, turnout, uplift)
         return SegmentScores(batch.ids, turnout, uplift, best_arm, best_uplift, eligibility, reasons, values,
                              warnings=batch.warnings)
+
+    def count_drift(self, batch: VoterBatch, X: Any, Xu: Any, turnout: np.ndarray, uplift: np.ndarray) -> None:
+        """Count ``batch`` in :attr:`drift`: its features (``Xu``, the float matrix, where the model predicts on
+        one; else the feature frame ``X``), its raw columns and the model's scores (before eligibility)."""
+        arrays = [turnout, *uplift.T] if self.model.has_turnout else list(uplift.T)
+        scored = dict(zip(self.score_columns, arrays, strict=True))
+        self.drift.add(Xu if isinstance(Xu, np.ndarray) else X, scored, raw=batch.columns)
 
     def payload(self, scores: SegmentScores) -> dict[str, Any]:
         """The ``POST /score`` response for one request's voters (plain JSON-ready dicts)."""

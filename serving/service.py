@@ -204,7 +204,8 @@ class Persuade:
 
     @http.get("/model", response_model=ModelCard, responses={503: {"model": ReloadStatus}})
     async def model(self):
-        """The served model: version, run, arms and channels, features, metrics, reload state."""
+        """The served model: version, run, arms and channels, features, metrics, reload state, and the drift of the
+        voters this worker scored since the model was loaded (PSI per feature and score against training)."""
         served, _ = self._take_model()
         if served is None:
             return JSONResponse(self.holder.status(), status_code=503)

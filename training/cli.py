@@ -262,10 +262,17 @@ def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int, 
     elif consent_arms(model):
         err.print(f"[yellow]warning:[/] scored without --consent: arms {consent_arms(model)} need consent and "
                   f"must not be used from this list", highlight=False)
+    from training.cli_drift import NOT_COMPUTED, drift_lines, drift_report
+
+    drift = drift_report(stats.drift) if engine == "local" else None
+    for line in drift_lines(drift) if drift is not None else [NOT_COMPUTED]:
+        console.print(line, markup=False, highlight=False)
     if engine == "local":
         from serving.provenance import score_provenance
 
-        score_provenance(ref, model, input_path, stats.rows, consent_info).write(stats.output)
+        written = score_provenance(ref, model, input_path, stats.rows, consent_info, drift).write(stats.output)
+        if drift["features"] or drift["scores"]:
+            console.print(f"  the full table per feature and score: {written.name}", markup=False, highlight=False)
 
 
 # -- report --------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from serving.planning import SUPPRESSION_KEYS
 from serving.provenance import ScoreProvenance, now_utc
 from serving.registry import ModelRef
 from training import report_html as h
-from training.list_blocks import gates_failed, hidden_gains, plan_checks, plan_sensitivity
+from training.list_blocks import drift_sections, gates_failed, hidden_gains, plan_checks, plan_sensitivity
 from training.list_inputs import (
     PLAN_OUTCOMES,
     ListFile,
@@ -152,6 +152,7 @@ class ListReport:
             self._targeting(scores, model),
             self._suppression(scores, model),
             self._reasons(scores.voter_id, scores.best_arm, model, source, "targeted"),
+            *drift_sections(provenance),  # the scored voters against the training population
         ]
         return self._page(f"List report: {path.name}", f"{len(scores):,} voters scored", ref, sections)
 
