@@ -12,6 +12,9 @@ set in their metadata and run tags: one passed and promoted, one failed and neve
 from __future__ import annotations
 
 import copy
+import csv
+import io
+import json
 
 import mlflow
 import pytest
@@ -125,6 +128,32 @@ def test_runs_shows_outcome_version_aliases_and_flags_a_failed_gate(runner, vers
     assert "FAILED: qini_best_arm" in failed
     assert "supports_measure (support)" in old and "registered - gates" in old  # outcome from its config
     assert all(len(line) <= 80 for line in out.output.splitlines() if versions["good"][0] not in line)
+
+
+def test_runs_and_evaluate_write_json_and_csv_for_scripts(runner, versions, small_trained):  # noqa: F811
+    out = runner.invoke(main, ["runs", "--experiment", EXPERIMENT, "--format", "json"])
+    assert out.exit_code == 0, out.output
+    records = {r["run_id"]: r for r in json.loads(out.stdout)}  # nothing but the JSON on stdout
+    good, failed = records[versions["good"][0]], records[versions["failed"][0]]
+    assert good["registered"] == [f"{GOOD} v{versions['good'][1]} @champion"] and good["gates"] == "all passed"
+    assert good["outcome"] == "voted (turnout)" and {"learner", "best_arm", "best_arm_qini", "turnout_auc"} <= set(good)
+    assert failed["gates"].startswith("failed") and "qini_best_arm" in failed["gates"]
+    out = runner.invoke(main, ["runs", "--experiment", EXPERIMENT, "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    rows = {r["run_id"]: r for r in csv.DictReader(io.StringIO(out.stdout))}
+    assert rows[versions["good"][0]]["registered"] == good["registered"][0]
+    assert rows[versions["failed"][0]]["gates"] == failed["gates"]  # square brackets and all: no markup eaten
+    run_id = small_trained.run_id  # a trained run: it logged its evaluation
+    out = runner.invoke(main, ["evaluate", "--run", run_id, "--format", "json"])
+    assert out.exit_code == 0, out.output
+    evaluation = json.loads(out.stdout)
+    tags = MlflowClient().get_run(run_id).data.tags
+    assert evaluation["run_id"] == run_id and evaluation["gates"]["qini_best_arm"] == tags["gate.qini_best_arm"]
+    assert set(evaluation["holdout_qini"]) >= {"t_default", "turnout_05"} and evaluation["ate"]
+    out = runner.invoke(main, ["evaluate", "--run", run_id, "--format", "csv"])
+    table = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert {r["ranking"] for r in table} == set(evaluation["holdout_qini"])
+    assert all(float(r["qini"]) == pytest.approx(evaluation["holdout_qini"][r["ranking"]][r["arm"]]) for r in table)
 
 
 def test_a_failed_model_is_warned_about_and_its_list_promises_no_gain(runner, versions, tmp_path):

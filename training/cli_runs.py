@@ -4,10 +4,13 @@
 arm's hold-out Qini, turnout AUC, the registered model version the run made with its
 aliases (``@champion``), and the gates' verdict; a failed gate is flagged in red.
 ``evaluate``: one run's hold-out Qini per arm against the references, its ATEs and gates.
+Both take ``--format json|csv`` for scripts.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from pathlib import Path
 
@@ -17,49 +20,79 @@ from rich.text import Text
 
 from training.cli_output import console, fail
 
+FORMATS = ("text", "json", "csv")
+format_option = click.option(
+    "--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
+    help="text for people (readable at 80 columns); json or csv for scripts (plain, no colour).")
+
 
 @click.command("runs")
 @click.option("--limit", default=10, show_default=True)
 @click.option("--experiment", default=None, help="Experiment (config) name; default: all.")
-def runs_command(limit: int, experiment: str | None) -> None:
+@format_option
+def runs_command(limit: int, experiment: str | None, fmt: str) -> None:
     """Recent runs: outcome, key metrics, the registered version and its aliases, the gates.
 
     One block per run (its id, config and start on the first line), so nothing is cut at
-    80 columns.
+    80 columns; ``--format json`` (a list of records) or ``csv`` (one row per run) for scripts.
     """
     from training.tracking import configure
 
     client = configure()
     exps = [client.get_experiment_by_name(experiment)] if experiment else client.search_experiments()
     exp_ids = [e.experiment_id for e in exps if e is not None]
-    if not exp_ids:
+    found = client.search_runs(exp_ids, order_by=["attributes.start_time DESC"], max_results=limit) if exp_ids else []
+    records = [run_record(client, run) for run in found]
+    if fmt != "text":
+        write_records(records, fmt)
+    elif not records:
         console.print("no runs yet")
+    for record in records if fmt == "text" else ():
+        console.print(record_block(record))
+
+
+def write_records(records: list[dict], fmt: str) -> None:
+    """``records`` on stdout as JSON (a list) or CSV (lists joined by ``; ``), without markup."""
+    if fmt == "json":
+        click.echo(json.dumps(records, indent=2))
         return
-    found = client.search_runs(exp_ids, order_by=["attributes.start_time DESC"], max_results=limit)
-    if not found:
-        console.print("no runs yet")
-    for run in found:
-        console.print(run_block(client, run))
+    import csv
+
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(records[0]) if records else ["run_id"], lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({k: "; ".join(map(str, v)) if isinstance(v, list) else v for k, v in record.items()})
 
 
-def run_block(client, run) -> Text:
-    """One run: id, config and start; outcome, learner and metrics; registered versions; gates."""
+def run_record(client, run) -> dict:
+    """One run as plain values: id, config, start, outcome, learner, best arm's Qini, turnout AUC, versions, gates."""
     from training.promotion import gates_verdict
 
     metrics, tags = run.data.metrics, run.data.tags
-    qinis = {k: v for k, v in metrics.items() if k.endswith("_qini") and not k.startswith("ref_")}
-    best = max(qinis.items(), key=lambda kv: kv[1]) if qinis else None
-    verdict = gates_verdict(run)  # "all passed" only for a finished run
+    qinis = {k[:-5]: v for k, v in metrics.items() if k.endswith("_qini") and not k.startswith("ref_")}
+    best = max(qinis.items(), key=lambda kv: kv[1]) if qinis else (None, None)
+    return {
+        "run_id": run.info.run_id, "config": tags.get("persuade.config"),
+        "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000)),
+        "outcome": outcome_text(run), "learner": tags.get("persuade.learner"),
+        "best_arm": best[0], "best_arm_qini": best[1], "turnout_auc": metrics.get("turnout_auc"),
+        "registered": registered_versions(client, run.info.run_id),
+        "gates": gates_verdict(run),  # "all passed" only for a finished run
+    }
+
+
+def record_block(record: dict) -> Text:
+    """One run for people: id, config and start; outcome, learner and metrics; registered versions; gates."""
+    verdict = record["gates"]
     style = "green" if verdict == "all passed" else "bold red" if verdict.startswith("failed") else "yellow"
-    started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000))
     block = Text()
-    block.append(f"{run.info.run_id}  {tags.get('persuade.config', '?')}  {started}\n", style="bold")
-    scores = [f"outcome {outcome_text(run)}", f"learner {tags.get('persuade.learner', '?')}",
-              f"best arm Qini x1000 {f'{best[0][:-5]} {best[1] * 1000:.3f}' if best else '-'}"]
-    if "turnout_auc" in metrics:  # a support model may have no turnout model
-        scores.append(f"turnout AUC {metrics['turnout_auc']:.3f}")
+    block.append(f"{record['run_id']}  {record['config'] or '?'}  {record['started']}\n", style="bold")
+    best = f"{record['best_arm']} {record['best_arm_qini'] * 1000:.3f}" if record["best_arm"] else "-"
+    scores = [f"outcome {record['outcome']}", f"learner {record['learner'] or '?'}", f"best arm Qini x1000 {best}"]
+    if record["turnout_auc"] is not None:  # a support model may have no turnout model
+        scores.append(f"turnout AUC {record['turnout_auc']:.3f}")
     block.append("  " + ", ".join(scores) + "\n")
-    block.append(f"  registered {registered_text(client, run.info.run_id)}\n")
+    block.append(f"  registered {'; '.join(record['registered']) or '-'}\n")
     block.append("  gates ")
     block.append(verdict.replace("failed", "FAILED", 1), style=style)
     block.append("\n")
@@ -82,18 +115,22 @@ def outcome_text(run) -> str:
     return f"{column} ({kind})"
 
 
-def registered_text(client, run_id: str) -> str:
-    """``name vN @alias`` of the model versions registered from the run (``-``: none)."""
+def registered_versions(client, run_id: str) -> list[str]:
+    """``name vN @alias`` of each model version registered from the run."""
     found = sorted(client.search_model_versions(f"run_id = '{run_id}'"), key=lambda mv: (mv.name, int(mv.version)))
     versions = [client.get_model_version(mv.name, mv.version) for mv in found]  # a search leaves the aliases out
-    return "; ".join(f"{mv.name} v{mv.version}" + "".join(f" @{a}" for a in sorted(mv.aliases or ()))
-                     for mv in versions) or "-"
+    return [f"{mv.name} v{mv.version}" + "".join(f" @{a}" for a in sorted(mv.aliases or ())) for mv in versions]
 
 
 @click.command("evaluate")
 @click.option("--run", "run_id", required=True, help="MLflow run id.")
-def evaluate_command(run_id: str) -> None:
-    """Show a run's hold-out evaluation: Qini per arm against the references, gates."""
+@format_option
+def evaluate_command(run_id: str, fmt: str) -> None:
+    """Show a run's hold-out evaluation: Qini per arm against the references, gates.
+
+    ``--format json``: ``{run_id, holdout_qini: {ranking: {arm: qini}}, ate: [...], gates: {...}}``;
+    ``csv``: the hold-out Qini, one row per ranking and arm.
+    """
     import pandas as pd
     from mlflow.artifacts import download_artifacts
 
@@ -106,6 +143,17 @@ def evaluate_command(run_id: str) -> None:
     except Exception as exc:  # noqa: BLE001 - MLflow raises its own types for unknown runs
         fail(LookupError(f"run {run_id!r}: {exc}"))
     holdout = pd.read_csv(folder / "holdout_qini.csv")
+    ate = pd.read_csv(folder / "ate.csv")
+    gates = {k[len("gate."):]: v for k, v in sorted(run.data.tags.items()) if k.startswith("gate.")}
+    if fmt == "csv":
+        click.echo(holdout[["ranking", "arm", "qini"]].to_csv(index=False), nl=False)
+        return
+    if fmt == "json":
+        qini = {str(r): {str(a): float(v) for a, v in row.items()} for r, row in
+                holdout.pivot(index="ranking", columns="arm", values="qini").iterrows()}
+        click.echo(json.dumps({"run_id": run_id, "holdout_qini": qini,
+                               "ate": json.loads(ate.to_json(orient="records")), "gates": gates}, indent=2))
+        return
     pivot = holdout.pivot(index="ranking", columns="arm", values="qini") * 1000
     table = Table(title=f"run {run_id} ({run.data.tags.get('persuade.config')}, "
                         f"learner {run.data.tags.get('persuade.learner')}): hold-out Qini x1000")
@@ -115,8 +163,6 @@ def evaluate_command(run_id: str) -> None:
     for name, row in pivot.iterrows():
         table.add_row(str(name), *[f"{v:.3f}" for v in row])
     console.print(table)
-    ate = pd.read_csv(folder / "ate.csv")
-    console.print(ate.to_string(index=False))
-    for key, value in sorted(run.data.tags.items()):
-        if key.startswith("gate."):
-            console.print(f"{key}: {value}")
+    console.print(ate.to_string(index=False), markup=False, highlight=False)
+    for key, value in gates.items():
+        console.print(f"gate.{key}: {value}", markup=False, highlight=False)
