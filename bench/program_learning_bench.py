@@ -13,7 +13,9 @@ Per seed, on the synthetic campaign (``features.synthetic``, every voter's true 
    consent would). Outcomes are drawn from the truth (``training.program_simulation``) and
    the program is written as a plan file, outcomes and voters.
 3. **(b) experiment + program**: trained with the program read through ``programs:``
-   (``training.programs.load_programs``), each program row with its recorded propensities.
+   (``training.programs.load_programs``), each program row with its recorded propensities
+   (rows with limited overlap trimmed: ``uplift.min_propensity``); with ``--untrimmed``,
+   also **(d)**, the same without trimming.
 4. **(c) experiment + program, propensities ignored**: the same rows, each program row
    given the program's pooled shares (its share of voters assigned to each arm and to
    control), as if the program had been a randomized experiment with those shares.
@@ -57,7 +59,7 @@ from features.synthetic import make_campaign, synthetic_config  # noqa: E402
 from training.fit import fit_and_evaluate  # noqa: E402
 from training.learners import Design  # noqa: E402
 from training.program_simulation import LABELS, simulate_program  # noqa: E402
-from training.programs import ProgramRows, load_programs, with_programs  # noqa: E402
+from training.programs import ProgramRows, load_programs, overlap_floor, with_programs  # noqa: E402
 from training.splits import prepare  # noqa: E402
 
 NAME = "targeted-program"
@@ -113,7 +115,8 @@ def true_training_effects(frame, config, programs, truth: pd.DataFrame) -> dict[
     rows = with_programs(prepare(frame, config), list(programs), config)
     assigned = rows.prepared.assigned("train", config)
     tau = rows.prepared.train[["voter_id"]].merge(truth, on="voter_id", how="left")
-    design = Design(config.arm_labels, config.control_label, config.design_shares())
+    floor = overlap_floor(rows, config.arm_labels, config.control_label, config.uplift.min_propensity)
+    design = Design(config.arm_labels, config.control_label, config.design_shares(), min_propensity=floor)
     return {arm: float(tau[f"tau_voted_{arm.lower()}"].to_numpy()[design.contrast(arm, assigned,
                                                                                   rows.propensities)[0]].mean())
             for arm in config.arm_labels}
@@ -126,9 +129,9 @@ def one_seed(seed: int, args, folder: Path) -> list[dict]:
     fits = {}
     started = time.perf_counter()
 
-    def fit(label, programs=()):
+    def fit(label, programs=(), config=config):
         t0 = time.perf_counter()
-        fits[label] = (fit_and_evaluate(frame, config, programs=programs), programs)
+        fits[label] = (fit_and_evaluate(frame, config, programs=programs), programs, config)
         log(f"seed {seed} {label}: {time.perf_counter() - t0:.0f} s, served {fits[label][0].served}")
 
     fit("a")
@@ -148,12 +151,14 @@ def one_seed(seed: int, args, folder: Path) -> list[dict]:
     out = program_only_effects(seed, rows, program.truth)
     fit("b", [rows])
     fit("c", [pooled(rows, config)])
+    if args.untrimmed:
+        fit("d", [rows], config.with_uplift(min_propensity=0.0))
     test = make_campaign(args.n_test, seed=seed + 200)
     truth = pd.concat([experiment.truth, program.truth], ignore_index=True)
     holdout = fits["a"][0].prepared.test[["voter_id"]].merge(experiment.truth, on="voter_id", how="left")
-    for label, (result, programs) in fits.items():
+    for label, (result, programs, fit_config) in fits.items():
         served = uplift(result, test.voter_file)
-        true_rows = true_training_effects(frame, config, programs, truth)
+        true_rows = true_training_effects(frame, fit_config, programs, truth)
         for j, arm in enumerate(LABELS):
             tau = test.truth[f"tau_voted_{arm.lower()}"].to_numpy()
             effect = result.arm_effects[arm]
@@ -203,6 +208,8 @@ def main() -> None:
     parser.add_argument("--explore", type=float, default=0.2)
     parser.add_argument("--targeting", choices=["model", "habitual"], default="model",
                         help="the program's ranking: model (a)'s served uplift, or past turnout (habitual())")
+    parser.add_argument("--untrimmed", action="store_true",
+                        help="also fit d: + program, recorded propensities, no overlap trimming (min_propensity 0)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="program-bench-") as tmp:
@@ -221,7 +228,8 @@ def main() -> None:
     print("Spearman of the served uplift with the true effect on a fresh test set of "
           f"{args.n_test:,} voters (a constant served effect: 0) and of the CV-chosen model's ranking on the "
           "experiment's hold-out (the same voters for a, b and c). a: experiment; b: + program, recorded "
-          "propensities; c: + program, pooled shares.\n")
+          "propensities (rows with limited overlap trimmed, uplift.min_propensity); c: + program, pooled shares; "
+          "d: as b without trimming.\n")
     wide = table.pivot_table(index=["seed", "arm"], columns="fit", values=["spearman", "model_spearman"],
                              sort=False)
     served = table.pivot_table(index=["seed", "arm"], columns="fit", values="served", aggfunc="first", sort=False)

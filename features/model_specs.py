@@ -101,6 +101,12 @@ class UpliftSpec(_Strict):
         description="parameters of the arm-specific rounds (their learning rate sets how fast "
         "each arm's level moves away from the shared shape)",
     )
+    min_propensity: float = Field(
+        default=0.1, ge=0, lt=0.5,
+        description="past programs' rows (programs:) whose probability of an arm, against control, is below "
+        "this or above one minus it do not train that arm (limited overlap: their inverse-propensity weights "
+        "would make its targets noise); lowered to the experiment's own so that no experiment row is trimmed",
+    )
     turnout_score_feature: bool | Literal["select"] = Field(
         default=False,
         description="give the final uplift models the (cross-fitted) turnout probability as a "

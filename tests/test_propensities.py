@@ -151,3 +151,58 @@ def test_qini_with_per_row_propensities_estimates_what_a_randomized_design_would
     z = {name: np.mean(v) / (np.std(v) / np.sqrt(reps)) for name, v in errors.items()}
     assert abs(z["weighted"]) < 3 and abs(z["dr"]) < 3, z
     assert z["plain"] < -10, z  # biased far beyond its noise
+
+
+def test_rows_with_limited_overlap_leave_the_contrast():
+    """min_propensity trims rows whose e is below it or above one minus it; 0 keeps every informative row."""
+    assigned = np.array(["C", "A", "A", "C", "A", "C"])
+    recorded = pd.DataFrame({"C": [0.95, 0.95, 0.5, 0.5, 0.04, 0.9], "A": [0.05, 0.05, 0.5, 0.5, 0.96, 0.1],
+                             "B": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]})
+    kept = Design(["A", "B"], "C", SHARES, min_propensity=0.1).contrast("A", assigned, recorded)[0]
+    assert kept.tolist() == [False, False, True, True, False, True]
+    assert Design(["A", "B"], "C", SHARES).contrast("A", assigned, recorded)[0].all()
+
+
+def test_the_overlap_floor_never_trims_an_experiment_row():
+    from training.programs import TrainingRows, overlap_floor
+
+    experiment = pd.DataFrame({"C": np.full(4, 0.9), "A": np.full(4, 0.06), "B": np.full(4, 0.04)})
+    program = pd.DataFrame({"C": [0.99, 0.5], "A": [0.01, 0.5], "B": [0.0, 0.0]})
+    rows = TrainingRows(None, pd.concat([experiment, program], ignore_index=True),
+                        np.arange(6) < 4, {})
+    floor = overlap_floor(rows, ["A", "B"], "C", 0.1)
+    assert floor == pytest.approx(0.04 / 0.94)  # B's experiment rows: e = 0.0426, below the configured 0.1
+    assigned = np.array(["C", "A", "B", "C", "A", "C"])
+    design = Design(["A", "B"], "C", min_propensity=floor)
+    for arm in ("A", "B"):
+        rows_in = design.contrast(arm, assigned, rows.propensities)[0]
+        sides = (assigned == arm) | (assigned == "C")
+        assert rows_in[:4].tolist() == sides[:4].tolist()  # every experiment row of the contrast is in it
+    assert not design.contrast("A", assigned, rows.propensities)[0][4]  # the program's A row at e = 0.01
+    no_programs = TrainingRows(None, None, np.ones(4, dtype=bool), {})
+    assert overlap_floor(no_programs, ["A", "B"], "C", 0.1) == 0.0
+
+
+def test_trimming_limited_overlap_makes_an_explored_arms_effect_less_noisy():
+    """An experiment (2,000 voters, half given A) plus a program that explored A at 1% of its 20,000
+    voters: with the program's rows (e = 0.01) trimmed, the AIPW average effect of A is closer to the
+    truth (+5 points) over 20 seeded draws, outcome models off by 5 points included."""
+    from training.learners.dr import aipw_score
+    from training.programs import TrainingRows, overlap_floor
+
+    n_exp, n_prog = 2000, 20000
+    p = pd.DataFrame({"C": np.r_[np.full(n_exp, 0.5), np.full(n_prog, 0.99)],
+                      "A": np.r_[np.full(n_exp, 0.5), np.full(n_prog, 0.01)], "B": 0.0})
+    rows = TrainingRows(None, p, np.arange(len(p)) < n_exp, {})
+    errors = {0.0: [], 0.1: []}
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        assigned = np.where(rng.random(len(p)) < p.A.to_numpy(), "A", "C")
+        y = (rng.random(len(p)) < np.where(assigned == "A", 0.55, 0.5)).astype(float)
+        treated = (assigned == "A").astype(float)
+        for configured in errors:
+            design = Design(["A", "B"], "C", min_propensity=overlap_floor(rows, ["A"], "C", configured))
+            kept, e = design.contrast("A", assigned, p)
+            score = aipw_score(y[kept], treated[kept], np.full(kept.sum(), 0.6), np.full(kept.sum(), 0.5), e[kept])
+            errors[configured].append(abs(score.mean() - 0.05))
+    assert np.mean(errors[0.1]) < 0.8 * np.mean(errors[0.0])  # 0.018 against 0.027

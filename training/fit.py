@@ -45,7 +45,7 @@ from training.evaluation import (
 )
 from training.learners import CrossFitNuisance, Design, UpliftLearner
 from training.learners.nuisance import best_rounds
-from training.programs import ProgramRows, rows_per_label, with_programs
+from training.programs import ProgramRows, overlap_floor, rows_per_label, with_programs
 from training.references import DefaultTLearner, random_score, turnout_05_score
 from training.selection import (
     arm_contrasts,
@@ -219,12 +219,13 @@ def fit_and_evaluate(
     seed = config.split.seed
     binary = config.outcome.kind == "turnout"
     config = config.scaled_to(rows_per_label(frame[config.arm_column].astype(str).value_counts(), programs, config))
-    design = Design(arms, control, config.design_shares())
 
     progress("split and feature transform")
     experiment = prepare(frame, config)
     contact = fit_contact_rate(experiment, config)  # P(reached | attempted) when the log has the flags
     rows = with_programs(experiment, list(programs), config)
+    design = Design(arms, control, config.design_shares(),
+                    min_propensity=overlap_floor(rows, arms, control, config.uplift.min_propensity))
     prep, propensities = rows.prepared, rows.propensities
     a_tr, a_te = prep.assigned("train", config), prep.assigned("test", config)
     y_tr = prep.train[config.outcome.column].to_numpy(dtype=float)

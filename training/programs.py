@@ -228,3 +228,23 @@ def with_programs(prep: Prepared, programs: list[ProgramRows], config: RunConfig
     prepared = replace(prep, train=train, X_train=prep.pipeline.transform(train),
                        folds=group_folds(train[config.group_column], config.split.folds, config.split.seed))
     return TrainingRows(prepared, propensities, experiment, dropped)
+
+
+def overlap_floor(rows: TrainingRows, arms: Sequence[str], control: str, configured: float) -> float:
+    """The ``min_propensity`` of the training contrasts (:class:`training.learners.Design`).
+
+    ``configured`` (``uplift.min_propensity``), lowered so that no experiment row leaves a
+    contrast: at most every experiment row's ``e`` and ``1 - e`` for every arm. Without
+    programs every row is the experiment's, so nothing is trimmed.
+    """
+    if rows.propensities is None:
+        return 0.0
+    p = rows.propensities.loc[rows.experiment]
+    floor = configured
+    for arm in arms:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            e = (p[arm] / (p[arm] + p[control])).to_numpy(dtype=float)
+        e = e[np.isfinite(e) & (e > 0) & (e < 1)]
+        if len(e):
+            floor = min(floor, float(e.min()), float(1 - e.max()))
+    return floor
