@@ -74,8 +74,8 @@ class Settings(BaseSettings):
         hide_input_in_errors=True,  # pydantic's own messages never show a value (it may be a secret)
     )
 
-    home: Path = Field(PROJECT_ROOT, description="Folder of mlruns/ (the embedded MLflow store), reports/ and "
-                       "consent_ledger/; default the project folder.")
+    home: Path = Field(PROJECT_ROOT, description="Folder of mlruns/ (the embedded MLflow store), reports/, "
+                       "consent_ledger/ and proofs/; default the project folder.")
     threads: int = Field(DEFAULT_THREADS, ge=1, description="LightGBM threads of training, the balance check and "
                          "scoring (small scoring batches use one).")
     workers: int = Field(DEFAULT_WORKERS, ge=1, description="Worker processes of the HTTP service, each with its "
