@@ -30,6 +30,8 @@ time per worker, first come first served), while batches of small requests run b
 their own thread: a single-voter request never waits for a large request, it shares the CPU
 with one slice of it (``bench/load_bench.py`` measured this against small batches waiting for
 their turn too: a lower p99 for small requests and twice the throughput of large ones).
+:meth:`ScoreBatcher.in_slices` runs any per-slice step this way (``POST /plan`` computes its
+expected gains with it: :mod:`serving.plan_api`).
 """
 
 from __future__ import annotations
@@ -181,19 +183,31 @@ class ScoreBatcher:
     async def score_large(self, served: Any, voters: VoterBatch, explain: bool, top_k: int) -> dict[str, Any]:
         """The response payload of a large request, scored in slices, each in its own turn (see the module
         docstring); ``served`` is the ``model_holder.ServedModel`` the voters were read with."""
-        scorer, parts, start = served.scorer, [], 0
+        scorer = served.scorer
+        parts = await self.in_slices(voters, lambda part: scorer.payload(scorer.score(part, explain, top_k)))
+        return await self.run(scorer.merge, parts)
 
-        def scored(part: VoterBatch) -> tuple[dict[str, Any], float]:
+    async def in_slices(self, voters: VoterBatch, step: Callable[[VoterBatch], T], min_voters: int = MIN_SLICE
+                        ) -> list[T]:
+        """``step`` of each consecutive slice of ``voters`` (at least one slice, empty for no voters), each slice
+        a large request's step in its turn (:meth:`run`), sized to the target time (see the module docstring)
+        and at least ``min_voters``: a step whose fixed cost is high (``POST /plan``'s) sets its own floor, as
+        the size is adapted in proportion to the last step's time, which shrinks toward the floor when the
+        fixed cost alone takes longer than the target."""
+        parts: list[T] = []
+        start = 0
+
+        def timed(part: VoterBatch) -> tuple[T, float]:
             started = time.perf_counter()
-            return scorer.payload(scorer.score(part, explain, top_k)), time.perf_counter() - started
+            return step(part), time.perf_counter() - started
 
         while start < len(voters) or not parts:
-            part = voters.rows(start, start + self.slice_voters)
-            payload, seconds = await self.run(scored, part)
-            parts.append(payload)
+            part = voters.rows(start, start + max(min_voters, self.slice_voters))
+            result, seconds = await self.run(timed, part)
+            parts.append(result)
             start += len(part)
             self._adapt(len(part), seconds)
-        return await self.run(scorer.merge, parts)
+        return parts
 
     def _adapt(self, voters: int, seconds: float) -> None:
         """Size the next slice to take the target time (see :data:`SLICE_PER_SMALL`) at the last one's pace."""

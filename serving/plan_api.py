@@ -4,15 +4,22 @@ The endpoint takes the same voters as ``POST /score`` plus a budget and, optiona
 program's costs and channel limits (the shape of ``configs/costs.yaml``), and answers
 with the ordered contact list of each channel (call, text, mail, canvass), the expected
 gain of every contact, the plan's total expected incremental outcomes with a 95%
-interval, the suppression counts and the solver's optimality certificate.
+interval, the suppression counts, the solver's optimality certificate and the voters
+whose input deserves a word (``warnings``: the codes of ``POST /score``, from the same
+``VoterReader``). A voter is planned once: an id that appears twice is a 422 naming each
+occurrence.
 
 :func:`plan_payload` does the work on voters already read by the service's
 ``VoterReader`` (which validates fields and drops everything that is not a feature);
-the service wires it in a few lines (see docs/api.md).
+:func:`answer_plan` is the service's path: the voters read, their expected gains computed
+in slices that take turns with large ``POST /score`` requests
+(:meth:`serving.batching.ScoreBatcher.in_slices`, so single-voter requests keep their
+latency), then the plan solved in one step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Protocol
 
 import numpy as np
@@ -20,16 +27,26 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from features.calling_hours import TIME_ZONE_COLUMN
-from serving.api import VOTER_SCHEMA, ModelRefOut, Voters
+from serving.api import VOTER_SCHEMA, ModelRefOut, Voters, VoterScore, encode
+from serving.batching import ScoreBatcher
 from serving.bundle import CONTROL_ARM, ScoringModel
 from serving.limits import MAX_VOTERS
 from serving.plan_costs import PositiveNumber, ProgramCosts
 from serving.plan_design import DesignSpec
 from serving.plan_file import with_dialing_keys
-from serving.plan_gains import expected_gains
+from serving.plan_gains import ExpectedGains, expected_gains
 from serving.plan_sensitivity import with_sensitivity
 from serving.planning import ContactPlan, plan_from_gains
 from serving.registry import ModelRef
+from serving.scoring import Eligibility
+from serving.voters import DUPLICATE, ID_FIELD, FieldProblem, VoterBatch, VoterError, id_strings
+
+# Voters per slice of a plan's expected gains at least: a gains step costs a fixed ~13 ms (seven LightGBM calls on a
+# frame: turnout, uplift and contact rate per arm or channel), as much as ~1,000 voters' own part, four times a
+# /score step's; smaller slices would mostly repeat it (the adaptive size shrinks to its floor when the fixed part
+# alone takes longer than its target, as under load: a 10,000-voter plan in 32-voter slices took 24 s, 1.3 s with
+# this floor, beside 16 single-voter clients at a load average of 5 to 8; bench/plan_load_bench.py).
+GAINS_MIN_SLICE = 1_024
 
 # validated by serving.plan_design.DesignSpec (a 422 naming the field), documented here
 ShareBelowOne = Annotated[float, WithJsonSchema({"type": "number", "minimum": 0, "maximum": 1,
@@ -147,6 +164,11 @@ class PlanDesignOut(BaseModel):
                                                       "priority order.")
 
 
+class VoterWarnings(BaseModel):
+    voter_id: str
+    warnings: list[str] = Field(description=VoterScore.model_fields["warnings"].description)
+
+
 class PlanResponse(BaseModel):
     model: ModelRefOut
     outcome: str
@@ -163,12 +185,16 @@ class PlanResponse(BaseModel):
         default=None, description="Per arm and side, when asked for (null otherwise).")
     design: PlanDesignOut | None = Field(
         default=None, description="The holdout and exploration, when asked for (null otherwise).")
+    warnings: list[VoterWarnings] = Field(
+        default=[], description="The voters whose input deserves a word, in request order (voters without "
+                                "warnings are left out); an id that appears twice is refused (422), never planned.")
 
 
 class VoterColumns(Protocol):
     """Voters read by ``serving.voters.VoterReader`` (``VoterBatch``)."""
 
     ids: np.ndarray
+    warnings: list[list[str]] | None
 
     def frame(self) -> pd.DataFrame: ...
 
@@ -181,6 +207,24 @@ class ArmEligibility(Protocol):
     time_zone: np.ndarray | None
 
 
+def voter_gains(model: ScoringModel, voters: VoterColumns, costs: ProgramCosts | None = None,
+                eligibility: ArmEligibility | None = None) -> ExpectedGains:
+    """Expected gain per voter and arm of ``voters`` (NaN where ``eligibility`` does not allow the arm):
+    the scoring step of a plan (:func:`serving.plan_gains.expected_gains`)."""
+    X = model.transform(voters.frame(), allow_missing=True)
+    return expected_gains(model, X, costs, None if eligibility is None else eligibility.allowed)
+
+
+def refuse_duplicates(voters: VoterColumns) -> None:
+    """Raise :class:`~serving.voters.VoterError` naming every voter whose id appears more than once
+    (the reader's ``duplicate:voter_id`` warning): a voter is planned once."""
+    code = f"{DUPLICATE}:{ID_FIELD}"
+    twice = [FieldProblem(i, ID_FIELD, "appears more than once in the request (a voter is planned once)")
+             for i, codes in enumerate(voters.warnings or ()) if code in codes]
+    if twice:
+        raise VoterError(twice)
+
+
 def plan_payload(
     model: ScoringModel,
     ref: ModelRef,
@@ -190,18 +234,22 @@ def plan_payload(
     eligibility: ArmEligibility | None = None,
     sensitivity: bool = False,
     design: DesignSpec | None = None,
+    gains: ExpectedGains | None = None,
 ) -> dict[str, Any]:
     """The ``POST /plan`` response (plain JSON-ready dicts, shaped as :class:`PlanResponse`).
 
+    ``gains`` are the voters' :func:`voter_gains` when already computed (default: computed here).
+
     Raises
     ------
+    serving.voters.VoterError
+        An id appears more than once (:func:`refuse_duplicates`).
     serving.plan_costs.PlanError
         Costs or limits that do not fit the model (the message names the field).
     """
+    refuse_duplicates(voters)
     design = design or DesignSpec()
-    X = model.transform(voters.frame(), allow_missing=True)
-    allowed = None if eligibility is None else eligibility.allowed
-    gains = expected_gains(model, X, costs, allowed)
+    gains = voter_gains(model, voters, costs, eligibility) if gains is None else gains
     reasons = None if eligibility is None else eligibility.reason
     plan = plan_from_gains(model, voters.ids, gains, budget, costs, reasons, design=design)
     if sensitivity:
@@ -209,7 +257,7 @@ def plan_payload(
     summary = plan.summary()
     contacts = plan.table
     if eligibility is not None and getattr(eligibility, "time_zone", None) is not None:
-        zones = pd.DataFrame({"voter_id": np.asarray(voters.ids).astype(str), TIME_ZONE_COLUMN: eligibility.time_zone})
+        zones = pd.DataFrame({"voter_id": id_strings(voters.ids), TIME_ZONE_COLUMN: eligibility.time_zone})
         contacts = with_dialing_keys(contacts, zones, model)
     channels: dict[str, Any] = {}
     for channel, part in contacts.groupby("channel", sort=True):  # the table is in priority order
@@ -224,7 +272,55 @@ def plan_payload(
         "solver": {k: v for k, v in summary["solver"].items() if k in SolverReport.model_fields},
         "sensitivity": summary["sensitivity"],
         "design": _design(plan) if design.randomized else None,
+        "warnings": _warnings(voters),
     }
+
+
+async def answer_plan(batcher: ScoreBatcher, served: Any, voters: Sequence[Mapping[str, Any]], *, budget: float,
+                      costs: ProgramCosts | None = None, sensitivity: bool = False,
+                      design: DesignSpec | None = None) -> tuple[bytes, VoterBatch]:
+    """The ``POST /plan`` response body, and the voters read (their warnings go in the audit line).
+
+    Each step runs in a worker thread in its turn among large requests' steps
+    (:meth:`ScoreBatcher.run`): the voters are read, their eligibility and expected gains are
+    computed in slices (:meth:`ScoreBatcher.in_slices`, as ``POST /score`` scores a large
+    request), then the plan is solved and encoded. ``served`` is the
+    ``model_holder.ServedModel`` of the request (its model, ref and scorer).
+
+    Raises
+    ------
+    serving.voters.VoterError, serving.plan_costs.PlanError
+        As :func:`plan_payload`.
+    """
+    model, scorer = served.model, served.scorer
+
+    def read(rows: Sequence[Mapping[str, Any]]) -> VoterBatch:
+        batch = scorer.read(rows)
+        refuse_duplicates(batch)  # before any gain is computed
+        return batch
+
+    def gains_of(part: VoterBatch) -> tuple[ExpectedGains, Eligibility | None]:
+        allowed = scorer.eligibility(part, model.arms) if scorer.eligibility is not None else None
+        return voter_gains(model, part, costs, allowed), allowed
+
+    batch = await batcher.run(read, voters)
+    parts = await batcher.in_slices(batch, gains_of, GAINS_MIN_SLICE)
+    gains = ExpectedGains.concat([g for g, _ in parts], len(model.arms))
+    eligibility = None if parts[0][1] is None else Eligibility.concat([e for _, e in parts])
+
+    def solved() -> bytes:
+        return encode(plan_payload(model, served.ref, batch, budget, costs, eligibility, sensitivity, design,
+                                   gains=gains))
+
+    return await batcher.run(solved), batch
+
+
+def _warnings(voters: VoterColumns) -> list[dict[str, Any]]:
+    """The voters with warnings, in request order (:class:`VoterWarnings`)."""
+    if not voters.warnings:
+        return []
+    return [{"voter_id": v, "warnings": codes} for v, codes in zip(voters.ids.tolist(), voters.warnings, strict=True)
+            if codes]
 
 
 def _design(plan: ContactPlan) -> dict[str, Any]:

@@ -48,6 +48,7 @@ import pandas as pd
 from features.config import arm_slug
 from serving.bundle import CONTROL_ARM
 from serving.plan_costs import PlanError
+from serving.voters import id_strings
 
 BANDS = 5  # score bands per planned arm (quintiles of its expected gain)
 MIN_HELD_PER_STRATUM = 5  # fewer bands when a band would hold out fewer voters than this
@@ -197,7 +198,7 @@ class PlanDesign:
 
     def frame(self, ids: np.ndarray) -> pd.DataFrame:
         """``voter_id``, ``assigned``, ``holdout`` and the probability columns, one row per voter."""
-        out = pd.DataFrame({"voter_id": np.asarray(ids).astype(str), "assigned": self.assigned_labels(),
+        out = pd.DataFrame({"voter_id": id_strings(ids), "assigned": self.assigned_labels(),
                             "holdout": self.holdout})
         for j, column in enumerate(probability_columns(self.labels)):
             out[column] = self.propensity[:, j]
@@ -313,7 +314,7 @@ def design_fingerprint(design: Mapping[str, Any], ids: Sequence[str] | np.ndarra
     """
     canonical = {key: value for key, value in design.items() if key != "fingerprint"}
     digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":"), allow_nan=False).encode())
-    ids = np.asarray(ids).astype(str)
+    ids = id_strings(ids)
     digest.update(f"\0{len(ids)}\0".encode())
     for start in range(0, len(ids), _ID_CHUNK):
         digest.update(("\n".join(ids[start:start + _ID_CHUNK]) + "\n").encode())

@@ -32,6 +32,7 @@ from features.table_files import open_dataset
 from serving.batch import DEFAULT_CHUNK, iter_chunks
 from serving.bundle import ScoringModel
 from serving.plan_costs import PlanError, ProgramCosts
+from serving.voters import id_strings
 
 MIN_P = 1e-6
 
@@ -140,7 +141,7 @@ def gains_from_file(
         ids.append(chunk[model.id_column].astype(str).to_numpy())
         if on_chunk is not None:
             on_chunk(len(chunk))
-    return (np.concatenate(ids) if ids else np.array([], dtype=str)), ExpectedGains.concat(parts, len(model.arms))
+    return (np.concatenate(ids) if ids else id_strings([])), ExpectedGains.concat(parts, len(model.arms))
 
 
 def clusters_from_file(model: ScoringModel, path: str | Path, ids: np.ndarray) -> pd.Series | None:
@@ -156,4 +157,4 @@ def clusters_from_file(model: ScoringModel, path: str | Path, ids: np.ndarray) -
     table = dataset.to_table(columns=[model.id_column, column]).to_pandas()
     lookup = pd.Series(table[column].astype(str).to_numpy(), index=table[model.id_column].astype(str).to_numpy())
     lookup = lookup[~lookup.index.duplicated()]
-    return pd.Series(lookup.reindex(np.asarray(ids).astype(str)).to_numpy(), name=column)
+    return pd.Series(lookup.reindex(id_strings(ids)).to_numpy(), name=column)

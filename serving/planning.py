@@ -24,6 +24,7 @@ from serving.plan_costs import PlanError, ProgramCosts
 from serving.plan_design import DesignSpec, design_fingerprint, randomize
 from serving.plan_gains import ExpectedGains, expected_gains
 from serving.plan_interval import gain_interval
+from serving.voters import id_strings
 
 SUPPRESSION_KEYS = ("contacted", "randomized_out", "not_eligible", "no_positive_gain", "over_budget")
 
@@ -137,7 +138,7 @@ def eligibility_arrays(table: pd.DataFrame, ids: np.ndarray | pd.Series,
         raise PlanError("eligibility", f"columns {missing} are missing")
     unique = table.drop_duplicates("voter_id")
     lookup = unique.set_index(unique.voter_id.astype(str))
-    ids = pd.Index(np.asarray(ids).astype(str))
+    ids = pd.Index(id_strings(ids))
     unknown = ~ids.isin(lookup.index)
     if unknown.any():
         raise PlanError("eligibility", f"{int(unknown.sum())} voters have no eligibility row")
@@ -180,7 +181,7 @@ def plan_from_gains(
     """
     costs = costs or ProgramCosts()
     design = design or DesignSpec()
-    ids = np.asarray(ids).astype(str)
+    ids = id_strings(ids)
     if len(ids) != len(gains):
         raise PlanError("voters", f"{len(ids)} ids but {len(gains)} rows of gains")
     duplicated = pd.Index(ids).duplicated()
@@ -214,7 +215,7 @@ def contact_plan(
     (another seed) around the same targeting.
     """
     design = design or DesignSpec()
-    ids = np.asarray(ids).astype(str)
+    ids = id_strings(ids)
     cost = costs.arm_costs(model)
     channels = np.array([a.channel for a in model.arms], dtype=object)
     labels = np.array([a.label for a in model.arms], dtype=object)

@@ -50,6 +50,12 @@ class Eligibility:
         zones = None if self.time_zone is None else self.time_zone[start:stop]
         return Eligibility(self.allowed[start:stop], self.reason[start:stop], zones)
 
+    @classmethod
+    def concat(cls, parts: Sequence[Eligibility]) -> Eligibility:
+        """The eligibility of consecutive parts' voters, in order (the inverse of :meth:`rows`)."""
+        zones = None if any(p.time_zone is None for p in parts) else np.concatenate([p.time_zone for p in parts])
+        return cls(np.concatenate([p.allowed for p in parts]), np.concatenate([p.reason for p in parts]), zones)
+
 
 class EligibilityRule(Protocol):
     """Decides per voter and arm whether the arm may be used (e.g. consent rules)."""

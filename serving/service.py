@@ -45,7 +45,7 @@ from serving.log_privacy import install as keep_requests_out_of_logs
 from serving.model_holder import ModelHolder, ServedModel, model_card
 from serving.model_report import REPORT_CSP, ReportNotFound, fetch_model_report
 from serving.openapi import PublishedSpecMiddleware
-from serving.plan_api import PlanRequest, PlanResponse, plan_payload
+from serving.plan_api import PlanRequest, PlanResponse, answer_plan
 from serving.plan_costs import PlanError, ProgramCosts
 from serving.plan_design import DesignSpec
 from serving.scoring import SegmentScorer
@@ -140,24 +140,20 @@ class Persuade:
         `sensitivity`, what the plan would lose if an arm's average effect were at an end
         of its interval; with `holdout` or `explore`, a randomized design (held-out voters
         are not contacted, explored voters get a random arm they may get) and every voter's
-        assignment and probabilities. Errors as for /score; 422 also for costs that do not
-        fit the model or a share outside [0, 1) (names the field).
+        assignment and probabilities; `warnings` lists the voters whose input deserves a word
+        (the codes of /score). Errors as for /score; 422 also for an id that appears twice (a
+        voter is planned once), costs that do not fit the model or a share outside [0, 1)
+        (names the field).
         """
         served, audit = self._take_model()
         if served is None:
             return error_response(503, "no model is loaded yet: see GET /model and retry")
         if len(voters) > MAX_VOTERS:
             return error_response(413, f"{len(voters):,} voters in one request; the limit is {MAX_VOTERS:,}")
-
-        def answer() -> bytes:
-            scorer = served.scorer
-            batch = scorer.read(voters)
-            allowed = scorer.eligibility(batch, served.model.arms) if scorer.eligibility is not None else None
-            design = DesignSpec(holdout=holdout, explore=explore, seed=seed)
-            return encode(plan_payload(served.model, served.ref, batch, budget, costs, allowed, sensitivity, design))
-
-        try:
-            body = await anyio.to_thread.run_sync(answer)
+        try:  # gains in slices beside small /score requests, then one solve (serving/plan_api.py)
+            body, batch = await answer_plan(self.batcher, served, voters, budget=budget, costs=costs,
+                                            sensitivity=sensitivity,
+                                            design=DesignSpec(holdout=holdout, explore=explore, seed=seed))
         except VoterError as exc:
             return error_response(422, str(exc), [p.as_dict() for p in exc.problems])
         except PlanError as exc:
@@ -165,7 +161,7 @@ class Persuade:
         except LedgerUnavailable as exc:
             return error_response(503, str(exc))
         if audit is not None:
-            audit.voters = len(voters)
+            audit.voters, audit.warnings = len(voters), batch.warning_counts()
         return Response(body, media_type="application/json")
 
     @bentoml.api(route="/consent/events", input_spec=ConsentEventsRequest, output_spec=ConsentEventsResponse)

@@ -201,10 +201,10 @@ class VoterReader:
     def _ids(values: list[Any], problems: list[FieldProblem]) -> np.ndarray:
         """The ids as Python strings in an object array (a fixed-width array would be as wide as the longest)."""
         kinds = set(map(type, values))
-        texts = values if kinds <= {str} else [v if type(v) is str else str(v) for v in values]
-        if kinds <= {str, int} and (not texts or (max(map(len, texts)) <= MAX_ID_CHARS and min(map(len, texts))
-                                                  and not _CONTROL.search("".join(texts)))):
-            return _objects(texts)
+        texts = id_strings(values)
+        if kinds <= {str, int} and (not len(texts) or (max(map(len, texts)) <= MAX_ID_CHARS and min(map(len, texts))
+                                                       and not _CONTROL.search("".join(texts)))):
+            return texts
         for i, (v, text) in enumerate(zip(values, texts, strict=True)):
             if v is None:
                 problems.append(FieldProblem(i, ID_FIELD, "is required"))
@@ -216,7 +216,7 @@ class VoterReader:
                 problems.append(FieldProblem(i, ID_FIELD, f"must be at most {MAX_ID_CHARS} characters"))
             elif _CONTROL.search(text):
                 problems.append(FieldProblem(i, ID_FIELD, "must not contain control characters"))
-        return _objects(texts)
+        return texts
 
     @staticmethod
     def _numeric(values: list[Any], name: str, problems: list[FieldProblem]) -> np.ndarray:
@@ -249,6 +249,16 @@ def _check_lengths(values: list[Any], name: str, problems: list[FieldProblem]) -
         for i, v in enumerate(values):
             if isinstance(v, str) and len(v) > MAX_STRING_CHARS:
                 problems.append(FieldProblem(i, name, f"must be at most {MAX_STRING_CHARS} characters"))
+
+
+def id_strings(ids: Sequence[Any] | np.ndarray | pd.Series) -> np.ndarray:
+    """Voter ids as Python strings in an object array (an integer id becomes its digits).
+
+    Never ``np.asarray(ids).astype(str)``: a fixed-width array is as wide as the longest id
+    (one long id multiplies every id's memory), and it drops trailing NUL characters.
+    """
+    values = ids.tolist() if isinstance(ids, (np.ndarray, pd.Series, pd.Index)) else list(ids)
+    return _objects([v if type(v) is str else str(v) for v in values])
 
 
 def _objects(values: list[Any]) -> np.ndarray:

@@ -1,0 +1,162 @@
+"""Plan load benchmark: single-voter ``/score`` latency beside large ``POST /plan`` requests, and a plan's memory.
+
+The ``/plan`` phases of ``bench/load_bench.py`` (whose clients, model and RSS probe it imports):
+against a real ``bentoml serve`` on 127.0.0.1 serving the small synthetic model (trained into a
+fresh temp store first), with the same lightweight aiohttp client:
+
+1. ``--clients`` (16) clients scoring one voter per request in a loop: the base p50 and p99;
+2. the same clients while two clients post 5,000-voter ``/plan`` requests in a loop (budget
+   ``--budget``): the single-voter p50 and p99, and the plans' latency;
+3. for comparison, in the same run, phase 3 of ``load_bench.py``: the same clients while two
+   clients score 5,000 voters per ``/score`` request;
+4. while 16 single-voter clients run, one at a time: 10,000 voters of which one has a
+   50,000-character id (a 422), then 10,000 voters whose ids are all 128 characters (the
+   limit; planned): each one's status, seconds and the largest growth of a worker's RSS
+   while it ran (sampled every 50 ms), and the single-voter p99 meanwhile.
+
+Ratios divide a phase's p50/p99 by phase 1's. The load average is printed: on a shared
+machine latencies move with it.
+
+Usage::
+
+    PERSUADE_THREADS=1 .venv/bin/python bench/plan_load_bench.py [--clients 16] [--seconds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from load_bench import AUTH, KEY, LARGE, Load, train_small, worker_rss  # bench/ is on the path above
+
+N_HOSTILE = 10_000
+
+
+def plan_bodies(voters: list[dict], budget: float) -> list[bytes]:
+    """Two 5,000-voter ``/plan`` bodies (ids unique within each)."""
+    return [json.dumps({"voters": [{**voters[(k * LARGE + i) % len(voters)], "voter_id": f"P{k}-{i}"}
+                                   for i in range(LARGE)], "budget": budget}).encode() for k in range(2)]
+
+
+def post_plan(base_url: str, body: bytes, timeout: float = 300.0) -> tuple[int | str, float]:
+    """POST ``body`` to /plan; the status (or what went wrong) and the seconds it took."""
+    import httpx
+
+    t0 = time.perf_counter()
+    try:
+        r = httpx.post(f"{base_url}/plan", content=body, headers={**AUTH, "Content-Type": "application/json"},
+                       timeout=timeout)
+        return r.status_code, time.perf_counter() - t0
+    except httpx.HTTPError as exc:
+        return type(exc).__name__, time.perf_counter() - t0
+
+
+def rss_growth(svc, action: Callable[[], tuple[int | str, float]]) -> tuple[int | str, float, float]:
+    """Run ``action``; its status and seconds, and the largest growth of a worker's RSS (MB) meanwhile."""
+    before, peak, done = worker_rss(svc), {}, threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            for pid, rss in worker_rss(svc).items():
+                peak[pid] = max(peak.get(pid, 0.0), rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    status, seconds = action()
+    time.sleep(0.5)  # what the worker does right after answering counts too
+    done.set()
+    sampler.join()
+    return status, seconds, max((peak[p] - before[p] for p in peak if p in before), default=float("nan"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=15.0, help="traffic per phase")
+    parser.add_argument("--budget", type=float, default=500.0, help="budget of each 5,000-voter plan")
+    parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
+    args = parser.parse_args()
+    home = tempfile.TemporaryDirectory(prefix="persuade-plan-load-bench-")
+    os.environ["PERSUADE_HOME"] = home.name
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home.name}/mlflow.db"
+    os.environ["BENTOML_HOME"] = str(Path(home.name) / "bentoml")
+    load_before = os.getloadavg()
+
+    from serving.launcher import ServiceProcess, service_workers
+
+    uri, voters = train_small()
+    env = {"PERSUADE_RELOAD_SECONDS": "0", "PERSUADE_HASH_KEY": "plan-load-bench-hash-key"}
+    phases, hostile = {}, []
+    with ServiceProcess(model_uri=uri, api_keys=[KEY], env=env) as svc:
+        def phase(name: str, planners: int, scorers: int = 0) -> None:
+            plans = Load(svc.base_url, voters, 0, planners)
+            plans.url, plans.bodies["large"] = f"{svc.base_url}/plan", plan_bodies(voters, args.budget)
+            with Load(svc.base_url, voters, args.clients, scorers) as load, plans:
+                time.sleep(2)  # warm-up, not counted
+                t0 = time.monotonic()
+                time.sleep(args.seconds)
+                t1 = time.monotonic()
+            phases[name] = {"single": load.stats("single", t0, t1), "load": os.getloadavg()[0],
+                            "large": plans.stats("large", t0, t1) if planners else load.stats("large", t0, t1)}
+
+        phase(f"{args.clients} clients", 0)
+        phase(f"{args.clients} clients + 2 x {LARGE:,}-voter /plan clients", 2)
+        phase(f"{args.clients} clients + 2 x {LARGE:,}-voter /score clients", 0, 2)
+        long_id = [{**voters[i % len(voters)], "voter_id": f"V-{i}"} for i in range(N_HOSTILE - 1)]
+        long_id.append({"voter_id": "x" * 50_000})
+        at_limit = [{**voters[i % len(voters)], "voter_id": f"{i:0128d}"} for i in range(N_HOSTILE)]
+        attacks = [("10,000 voters, one id of 50,000 characters", {"voters": long_id, "budget": args.budget}),
+                   ("10,000 voters, every id 128 characters", {"voters": at_limit, "budget": args.budget})]
+        with Load(svc.base_url, voters, args.clients) as load:
+            time.sleep(2)
+            t0 = time.monotonic()
+            for name, request in attacks:
+                body = json.dumps(request).encode()
+                status, seconds, growth = rss_growth(svc, lambda body=body: post_plan(svc.base_url, body))
+                hostile.append({"request": name, "status": status, "seconds": seconds, "rss_growth_mb": growth})
+                time.sleep(1)
+            t1 = time.monotonic()
+        phases["large /plan requests, one at a time"] = {"single": load.stats("single", t0, t1),
+                                                         "load": os.getloadavg()[0]}
+        n_workers = service_workers(svc.env)
+    svc.cleanup()
+    home.cleanup()
+
+    base = phases[f"{args.clients} clients"]["single"]
+    lines = [f"## Plan load benchmark ({n_workers} workers, single-voter /score requests)", "",
+             "| phase | requests | failed | p50 ms | p99 ms | p50 / base | p99 / base | load avg |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, found in phases.items():
+        s = found["single"]
+        lines.append(f"| {name} | {s['requests']:,} | {s['failed']} | {s['p50']:.1f} | {s['p99']:.1f} | "
+                     f"{s['p50'] / base['p50']:.2f} | {s['p99'] / base['p99']:.2f} | {found['load']:.1f} |")
+    for kind in ("/plan", "/score"):
+        large = phases[f"{args.clients} clients + 2 x {LARGE:,}-voter {kind} clients"]["large"]
+        lines += ["", f"{LARGE:,}-voter {kind} requests beside them: {large['requests']} answered, "
+                  f"{large['failed']} failed, median {large['p50'] / 1000:.2f} s."]
+    lines += [f"(plans: budget {args.budget:g})", "",
+              f"| /plan request ({args.clients} single-voter clients running) | answer | seconds | "
+              "worker RSS peak growth MB |", "|---|---|---:|---:|"]
+    for row in hostile:
+        lines.append(f"| {row['request']} | {row['status']} | {row['seconds']:.2f} | {row['rss_growth_mb']:.0f} |")
+    lines += ["", f"Machine: {os.cpu_count()} cores, load average {load_before[0]:.1f} before the run; "
+              f"PERSUADE_THREADS={os.environ.get('PERSUADE_THREADS', 'unset')}; {date.today().isoformat()}.",
+              f"Command: `PERSUADE_THREADS=1 .venv/bin/python bench/plan_load_bench.py --clients {args.clients} "
+              f"--seconds {args.seconds:g} --budget {args.budget:g}`"]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
