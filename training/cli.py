@@ -22,7 +22,6 @@ from training.cli_measure import measure_command
 from training.cli_model import (
     config_option,
     load_model_and_rows,
-    model_errors,
     model_name_of,
     model_option,
     model_uri_of,
@@ -173,23 +172,6 @@ def promote(model_name: str | None, config_path: Path | None, version: str | Non
 
 
 # -- score ---------------------------------------------------------------------------
-def proven(model_uri: str) -> str:
-    """``model_uri`` pinned to its version, proven in a child process (``serving.model_check``); exit 2 if it fails.
-
-    A corrupt LightGBM file aborts the process that loads it: the child dies instead of this command.
-    """
-    import tempfile
-
-    from serving.model_check import prove_in_child
-    from serving.registry import download_bundle, resolve
-
-    with model_errors(model_uri, "nothing was scored"):
-        pinned = resolve(model_uri).uri if model_uri.startswith("models:/") else model_uri  # an alias may move
-        with tempfile.TemporaryDirectory(prefix="persuade-model-") as tmp:
-            prove_in_child(download_bundle(pinned, dst=tmp)[0])
-    return pinned
-
-
 @main.command()
 @model_option("Model to score with")
 @click.option("--input", "input_path", required=True, type=click.Path(exists=True, path_type=Path))
@@ -214,7 +196,7 @@ def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int, 
     refuse_input_as_output(output_path, input_path, consent.consent_path)
     model_uri = model_uri_of(model_uri, consent.config_path)
     configure()
-    model, ref, total = load_model_and_rows(proven(model_uri), input_path)
+    model, ref, total = load_model_and_rows(model_uri, input_path, "nothing was scored")
     transform, eligibility = None, None
     try:
         eligibility = consent.eligibility()

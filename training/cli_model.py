@@ -4,8 +4,8 @@
 run config's champion (``--config``: ``models:/<model_name>@champion``), else
 ``PERSUADE_MODEL_URI``. ``persuade promote`` finds its ``--name`` the same way. A command
 that needs a model and has none says how to name one and exits with status 2: no default
-belongs to one project. :func:`load_model_and_rows` loads the model of score and plan and
-warns when its gates failed or it was never promoted.
+belongs to one project. :func:`load_model_and_rows` loads the model of score and plan, proven
+first (:func:`load_proven_model`), and warns when its gates failed or it was never promoted.
 """
 
 from __future__ import annotations
@@ -126,18 +126,38 @@ def model_warnings(model, ref) -> list[str]:
     return out
 
 
-def load_model_and_rows(model_uri: str, input_path: Path):
-    """The model to score or plan with, and the input's row count (for the progress bar); errors exit 2."""
-    from features.table_files import count_rows
-    from serving.registry import load_scoring_model
+def load_proven_model(model_uri: str, nothing_done: str):
+    """The model at ``model_uri`` and its version, downloaded once, proven and loaded from the proven files.
 
+    An alias is resolved once (it may move meanwhile); the version's bundle is downloaded into
+    a temp folder, proven in a child process (:func:`serving.model_check.prove_in_child`: a
+    corrupt LightGBM file aborts the child, not this command) and loaded from that same folder,
+    its files checked against their checksums again: the files scored are the files proven.
+    The folder is removed before this returns (the model is in memory). A model that fails its
+    proof, or cannot be found, exits 2 saying so (``nothing_done``: e.g. "nothing was scored").
+    """
+    import tempfile
+
+    from serving.flavor import load_model
+    from serving.model_check import prove_in_child
+    from serving.registry import download_bundle
+
+    with model_errors(model_uri, nothing_done), tempfile.TemporaryDirectory(prefix="persuade-model-") as tmp:
+        bundle, ref = download_bundle(model_uri, dst=tmp)
+        prove_in_child(bundle)
+        return load_model(str(bundle)), ref
+
+
+def load_model_and_rows(model_uri: str, input_path: Path, nothing_done: str):
+    """The model to score or plan with (:func:`load_proven_model`), its version, and the input's row count
+    (for the progress bar); errors exit 2."""
+    from features.table_files import count_rows
+
+    model, ref = load_proven_model(model_uri, nothing_done)
     try:
-        model, ref = load_scoring_model(model_uri)
         rows = count_rows(input_path)
     except USER_ERRORS as exc:
         fail(exc)
-    except Exception as exc:  # noqa: BLE001 - MLflow's own errors for unknown models
-        fail(LookupError(f"cannot load model {model_uri!r}: {exc}"))
     for warning in model_warnings(model, ref):
         err.print(labelled("WARNING:", "bold red", warning))
     return model, ref, rows

@@ -64,7 +64,7 @@ def plan_command(model_uri: str, input_path: Path, budget: float, costs_path: Pa
         costs = load_costs(costs_path) if costs_path is not None else ProgramCosts()
     except USER_ERRORS as exc:
         _fail(exc)
-    model, ref, total = load_model_and_rows(model_uri, input_path)
+    model, ref, total = load_model_and_rows(model_uri, input_path, "nothing was planned")
     if consent_arms(model) and consent.consent_path is None and not consent.no_consent:
         _fail(ValueError(f"arms {consent_arms(model)} need consent: give --consent TABLE to apply the consent "
                          "rules, or --no-consent to plan without those arms"))
