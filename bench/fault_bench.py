@@ -22,21 +22,20 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
-from datetime import date
 from pathlib import Path
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the fault helpers and the small campaign the tests use
+from bench_home import publish, service_bench_parser, temp_home  # noqa: E402 - bench/ is the script's folder
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -117,15 +116,9 @@ def train_small() -> tuple:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=15.0, help="traffic after each refusal / restart")
-    parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
-    args = parser.parse_args()
-    home = tempfile.TemporaryDirectory(prefix="persuade-fault-bench-")
-    os.environ["PERSUADE_HOME"] = home.name
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home.name}/mlflow.db"
-    os.environ["BENTOML_HOME"] = str(Path(home.name) / "bentoml")
+    args = service_bench_parser(__doc__, "traffic after each refusal / restart").parse_args()
+    home = temp_home("persuade-fault-bench-")
+    load_before = os.getloadavg()
     service_tmp = Path(home.name) / "tmp"  # the service's TMPDIR: its persuade-serve-* folders land here
     service_tmp.mkdir()
     started = time.perf_counter()
@@ -192,17 +185,9 @@ def main() -> None:
               f"{down['requests']:,} ({kill['down_s']:.1f} s) |",
               "", f"Each bad version refused by {', '.join(str(r['refused_by']) for r in rows)} worker(s); "
               f"replacement loaded: {'yes' if kill['back'] else 'no'}; `persuade-serve-*` temp folders left: "
-              f"{len(leftovers)}.",
-              f"Machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
-              f"PERSUADE_THREADS={os.environ.get('PERSUADE_THREADS', 'unset')}; "
-              f"total {time.perf_counter() - started:.0f} s; "
-              f"{date.today().isoformat()}.",
-              f"Command: `PERSUADE_THREADS=1 .venv/bin/python bench/fault_bench.py --clients {args.clients} "
-              f"--seconds {args.seconds:g}`"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+              f"{len(leftovers)}."]
+    publish(lines, command=f"bench/fault_bench.py --clients {args.clients} --seconds {args.seconds:g}",
+            load=load_before[0], out=args.out, note=f"total {time.perf_counter() - started:.0f} s; ")
 
 
 if __name__ == "__main__":

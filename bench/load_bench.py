@@ -25,17 +25,14 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 import select
 import socket
 import sys
-import tempfile
 import threading
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +40,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the small campaign the tests use
+from bench_home import publish, service_bench_parser, temp_home  # noqa: E402 - bench/ is the script's folder
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -166,16 +165,21 @@ def huge_header(host: str, port: int, size: int = HEADER_BYTES) -> tuple[int | s
     return (f"{status} after {sent / 1e6:.0f} MB sent"), time.perf_counter() - t0
 
 
+def phase_table(title: str, phases: dict[str, dict], base: str) -> list[str]:
+    """Markdown of each phase's single-voter latency, with p50 and p99 as ratios of phase ``base``'s."""
+    first = phases[base]["single"]
+    lines = [title, "", "| phase | requests | failed | p50 ms | p99 ms | p50 / base | p99 / base | load avg |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, found in phases.items():
+        s = found["single"]
+        lines.append(f"| {name} | {s['requests']:,} | {s['failed']} | {s['p50']:.1f} | {s['p99']:.1f} | "
+                     f"{s['p50'] / first['p50']:.2f} | {s['p99'] / first['p99']:.2f} | {found['load']:.1f} |")
+    return lines
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=15.0, help="traffic per phase")
-    parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
-    args = parser.parse_args()
-    home = tempfile.TemporaryDirectory(prefix="persuade-load-bench-")
-    os.environ["PERSUADE_HOME"] = home.name
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home.name}/mlflow.db"
-    os.environ["BENTOML_HOME"] = str(Path(home.name) / "bentoml")
+    args = service_bench_parser(__doc__).parse_args()
+    home = temp_home("persuade-load-bench-")
     load_before = os.getloadavg()
 
     from serving.launcher import ServiceProcess, service_workers
@@ -228,14 +232,8 @@ def main() -> None:
     svc.cleanup()
     home.cleanup()
 
-    base = phases[f"{args.clients} clients"]["single"]
-    lines = [f"## Load benchmark ({n_workers} workers, single-voter requests unless said)", "",
-             "| phase | requests | failed | p50 ms | p99 ms | p50 / base | p99 / base | load avg |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, found in phases.items():
-        s = found["single"]
-        lines.append(f"| {name} | {s['requests']:,} | {s['failed']} | {s['p50']:.1f} | {s['p99']:.1f} | "
-                     f"{s['p50'] / base['p50']:.2f} | {s['p99'] / base['p99']:.2f} | {found['load']:.1f} |")
+    lines = phase_table(f"## Load benchmark ({n_workers} workers, single-voter requests unless said)", phases,
+                        f"{args.clients} clients")
     large = phases[f"{args.clients} clients + 2 x {LARGE:,}-voter clients"]["large"]
     lines += ["", f"{LARGE:,}-voter requests beside them: {large['requests']} answered, {large['failed']} failed, "
               f"median {large['p50'] / 1000:.2f} s.", "",
@@ -243,14 +241,8 @@ def main() -> None:
               "|---|---|---:|---:|"]
     for row in hostile:
         lines.append(f"| {row['attack']} | {row['status']} | {row['seconds']:.2f} | {row['rss_growth_mb']:.0f} |")
-    lines += ["", f"Machine: {os.cpu_count()} cores, load average {load_before[0]:.1f} before the run; "
-              f"PERSUADE_THREADS={os.environ.get('PERSUADE_THREADS', 'unset')}; {date.today().isoformat()}.",
-              f"Command: `PERSUADE_THREADS=1 .venv/bin/python bench/load_bench.py --clients {args.clients} "
-              f"--seconds {args.seconds:g}`"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    publish([*lines, ""], command=f"bench/load_bench.py --clients {args.clients} --seconds {args.seconds:g}",
+            load=load_before[0], out=args.out)
 
 
 if __name__ == "__main__":

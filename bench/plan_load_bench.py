@@ -24,19 +24,17 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load_bench import AUTH, KEY, LARGE, Load, train_small, worker_rss  # bench/ is on the path above
+from bench_home import publish, service_bench_parser, temp_home
+from load_bench import AUTH, KEY, LARGE, Load, phase_table, train_small, worker_rss  # bench/ is on the path above
 
 N_HOSTILE = 10_000
 
@@ -79,16 +77,10 @@ def rss_growth(svc, action: Callable[[], tuple[int | str, float]]) -> tuple[int 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=15.0, help="traffic per phase")
+    parser = service_bench_parser(__doc__)
     parser.add_argument("--budget", type=float, default=500.0, help="budget of each 5,000-voter plan")
-    parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
     args = parser.parse_args()
-    home = tempfile.TemporaryDirectory(prefix="persuade-plan-load-bench-")
-    os.environ["PERSUADE_HOME"] = home.name
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home.name}/mlflow.db"
-    os.environ["BENTOML_HOME"] = str(Path(home.name) / "bentoml")
+    home = temp_home("persuade-plan-load-bench-")
     load_before = os.getloadavg()
 
     from serving.launcher import ServiceProcess, service_workers
@@ -131,14 +123,8 @@ def main() -> None:
     svc.cleanup()
     home.cleanup()
 
-    base = phases[f"{args.clients} clients"]["single"]
-    lines = [f"## Plan load benchmark ({n_workers} workers, single-voter /score requests)", "",
-             "| phase | requests | failed | p50 ms | p99 ms | p50 / base | p99 / base | load avg |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, found in phases.items():
-        s = found["single"]
-        lines.append(f"| {name} | {s['requests']:,} | {s['failed']} | {s['p50']:.1f} | {s['p99']:.1f} | "
-                     f"{s['p50'] / base['p50']:.2f} | {s['p99'] / base['p99']:.2f} | {found['load']:.1f} |")
+    lines = phase_table(f"## Plan load benchmark ({n_workers} workers, single-voter /score requests)", phases,
+                        f"{args.clients} clients")
     for kind in ("/plan", "/score"):
         large = phases[f"{args.clients} clients + 2 x {LARGE:,}-voter {kind} clients"]["large"]
         lines += ["", f"{LARGE:,}-voter {kind} requests beside them: {large['requests']} answered, "
@@ -148,14 +134,8 @@ def main() -> None:
               "worker RSS peak growth MB |", "|---|---|---:|---:|"]
     for row in hostile:
         lines.append(f"| {row['request']} | {row['status']} | {row['seconds']:.2f} | {row['rss_growth_mb']:.0f} |")
-    lines += ["", f"Machine: {os.cpu_count()} cores, load average {load_before[0]:.1f} before the run; "
-              f"PERSUADE_THREADS={os.environ.get('PERSUADE_THREADS', 'unset')}; {date.today().isoformat()}.",
-              f"Command: `PERSUADE_THREADS=1 .venv/bin/python bench/plan_load_bench.py --clients {args.clients} "
-              f"--seconds {args.seconds:g} --budget {args.budget:g}`"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    publish([*lines, ""], command=f"bench/plan_load_bench.py --clients {args.clients} --seconds {args.seconds:g} "
+            f"--budget {args.budget:g}", load=load_before[0], out=args.out)
 
 
 if __name__ == "__main__":
