@@ -19,18 +19,16 @@ as in one piece.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import tracemalloc
 
 import numpy as np
 from small_model_fixtures import small_campaign, small_model, small_trained  # noqa: F401 - fixtures used here
-from test_request_bounds import client, problems, service  # noqa: F401 - the service and its client, reused
+from test_request_bounds import beside_one_small_request, client, problems, service  # noqa: F401 - reused
 from test_service_reload import wait_for
 
 from serving.api import encode
-from serving.batching import ScoreBatcher, ScoreJob
 from serving.model_holder import ServedModel
 from serving.model_ref import ModelRef
 from serving.plan_api import GAINS_MIN_SLICE, PlanResponse, answer_plan, plan_payload, voter_gains
@@ -141,28 +139,11 @@ def test_a_large_plan_in_slices_lets_a_small_score_through_with_the_same_plan(sm
     voters[5]["hh_size"] = -5  # a warning, carried across slices
     design = DesignSpec(holdout=0.2, seed=11)
 
-    async def run() -> tuple[bytes, dict, list[str]]:
-        batcher, done = ScoreBatcher(), []
-        batcher.slice_voters = 40
-        batcher._adapt = lambda voters, seconds: None  # keep 40 voters per slice: below the plan's floor
+    async def large(batcher) -> bytes:  # slices of at least GAINS_MIN_SLICE voters, whatever the batcher's 40
+        body, _ = await answer_plan(batcher, planner, voters, budget=60.0, design=design)
+        return body
 
-        async def large() -> bytes:
-            body, _ = await answer_plan(batcher, planner, voters, budget=60.0, design=design)
-            done.append("large")
-            return body
-
-        async def small() -> dict:
-            while not batcher.large_steps.locked():  # a step of the plan is running
-                await asyncio.sleep(0)
-            out = await batcher.score(ScoreJob(served, scorer.read(voters[:1]), False, 5))
-            answered.set()
-            done.append("small")
-            return out
-
-        sliced, one = await asyncio.gather(large(), small())
-        return sliced, one, done
-
-    sliced, one, done = asyncio.run(run())
+    sliced, one, done = beside_one_small_request(large, served, voters, answered)
     assert done == ["small", "large"], "the small request waited for the whole plan"
     assert one["scores"][0]["voter_id"] == voters[0]["voter_id"]
     assert rule.calls == 3  # one eligibility per slice, each at least GAINS_MIN_SLICE voters

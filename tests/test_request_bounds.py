@@ -265,6 +265,34 @@ def test_the_body_scan_counts_exactly_across_chunks_and_escapes():
         assert found == ("items" if _largest_container(document) > limit else None), text
 
 
+def beside_one_small_request(large, served: ServedModel, voters: list[dict], answered: threading.Event):
+    """Run ``large(batcher)`` (a large request's coroutine) and, once one of its steps runs, a single-voter
+    /score on the same batcher (40 voters per slice, fixed). Returns the large answer, the small one and the
+    order they finished in; ``answered`` is set when the small one is."""
+    async def run() -> tuple[object, dict, list[str]]:
+        batcher, done = ScoreBatcher(), []
+        batcher.slice_voters = 40
+        batcher._adapt = lambda voters, seconds: None  # keep 40 voters per slice
+
+        async def big():
+            out = await large(batcher)
+            done.append("large")
+            return out
+
+        async def small() -> dict:
+            while not batcher.large_steps.locked():  # a step of the large request is running
+                await asyncio.sleep(0)
+            out = await batcher.score(ScoreJob(served, served.scorer.read(voters[:1]), False, 5))
+            answered.set()
+            done.append("small")
+            return out
+
+        big_answer, one = await asyncio.gather(big(), small())
+        return big_answer, one, done
+
+    return asyncio.run(run())
+
+
 def test_a_large_request_in_slices_lets_a_small_one_through_with_the_same_answer(small_model, small_campaign):  # noqa: F811
     """The large request's second slice waits until the small request is answered: a small request
     that had to wait for the whole large one would never be (the wait gives up after a minute)."""
@@ -289,29 +317,9 @@ def test_a_large_request_in_slices_lets_a_small_one_through_with_the_same_answer
                 raise AssertionError("the small request was not answered while the large one was scored")
             return scorer.score(batch, explain, top_k)
 
-    async def run() -> tuple[dict, dict, list[str]]:
-        batcher, done = ScoreBatcher(), []
-        batcher.slice_voters = 40
-        batcher._adapt = lambda voters, seconds: None  # keep 40 voters per slice
-        gated = ServedModel(model, scorer.ref, SecondSliceWaits(), "now")
-
-        async def large() -> dict:
-            out = await batcher.score_large(gated, scorer.read(voters), True, 3)
-            done.append("large")
-            return out
-
-        async def small() -> dict:
-            while not batcher.large_steps.locked():  # a step of the large request is running
-                await asyncio.sleep(0)
-            out = await batcher.score(ScoreJob(served, scorer.read(voters[:1]), False, 5))
-            answered.set()
-            done.append("small")
-            return out
-
-        sliced, one = await asyncio.gather(large(), small())
-        return sliced, one, done
-
-    sliced, one, done = asyncio.run(run())
+    gated = ServedModel(model, scorer.ref, SecondSliceWaits(), "now")
+    sliced, one, done = beside_one_small_request(
+        lambda batcher: batcher.score_large(gated, scorer.read(voters), True, 3), served, voters, answered)
     assert done == ["small", "large"], "the small request waited for the whole large one"
     assert one["scores"][0]["voter_id"] == voters[0]["voter_id"]
     assert sliced["scores"] == whole["scores"]
