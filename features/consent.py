@@ -56,7 +56,6 @@ from features.consent_scores import (  # noqa: F401
     apply_eligibility,
     best_eligible_arm,
     suppression_counts,
-    without_consent,
 )
 from features.consent_state import JoinTally, fold, tally, voter_keys
 from features.consent_table import (  # noqa: F401
@@ -326,20 +325,6 @@ class ConsentTransform:
         decided, counted = self.eligibility.decide(chunk, self.arms, self.id_column)
         self.tally.add(counted)
         return apply_eligibility(scores, decided, self.arms, by_position=True)
-
-
-class WithoutConsentTransform:
-    """The score transform of ``--no-consent`` (picklable): arms that need consent are dropped."""
-
-    columns: tuple[str, ...] = ()
-
-    def __init__(self, arms: Arms, id_column: str):
-        self.arms = arms
-        self.id_column = id_column
-
-    def __call__(self, chunk: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
-        return apply_eligibility(scores, without_consent(chunk[self.id_column], self.arms), self.arms,
-                                 by_position=True)
 
 
 def eligibility_for(voters: pd.DataFrame, arms: Arms, table: ConsentTable | None = None,

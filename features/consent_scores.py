@@ -13,22 +13,10 @@ import numpy as np
 import pandas as pd
 
 from features.calling_hours import TIME_ZONE_COLUMN
-from features.consent_rules import Arms, Reason, arm_deliveries, needs_consent, possible_reasons
+from features.consent_rules import Arms, arm_deliveries, possible_reasons
 from features.consent_table import PHONE_HASH_COLUMN, ConsentError
 
 CONTROL_ARM = "control"  # the best_arm value of "contact nobody" (as serving.bundle.CONTROL_ARM)
-
-
-def without_consent(voter_ids: Sequence[Any] | pd.Series, arms: Arms) -> pd.DataFrame:
-    """The decisions of ``--no-consent``: every arm that needs consent suppressed (``no_consent``),
-    the others allowed (no do-not-contact list is applied); columns as :meth:`ConsentRules.for_voters`."""
-    out = pd.DataFrame({"voter_id": pd.Series(voter_ids).astype(str).to_numpy()})
-    for _label, slug, delivery in arm_deliveries(arms):
-        needed = needs_consent(delivery)
-        out[f"eligible_{slug}"] = not needed
-        out[f"suppression_{slug}"] = pd.Series(Reason.no_consent.value if needed else None, index=out.index,
-                                               dtype=object)
-    return out
 
 
 def apply_eligibility(scores: pd.DataFrame, eligibility: pd.DataFrame, arms: Arms,

@@ -77,14 +77,21 @@ def test_plan_of_a_model_with_consent_arms_needs_consent_or_no_consent(champion_
 
 def test_plan_with_no_consent_drops_the_arms_that_need_it(champion_uri, files):
     folder, voters = files
-    result = run(*plan_args(champion_uri, folder, "--no-consent"))
+    result = run(*plan_args(champion_uri, folder, "--no-consent", "--phone-column", "cell", "--as-of", AS_OF))
     assert result.exit_code == 0, result.output
     plan = pd.read_parquet(folder / "plan.parquet")
     summary = read_plan_summary(folder / "plan.parquet")
     assert len(plan) and "Text" not in set(plan.arm)
-    assert summary["not_allowed"] == {"no_consent": len(voters)}
-    assert summary["provenance"]["consent_applied"] == {"table": None, "no_consent": True, "dropped_arms": ["Text"]}
+    not_allowed = summary["not_allowed"]  # Text, for everybody; live calls in hours where the zone is known
+    assert not_allowed["no_consent"] == len(voters) and not_allowed.get("unknown_timezone", 0) < 0.01 * len(voters)
+    assert set(not_allowed) <= {"no_consent", "unknown_timezone"}
+    applied = summary["provenance"]["consent_applied"]
+    assert (applied["table"], applied["no_consent"], applied["dropped_arms"]) == (None, True, ["Text"])
     assert "--no-consent: arms ['Text'] are not planned" in result.output
+    unnamed = run(*plan_args(champion_uri, folder, "--no-consent", "--as-of", AS_OF))  # the numbers are in `cell`
+    assert unnamed.exit_code == 0, unnamed.output
+    assert read_plan_summary(folder / "plan.parquet")["not_allowed"] == {  # no number: no zone, no call
+        "unverifiable_phone": len(voters), "unknown_timezone": len(voters)}
 
 
 def test_plan_with_consent_takes_the_score_options_and_carries_the_number_decided_for(champion_uri, files):
@@ -220,6 +227,38 @@ def test_plan_carries_the_local_time_zone_of_its_phone_and_text_contacts(champio
     assert plan.time_zone[timed].notna().all() and plan.time_zone[~timed].isna().all()  # mail, doors, not contacted
     assert plan.time_zone[timed].tolist() == zone.loc[plan.voter_id[timed]].tolist()
     assert not plan.voter_id[timed].isin(voters.voter_id[voters.cell == TOLL_FREE]).any()  # unknown zone: no call
+
+
+NIGHT = "2026-10-01T09:30:00Z"  # 05:30 in New York, 23:30 in Honolulu: outside 8 a.m.-9 p.m. everywhere
+
+
+def test_no_consent_still_keeps_quiet_hours_and_carries_the_zone_of_live_calls(champion_uri, files, tmp_path):
+    """--no-consent drops the arms that need consent (Text), not the calling window of the live calls it keeps."""
+    folder, _ = files
+    voters = with_toll_free_numbers(pd.read_parquet(folder / "voters.parquet"))
+    voters.to_parquet(tmp_path / "voters.parquet")
+    toll_free = voters.cell == TOLL_FREE
+    common = ["--model", champion_uri, "--input", str(tmp_path / "voters.parquet"), "--no-consent",
+              "--phone-column", "cell"]
+    day = run("score", *common, "--as-of", AS_OF, "--output", str(tmp_path / "day.parquet"))
+    assert day.exit_code == 0, day.output
+    assert "no consent table (--no-consent)" in " ".join(day.output.split())
+    scores = pd.read_parquet(tmp_path / "day.parquet").set_index("voter_id").loc[voters.voter_id]
+    assert "phone_hash" not in scores.columns and not scores.eligible_text.any()
+    known = scores.time_zone.notna()
+    assert (scores.eligible_phone == known).all() and known[~toll_free.to_numpy()].mean() > 0.99  # in hours then
+    assert set(scores.suppression_phone[~known]) == {"unknown_timezone"} and not known[toll_free.to_numpy()].any()
+    night = run("score", *common, "--as-of", NIGHT, "--output", str(tmp_path / "night.parquet"))
+    assert night.exit_code == 0, night.output
+    scores = pd.read_parquet(tmp_path / "night.parquet")
+    assert not scores.eligible_phone.any()
+    assert set(scores.suppression_phone) == {"outside_calling_hours", "unknown_timezone"}
+    applied = json.loads((tmp_path / "night.parquet.provenance.json").read_text())["consent"]
+    assert applied["no_consent"] and applied["table"] is None and applied["dropped_arms"] == ["Text"]
+    assert applied["calling_hours"] == "08:00-21:00" and applied["join"]["voters"] == len(voters)
+    plan = run("plan", *common, "--as-of", NIGHT, "--budget", "1500", "--output", str(tmp_path / "plan.parquet"))
+    assert plan.exit_code == 0, plan.output
+    assert not pd.read_parquet(tmp_path / "plan.parquet").arm.isin(["Phone", "Text"]).any()
 
 
 def test_score_and_plan_take_the_rules_settings_from_the_run_configs_consent_block(champion_uri, campaign_dir,

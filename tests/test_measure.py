@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from consent_cases import AS_OF  # a decision time inside every US zone's calling window
 
 from features.config import load_config
 from features.tables import load_experiment
@@ -159,7 +160,7 @@ def test_measure_a_planned_program_against_the_truth(champion_uri, campaign, tmp
     plan = tmp_path / "plan.parquet"
     result = CliRunner().invoke(main, ["plan", "--model", champion_uri, "--input", str(tmp_path / "voters.parquet"),
                                        "--budget", "2500", "--holdout", "0.2", "--explore", "0.05", "--seed", "3",
-                                       "--output", str(plan), "--no-consent"])
+                                       "--output", str(plan), "--no-consent", "--as-of", AS_OF])
     assert result.exit_code == 0, result.output
     rows = pd.read_parquet(plan)
     truth = campaign.truth.set_index("voter_id").loc[rows.voter_id]

@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from consent_cases import AS_OF  # a decision time inside every US zone's calling window
 
 from features.consent import ConsentTable, eligibility_for
 from serving.plan_api import PlanRequest, PlanResponse, plan_payload
@@ -210,7 +211,8 @@ def test_exploration_is_paid_for_within_the_budget_and_keeps_consent(model, vote
 def _plan(champion_uri, folder, *extra):
     out = folder / "plan.parquet"
     result = CliRunner().invoke(main, ["plan", "--model", champion_uri, "--input", str(folder / "voters.parquet"),
-                                       "--budget", "500", "--output", str(out), "--no-consent", *extra])
+                                       "--budget", "500", "--output", str(out), "--no-consent", "--as-of", AS_OF,
+                                       *extra])
     result.output_text = " ".join(result.output.split())
     return result, out
 
@@ -309,7 +311,7 @@ def test_the_plan_file_keeps_every_row_and_its_metadata(champion_uri, voters, tm
     assert {"design", "randomization", "provenance"} <= set(meta)
     rows = pd.read_parquet(out)
     slugs = [c[2:] for c in meta["design"]["probabilities"][:-1]]
-    expected = {"voter_id", "arm", "channel", "expected_gain", "p_reached", "cost", "assigned", "holdout",
+    expected = {"voter_id", "time_zone", "arm", "channel", "expected_gain", "p_reached", "cost", "assigned", "holdout",
                 *meta["design"]["probabilities"], *(f"gain_{s}" for s in slugs), "baseline", "cluster"}
     assert expected == set(rows.columns)
     assert rows.baseline.between(0, 1).all()  # the turnout model's prediction without contact

@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from consent_cases import AS_OF  # a decision time inside every US zone's calling window
 
 from serving.plan_costs import PlanError, ProgramCosts
 from serving.plan_file import read_plan_summary
@@ -142,7 +143,7 @@ def test_persuade_plan_sensitivity(champion_uri, campaign, tmp_path):
     voters.to_parquet(tmp_path / "voters.parquet")
     out = tmp_path / "plan.parquet"
     args = ["plan", "--model", champion_uri, "--input", str(tmp_path / "voters.parquet"), "--budget", "300",
-            "--output", str(out), "--no-consent"]
+            "--output", str(out), "--no-consent", "--as-of", AS_OF]
     result = CliRunner().invoke(main, [*args, "--sensitivity"])
     assert result.exit_code == 0, result.output
     assert "at an end of its 95% interval" in result.output

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 from click.testing import CliRunner
+from consent_cases import AS_OF  # a decision time inside every US zone's calling window
 from pydantic import ValidationError
 from scipy.optimize import Bounds, LinearConstraint, milp
 
@@ -243,10 +244,11 @@ def test_persuade_plan_writes_the_ordered_list(champion_uri, voters, tmp_path):
     out = tmp_path / "plan.parquet"
     result = CliRunner().invoke(main, ["plan", "--model", champion_uri, "--input", str(tmp_path / "voters.parquet"),
                                        "--budget", "500", "--costs", str(costs), "--output", str(out),
-                                       "--no-consent"])
+                                       "--no-consent", "--as-of", AS_OF])
     assert result.exit_code == 0, result.output
     plan = read_contacts(out)  # the file has every voter considered; the contacts come first
-    assert list(plan.columns[:4]) == ["voter_id", "arm", "channel", "expected_gain"]
+    assert list(plan.columns[:5]) == ["voter_id", "time_zone", "arm", "channel", "expected_gain"]
+    assert plan.time_zone[plan.channel.isin(["phone", "text"])].notna().all()  # quiet hours without a table too
     assert len(pd.read_parquet(out)) == len(voters)
     assert plan.cost.sum() <= 500 + 1e-9 and (plan.channel == "phone").sum() <= 100
     assert np.all(np.diff((plan.expected_gain / plan.cost).to_numpy()) <= 1e-12)
@@ -277,7 +279,7 @@ def test_persuade_plan_applies_consent(champion_uri, voters, tmp_path):
 def test_persuade_plan_reports_bad_input(champion_uri, voters, tmp_path):
     voters.drop(columns=["hh_size"]).to_parquet(tmp_path / "voters.parquet")
     args = ["plan", "--model", champion_uri, "--input", str(tmp_path / "voters.parquet"), "--output",
-            str(tmp_path / "plan.parquet"), "--no-consent"]
+            str(tmp_path / "plan.parquet"), "--no-consent", "--as-of", AS_OF]
     result = CliRunner().invoke(main, [*args, "--budget", "10"])
     assert result.exit_code == 2 and "hh_size" in result.output
     bad = tmp_path / "costs.yaml"

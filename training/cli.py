@@ -200,12 +200,8 @@ def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int, 
     transform, eligibility = None, None
     try:
         eligibility = consent.eligibility()
-        if eligibility is not None:
+        if eligibility is not None:  # --consent TABLE, or --no-consent (no table: quiet hours still kept)
             transform = eligibility.transform(model.arms, model.id_column, open_dataset(input_path).schema.names)
-        elif consent.no_consent:
-            from features.consent import WithoutConsentTransform
-
-            transform = WithoutConsentTransform(model.arms, model.id_column)
     except USER_ERRORS as exc:
         _fail(exc)
     started = time.perf_counter()
@@ -237,11 +233,11 @@ def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int, 
     if eligibility is not None:
         consent_info = consent_report(console, err, eligibility, stats.consent if engine == "spark"
                                       else transform.tally)
-    elif consent.no_consent:
-        consent_info = no_consent_facts(model)
+    if consent.no_consent:
+        consent_info = {**consent_info, **no_consent_facts(model)}
         err.print(f"[yellow]warning:[/] --no-consent: arms {consent_info['dropped_arms']} dropped; no "
                   "do-not-contact list was applied", highlight=False)
-    elif consent_arms(model):
+    elif eligibility is None and consent_arms(model):
         err.print(f"[yellow]warning:[/] scored without --consent: arms {consent_arms(model)} need consent and "
                   f"must not be used from this list", highlight=False)
     from training.cli_drift import NOT_COMPUTED, drift_lines, drift_report

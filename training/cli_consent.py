@@ -22,7 +22,7 @@ from click.core import ParameterSource
 from rich.console import Console
 
 from features.calling_hours import STATE_COLUMN, TCPA_CALLING_HOURS
-from features.consent import ConsentRules, needs_consent
+from features.consent import ConsentRules, EligibilityRules, needs_consent
 from features.consent_state import JoinTally
 from features.settings import (
     DEFAULT_CONSENT_MAX_AGE_HOURS,
@@ -68,7 +68,16 @@ class ConsentOptions:
             raise click.UsageError("give --consent TABLE or --no-consent, not both")
 
     def eligibility(self) -> ConsentRules | None:
-        """The consent table read with these options (None without ``--consent``)."""
+        """The consent decision of these options: with ``--consent`` its table; with ``--no-consent`` no table.
+
+        No table means nobody has consent (every arm that needs it is suppressed,
+        ``no_consent``) and no do-not-contact list; the other rules still hold: quiet
+        hours in each voter's local time, from the phone and state columns, which the
+        output carries (``time_zone``). None without either option.
+        """
+        if self.no_consent:
+            return ConsentRules(None, EligibilityRules(self.prerecorded_cap, self.window_days, self.calling_hours),
+                                self.as_of, self.phone_column, state_column=self.state_column)
         if self.consent_path is None:
             return None
         max_age = self.consent_max_age_hours if self.consent_max_age_hours > 0 else None
@@ -84,8 +93,8 @@ _OPTIONS = [
                  help="Consent table: arms a voter may not get are never chosen (eligible_<arm>, "
                       "suppression_<arm>; phone_hash: the number decided for)."),
     click.option("--no-consent", is_flag=True,
-                 help="Apply no consent table: arms that need consent are dropped for everybody "
-                      "(and no do-not-contact list is applied)."),
+                 help="Decide with no consent table: arms that need consent are dropped for everybody "
+                      "and no do-not-contact list is applied; quiet hours still hold (time_zone)."),
     click.option("--as-of", "as_of", default=None,
                  help="Replay a past decision (ISO 8601 with a zone): consents are taken as of then; "
                       "do-not-contact and revocations apply whatever their date. Default: now."),
@@ -149,8 +158,12 @@ def report(out: Console, err: Console, eligibility: ConsentRules, tally: JoinTal
     """Print what was applied and the join's diagnostics; return them (for the provenance)."""
     facts = eligibility.describe(tally)
     join, errors = facts["join"], facts["data_errors"]
-    out.print(f"consent table {facts['table']} (fingerprint {facts['fingerprint'][:16]}…) applied as of "
-              f"{facts['as_of']} to {join['voters']:,} voters", highlight=False)
+    if facts["table"] is None:
+        out.print(f"no consent table (--no-consent): nobody has consent, no do-not-contact list; decided as of "
+                  f"{facts['as_of']} for {join['voters']:,} voters", highlight=False)
+    else:
+        out.print(f"consent table {facts['table']} (fingerprint {facts['fingerprint'][:16]}…) applied as of "
+                  f"{facts['as_of']} to {join['voters']:,} voters", highlight=False)
     out.print(f"join: numbers missing {join['phone_missing']:,}, not parseable {join['phone_unparseable']:,} "
               f"(automated contact suppressed: unverifiable_phone); table voter ids matching no voter "
               f"{join['table_ids_matching_no_voter']:,}, table numbers matching no voter "

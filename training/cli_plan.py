@@ -49,7 +49,6 @@ def plan_command(model_uri: str, input_path: Path, budget: float, costs_path: Pa
     A model with arms that need consent needs --consent TABLE (arms a voter may not get
     are never planned), or --no-consent (those arms are dropped for everybody).
     """
-    from features.consent import without_consent
     from serving.plan_costs import ProgramCosts, load_costs
     from serving.plan_design import DesignSpec
     from serving.plan_file import with_dialing_keys, write_plan
@@ -78,10 +77,8 @@ def plan_command(model_uri: str, input_path: Path, budget: float, costs_path: Pa
         try:
             ids, gains = gains_from_file(model, input_path, costs, chunk_size, on_chunk=lambda n: bar.advance(task, n))
             reasons = decided = tally = None
-            if eligibility is not None:
+            if eligibility is not None:  # --consent TABLE, or --no-consent (no table: quiet hours still kept)
                 decided, tally = eligibility.for_voter_file(input_path, model.arms, model.id_column, chunk_size)
-            elif consent.no_consent:
-                decided = without_consent(ids, model.arms)
             if decided is not None:
                 allowed, reasons = eligibility_arrays(decided, ids, model)
                 gains = gains.restrict(allowed)
@@ -103,8 +100,8 @@ def plan_command(model_uri: str, input_path: Path, budget: float, costs_path: Pa
     if eligibility is not None:
         consent_info = consent_report(console, err, eligibility, tally)
         result.table = with_dialing_keys(result.table, decided, model)  # phone_hash; time_zone of calls and texts
-    elif consent.no_consent:
-        consent_info = no_consent_facts(model)
+    if consent.no_consent:
+        consent_info = {**consent_info, **no_consent_facts(model)}
         err.print(f"[yellow]warning:[/] --no-consent: arms {consent_info['dropped_arms']} are not planned; no "
                   "do-not-contact list was applied", highlight=False)
     from serving.provenance import plan_provenance
