@@ -62,3 +62,18 @@ def test_json_round_trip_gives_identical_transform():
 def test_unknown_derived_feature():
     with pytest.raises(FeatureError, match="unknown derived features"):
         FeaturePipeline(["age"], ["zodiac_sign"])
+
+
+def test_past_vote_count_is_the_row_sum_and_missing_only_when_every_election_is():
+    from features.pipeline import _past_vote_count
+
+    frame = pd.DataFrame({"general_20": [1.0, np.nan, 0.0, np.nan], "primary_20": ["1", "0", None, None],
+                          "general_22": pd.array([1, 1, None, None], dtype="Int64"),
+                          "primary_22": [True, False, True, False]})
+    inputs = list(frame.columns)
+    expected = frame.apply(pd.to_numeric, errors="coerce").sum(axis=1, min_count=1)
+    got = _past_vote_count(frame, inputs)
+    pd.testing.assert_series_equal(got, expected.astype(float), check_names=False)
+    assert got.tolist()[:3] == [4.0, 1.0, 1.0]
+    both_missing = frame.assign(primary_22=[True, False, True, None])
+    assert np.isnan(_past_vote_count(both_missing, inputs).iloc[3])
