@@ -32,7 +32,7 @@ import numpy as np
 from serving.flavor import bundle_path, load_model
 from serving.model_ref import ModelRef
 from serving.probe_scores import PROBE_SCORES, SmokeCheckError, check_probe_scores, record_probe_scores
-from serving.proof_memory import proven_before, remember
+from serving.proof_memory import is_recorded, proof_key, record
 from serving.scoring import SegmentScorer, probe_segment
 from serving.store import PROJECT_ROOT
 
@@ -90,7 +90,8 @@ def prove_in_child(bundle: str | Path, *, timeout: float = CHECK_TIMEOUT) -> Non
     A bundle whose exact bytes passed before (its checksums verified now, the same
     LightGBM and Python) is not proven again: :mod:`serving.proof_memory`.
     """
-    if proven_before(bundle):
+    key = proof_key(bundle)  # the files verified once, before the child: the bytes it proves
+    if key is not None and is_recorded(key):
         return
     env = {**os.environ, "PERSUADE_THREADS": "1", "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
            "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
@@ -103,7 +104,8 @@ def prove_in_child(bundle: str | Path, *, timeout: float = CHECK_TIMEOUT) -> Non
     lines = done.stdout.splitlines()
     result = next((json.loads(line[len(RESULT):]) for line in reversed(lines) if line.startswith(RESULT)), None)
     if result is not None and done.returncode == 0 and result.get("ok"):
-        remember(bundle)
+        if key is not None:
+            record(key)
         return
     if result is not None and not result.get("ok"):
         raise ModelCheckError(result.get("error", "unknown error"), smoke=result.get("stage") == "smoke")

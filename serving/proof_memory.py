@@ -63,19 +63,28 @@ def _folder(home: str | Path | None) -> Path:
 def proven_before(bundle: str | Path, *, home: str | Path | None = None) -> bool:
     """Whether these exact bytes passed their proof before (their files verified now)."""
     key = proof_key(bundle)
-    return key is not None and (_folder(home) / f"{key}.json").is_file()
+    return key is not None and is_recorded(key, home=home)
 
 
 def remember(bundle: str | Path, *, home: str | Path | None = None) -> Path | None:
-    """Record that the bundle at ``bundle`` passed its proof; returns the record (None if not kept).
+    """Record that the bundle at ``bundle`` passed its proof (see :func:`record`); None if it cannot be."""
+    key = proof_key(bundle)
+    return None if key is None else record(key, home=home)
 
+
+def is_recorded(key: str, *, home: str | Path | None = None) -> bool:
+    """Whether a proof of the bytes named ``key`` (:func:`proof_key`) was recorded."""
+    return (_folder(home) / f"{key}.json").is_file()
+
+
+def record(key: str, *, home: str | Path | None = None) -> Path | None:
+    """Record that the bytes named ``key`` passed their proof; returns the record (None if not kept).
+
+    Give the key computed *before* the proof, so that what is recorded is the bytes proven.
     Written to a temp file and renamed, so two workers proving the same bundle at once
     leave one whole record. A home that cannot be written to keeps nothing (the next
     proof runs in a child again).
     """
-    key = proof_key(bundle)
-    if key is None:
-        return None
     folder = _folder(home)
     import lightgbm
 
