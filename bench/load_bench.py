@@ -133,13 +133,13 @@ def worker_rss(svc) -> dict[int, float]:
     return out
 
 
-def post(base_url: str, body: bytes, timeout: float = 300.0) -> tuple[int | str, float]:
-    """POST ``body`` to /score; the status (or what went wrong) and the seconds it took."""
+def post(base_url: str, body: bytes, timeout: float = 300.0, path: str = "/score") -> tuple[int | str, float]:
+    """POST ``body`` to ``path``; the status (or what went wrong) and the seconds it took."""
     import httpx
 
     t0 = time.perf_counter()
     try:
-        r = httpx.post(f"{base_url}/score", content=body, headers={**AUTH, "Content-Type": "application/json"},
+        r = httpx.post(f"{base_url}{path}", content=body, headers={**AUTH, "Content-Type": "application/json"},
                        timeout=timeout)
         return r.status_code, time.perf_counter() - t0
     except httpx.HTTPError as exc:

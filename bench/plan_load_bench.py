@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_home import publish, service_bench_parser, temp_home
-from load_bench import AUTH, KEY, LARGE, Load, phase_table, train_small, worker_rss  # bench/ is on the path above
+from load_bench import KEY, LARGE, Load, phase_table, post, train_small, worker_rss  # bench/ is on the path above
 
 N_HOSTILE = 10_000
 
@@ -43,19 +43,6 @@ def plan_bodies(voters: list[dict], budget: float) -> list[bytes]:
     """Two 5,000-voter ``/plan`` bodies (ids unique within each)."""
     return [json.dumps({"voters": [{**voters[(k * LARGE + i) % len(voters)], "voter_id": f"P{k}-{i}"}
                                    for i in range(LARGE)], "budget": budget}).encode() for k in range(2)]
-
-
-def post_plan(base_url: str, body: bytes, timeout: float = 300.0) -> tuple[int | str, float]:
-    """POST ``body`` to /plan; the status (or what went wrong) and the seconds it took."""
-    import httpx
-
-    t0 = time.perf_counter()
-    try:
-        r = httpx.post(f"{base_url}/plan", content=body, headers={**AUTH, "Content-Type": "application/json"},
-                       timeout=timeout)
-        return r.status_code, time.perf_counter() - t0
-    except httpx.HTTPError as exc:
-        return type(exc).__name__, time.perf_counter() - t0
 
 
 def rss_growth(svc, action: Callable[[], tuple[int | str, float]]) -> tuple[int | str, float, float]:
@@ -113,7 +100,7 @@ def main() -> None:
             t0 = time.monotonic()
             for name, request in attacks:
                 body = json.dumps(request).encode()
-                status, seconds, growth = rss_growth(svc, lambda body=body: post_plan(svc.base_url, body))
+                status, seconds, growth = rss_growth(svc, lambda body=body: post(svc.base_url, body, path="/plan"))
                 hostile.append({"request": name, "status": status, "seconds": seconds, "rss_growth_mb": growth})
                 time.sleep(1)
             t1 = time.monotonic()

@@ -45,9 +45,10 @@ def runs_command(limit: int, experiment: str | None, fmt: str) -> None:
     records = [run_record(client, run) for run in found]
     if fmt != "text":
         write_records(records, fmt)
-    elif not records:
+        return
+    if not records:
         console.print("no runs yet")
-    for record in records if fmt == "text" else ():
+    for record in records:
         console.print(record_block(record))
 
 
