@@ -61,6 +61,14 @@ class ServedModel:
     loaded_at: str
 
 
+def _swap_message(served: ServedModel, old: ServedModel | None) -> str:
+    label = served.ref.version or served.ref.uri
+    was = None if old is None else old.ref.version or old.ref.uri
+    return (f"serving version {label}" if was is None
+            else f"reloaded version {label}" if was == label
+            else f"serving version {label} (was {was})")
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -114,10 +122,10 @@ class ModelHolder:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._state = "loading"
-        self._message = f"loading {uri}"
+        # (state, message, failed version): one tuple, replaced whole and written before the
+        # model it describes, so /model never pairs a new version with the old message
+        self._reload: tuple[str, str, str | None] = ("loading", f"loading {uri}", None)
         self._checked_at: str | None = None
-        self._failed_version: str | None = None
         self._alias_version: str | None = None  # the version the URI named at the last check
         self._rejected: dict[str, str] = {}  # version -> why it was refused (forgotten when the alias moves)
 
@@ -133,8 +141,9 @@ class ModelHolder:
 
     def status(self) -> dict[str, Any]:
         """Reload state for ``/model``: ok, failed (an older model serves) or loading."""
-        return {"state": self._state, "source": self.uri, "checked_at": self._checked_at,
-                "message": self._message, "failed_version": self._failed_version}
+        state, message, failed_version = self._reload
+        return {"state": state, "source": self.uri, "checked_at": self._checked_at,
+                "message": message, "failed_version": failed_version}
 
     # -- loading ---------------------------------------------------------------------
     def refresh(self, force: bool = False) -> dict[str, Any]:
@@ -166,8 +175,7 @@ class ModelHolder:
         if version != self._alias_version:  # the alias moved: a version refused before may be tried again
             self._alias_version, self._rejected = version, {}
         if not force and old is not None and (ref is None or version == old.ref.version):
-            self._state, self._failed_version = "ok", None
-            self._message = f"serving version {old.ref.version or old.ref.uri}"
+            self._reload = ("ok", f"serving version {old.ref.version or old.ref.uri}", None)
             return False
         if not force and version is not None and version in self._rejected:
             return False
@@ -180,11 +188,11 @@ class ModelHolder:
             fallback = self._last_good(ref) if old is None and ref is not None else None
             if fallback is None:
                 return self._failed(version, message)
-            self._publish(fallback, None)
-            self._failed(version, message, fallback=True)
+            self._publish(fallback, ("failed", f"{message}; serving version {fallback.ref.version} instead, "
+                                     "the newest earlier version that passed its checks", version))
+            logger.warning(self._reload[1])
             return True
-        self._publish(served, old)
-        self._state, self._failed_version = "ok", None
+        self._publish(served, ("ok", _swap_message(served, old), None))
         return True
 
     def _prove(self, uri: str, ref: ModelRef | None) -> ServedModel:
@@ -222,32 +230,23 @@ class ModelHolder:
                 logger.warning(self._rejected[candidate.version])
         return None
 
-    def _publish(self, served: ServedModel, old: ServedModel | None) -> None:
+    def _publish(self, served: ServedModel, reload: tuple[str, str, str | None]) -> None:
+        self._reload = reload  # first the status, then the model it describes
         self._current = served
         heap.settle()  # the new model is never walked by the collector again (serving/heap.py)
-        label = served.ref.version or served.ref.uri
-        was = None if old is None else old.ref.version or old.ref.uri
-        self._message = (f"serving version {label}" if was is None
-                         else f"reloaded version {label}" if was == label
-                         else f"serving version {label} (was {was})")
-        logger.info("model %s version %s loaded and checked; now serving it", served.ref.name, label)
+        logger.info("model %s version %s loaded and checked; now serving it", served.ref.name,
+                    served.ref.version or served.ref.uri)
 
-    def _failed(self, version: str | None, message: str, fallback: bool = False) -> bool:
+    def _failed(self, version: str | None, message: str) -> bool:
         current = self._current
-        self._failed_version = version
-        if fallback:
-            self._state = "failed"
-            self._message = (f"{message}; serving version {current.ref.version} instead, the newest earlier "
-                             "version that passed its checks")
-        elif current is None:
+        if current is None:
             tried = [v for v in self._rejected if v != version]
             either = f"; earlier versions {', '.join(tried)} failed too" if tried else ""
-            self._state, self._message = "loading", f"{message}{either}; no model is loaded yet"
+            self._reload = ("loading", f"{message}{either}; no model is loaded yet", version)
         else:
-            self._state = "failed"
             label = current.ref.version or current.ref.uri
-            self._message = f"{message}; still serving version {label}"
-        logger.warning(self._message)
+            self._reload = ("failed", f"{message}; still serving version {label}", version)
+        logger.warning(self._reload[1])
         return False
 
     # -- background polling ----------------------------------------------------------
