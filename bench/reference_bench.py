@@ -47,7 +47,8 @@ from features.tables import load_experiment  # noqa: E402
 from training.evaluation import policy_gain  # noqa: E402
 from training.fit import SERVED, fit_and_evaluate  # noqa: E402
 
-RANKINGS = [SERVED, "constant", "turnout_shape", "turnout_05"]
+RANKINGS = [SERVED, "constant", "turnout_shape", "turnout_shape_boosted", "turnout_05"]
+CV_TABLES: list[str] = []  # each program's grouped-CV choice, printed before the hold-out table
 
 
 def log(message: str) -> None:
@@ -82,6 +83,10 @@ def report(result, label: str, truth: pd.DataFrame | None, outcome: str, seconds
                     row[f"{name} (true)"] = f"{gain * 1000:+.2f}"
             rows.append(row)
     log(f"  {label}: {seconds:.0f} s, served {result.served}")
+    cv = result.arm_selection[["arm", "candidate", "value", "se", "gap", "gap_se", "chosen", "stability"]]
+    CV_TABLES.append(f"{label}: each arm's grouped-CV choice ({result.cv_repeats} repeats), x1000\n\n"
+                     + cv.assign(**{c: cv[c] * 1000 for c in ("value", "se", "gap", "gap_se")}).to_markdown(
+                         index=False, floatfmt=".3f") + "\n")
     return rows
 
 
@@ -108,11 +113,7 @@ def main() -> None:
         config = load_config(ROOT / "configs" / "ggl2008.yaml")
         result, seconds = fit(config, "GGL")
         rows += report(result, "GGL 2008 hold-out", None, "voted", seconds)
-        print(f"GGL: each arm's grouped-CV choice ({result.cv_repeats} repeats)\n")
-        cv = result.arm_selection[["arm", "candidate", "value", "se", "gap", "gap_se", "chosen", "stability"]]
-        print(cv.assign(**{c: cv[c] * 1000 for c in ("value", "se", "gap", "gap_se")}).to_markdown(
-            index=False, floatfmt=".3f"))
-        print()
+    print("\n".join(CV_TABLES))
     print("Incremental outcomes per 1,000 voters above random targeting (± cluster-bootstrap SE)\n")
     print(pd.DataFrame(rows).to_markdown(index=False))
 

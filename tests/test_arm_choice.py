@@ -13,6 +13,7 @@ from training.arm_choice import (
     MODEL,
     MODEL_PER_ARM,
     TURNOUT_SHAPE,
+    TURNOUT_SHAPE_BOOSTED,
     ArmCandidate,
     arm_candidates,
     arm_cv_records,
@@ -25,7 +26,7 @@ from training.learners import CrossFitNuisance, Design
 from training.selection import arm_contrasts, held_constant, training_arm_effects
 from training.turnout import fit_turnout
 
-ORDER = [CONSTANT, TURNOUT_SHAPE, MODEL, MODEL_PER_ARM]
+ORDER = [CONSTANT, TURNOUT_SHAPE, TURNOUT_SHAPE_BOOSTED, MODEL, MODEL_PER_ARM]
 
 
 # -- the metric ---------------------------------------------------------------------------
@@ -151,12 +152,24 @@ def test_references_are_one_ensemble_per_arm_that_uses_only_what_they_may(small_
         assert contrib.sum(axis=1) == pytest.approx(shaped.predict(X))
         assert not is_constant(fitted[MODEL].boosters_[arm])
         assert fitted[MODEL_PER_ARM].boosters_[arm].num_trees() == fitted[MODEL].boosters_[arm].num_trees() + 10
+        # the turnout shape continued on the features: its first trees are the shape's, the
+        # ten after them are the arm's own and may split on any feature; reasons stay exact
+        boosted = fitted[TURNOUT_SHAPE_BOOSTED].boosters_[arm]
+        assert boosted.num_trees() == shaped.num_trees() + 10
+        assert boosted.predict(X, num_iteration=shaped.num_trees()) == pytest.approx(shaped.predict(X))
+        grown = dict(zip(boosted.feature_name(), boosted.feature_importance(), strict=True))
+        assert sum(grown.values()) - grown["turnout_score"] > 0
+        assert boosted.predict(X, pred_contrib=True).sum(axis=1) == pytest.approx(boosted.predict(X))
 
 
 def test_without_a_turnout_model_there_is_no_turnout_shaped_reference(small_program):
     cfg = small_program[0]
     names = [c.name for c in arm_candidates(cfg, learner="dr", size="40x4", turnout_score=False, has_turnout=False)]
     assert names == [CONSTANT, MODEL, MODEL_PER_ARM]
+    no_arm_trees = small_program[0].model_copy(
+        update={"uplift": small_program[0].uplift.model_copy(update={"arm_rounds": 0})})
+    assert [c.name for c in arm_candidates(no_arm_trees, learner="dr", size="40x4", turnout_score=False,
+                                           has_turnout=True)] == [CONSTANT, TURNOUT_SHAPE, MODEL]
     assert ArmCandidate(CONSTANT, "dr", GBMParams(), features=False, turnout_score=False).frame(
         pd.DataFrame({"a": [1.0, 2.0]}), None).a.nunique() == 1
 

@@ -10,6 +10,11 @@ The candidates of one arm, simplest first (:func:`arm_candidates`):
     The average effect times a shape of the calibrated turnout score alone, learned
     on the training folds (the mobilization literature's "mid-propensity voters move
     most", with the shape learned rather than assumed).
+``turnout_shape_boosted``
+    The turnout shape continued by ``uplift.arm_rounds`` trees per arm on the voter
+    features (and the score), each arm on its own targets: it serves the turnout shape
+    where the features add nothing and departs from it only as far as an arm's data
+    carry, which a model grown from scratch on every feature does not.
 ``model``
     The model grouped CV chose among the learners and sizes (:mod:`training.selection`).
 ``model_per_arm``
@@ -39,6 +44,7 @@ from training.selection import ArmContrast, fold_metrics, held_constant, make_le
 from training.turnout import TurnoutModel
 
 CONSTANT, TURNOUT_SHAPE, MODEL, MODEL_PER_ARM = "constant", "turnout_shape", "model", "model_per_arm"
+TURNOUT_SHAPE_BOOSTED = "turnout_shape_boosted"
 REFERENCE_LEARNER = "dr"  # the references' level is the doubly-robust average effect
 
 
@@ -52,14 +58,23 @@ class ArmCandidate:
     features: bool  # the voter features (else held constant)
     turnout_score: bool  # the turnout score (else absent, or held constant)
     arm_rounds: int = 0  # arm-specific trees on the pooled shape
+    arm_features: bool = False  # the arm-specific trees see the voter features the pooled shape does not
 
-    def frame(self, X: pd.DataFrame, score: np.ndarray | None, *, score_column: bool = False) -> pd.DataFrame:
+    @property
+    def pooled_key(self) -> tuple:
+        """Candidates with equal keys share one pooled fit (they differ in arm-specific trees only)."""
+        return self.learner, self.final, self.features, self.turnout_score
+
+    def frame(self, X: pd.DataFrame, score: np.ndarray | None, *, score_column: bool = False,
+              pooled: bool = False) -> pd.DataFrame:
         """This candidate's input from the features ``X`` and the turnout ``score``.
 
         ``score_column`` asks for the served model's layout, which carries the turnout
         score as a column: a candidate that does not use it sees it held constant.
+        ``pooled`` asks for the pooled shape's input (without the features that only
+        the arm-specific trees see).
         """
-        out = X if self.features else held_constant(X)
+        out = X if self.features or (self.arm_features and not pooled) else held_constant(X)
         if self.turnout_score:
             return with_turnout_score(out, score)
         return with_turnout_score(out, np.full(len(X), 0.5)) if score_column else out
@@ -74,11 +89,15 @@ def arm_candidates(
     out = []
     if CONSTANT in spec.references:
         out.append(ArmCandidate(CONSTANT, REFERENCE_LEARNER, reference, features=False, turnout_score=False))
+    arm_specific = spec.pool_arms and spec.arm_rounds > 0
     if TURNOUT_SHAPE in spec.references and has_turnout:
         out.append(ArmCandidate(TURNOUT_SHAPE, REFERENCE_LEARNER, reference, features=False, turnout_score=True))
+        if arm_specific:
+            out.append(ArmCandidate(TURNOUT_SHAPE_BOOSTED, REFERENCE_LEARNER, reference, features=False,
+                                    turnout_score=True, arm_rounds=spec.arm_rounds, arm_features=True))
     final = spec.final_candidates()[size]
     out.append(ArmCandidate(MODEL, learner, final, features=True, turnout_score=turnout_score))
-    if spec.pool_arms and spec.arm_rounds > 0:
+    if arm_specific:
         out.append(ArmCandidate(MODEL_PER_ARM, learner, final, features=True, turnout_score=turnout_score,
                                 arm_rounds=spec.arm_rounds))
     return out
@@ -106,15 +125,15 @@ def fit_candidates(
     """
     pooled: dict[tuple, UpliftLearner] = {}
     out = {}
-    by_key = {(c.learner, c.final, c.features, c.turnout_score): c.name for c in candidates}
-    for key, name in by_key.items():
-        if name in (fitted or {}):
-            pooled[key] = fitted[name]
+    for c in candidates:
+        if c.name in (fitted or {}) and not c.arm_rounds:
+            pooled.setdefault(c.pooled_key, fitted[c.name])
     for c in candidates:
         Xc = c.frame(X, score, score_column=score_column)
-        key = (c.learner, c.final, c.features, c.turnout_score)
+        key = c.pooled_key
         if key not in pooled:
-            pooled[key] = make_learner(c.learner, config, design, c.final).fit(Xc, assigned, y, mu, propensities)
+            Xp = c.frame(X, score, score_column=score_column, pooled=True) if c.arm_features else Xc
+            pooled[key] = make_learner(c.learner, config, design, c.final).fit(Xp, assigned, y, mu, propensities)
         out[c.name] = (pooled[key].with_arm_rounds(Xc, assigned, y, mu, c.arm_rounds, propensities) if c.arm_rounds
                        else pooled[key])
     return out

@@ -10,9 +10,10 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from training.arm_choice import CONSTANT, MODEL, MODEL_PER_ARM, TURNOUT_SHAPE
+from training.arm_choice import CONSTANT, MODEL, MODEL_PER_ARM, TURNOUT_SHAPE, TURNOUT_SHAPE_BOOSTED
 
-HEADERS = {CONSTANT: "constant", TURNOUT_SHAPE: "turnout shape", MODEL: "model", MODEL_PER_ARM: "per-arm shape"}
+HEADERS = {CONSTANT: "constant", TURNOUT_SHAPE: "turnout shape", TURNOUT_SHAPE_BOOSTED: "shape + features",
+           MODEL: "model", MODEL_PER_ARM: "per-arm shape"}
 Z95 = 1.959964
 
 
