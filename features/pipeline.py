@@ -9,7 +9,7 @@ exactly the same transform and can say when a value lies outside what training s
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,30 +22,44 @@ class FeatureError(ValueError):
     """Input that the fitted feature transform cannot accept (names the column)."""
 
 
-def _past_vote_count(frame: pd.DataFrame, inputs: Sequence[str]) -> pd.Series:
+def _past_vote_count(columns: Mapping[str, Any], inputs: Sequence[str]) -> np.ndarray:
     """Past elections voted in: the sum of the inputs per row, NaN where every input is missing.
 
-    Inputs already numeric (as :meth:`FeaturePipeline.transform` makes them) are summed as one
-    float matrix: about 0.2 ms for a voter, where ``DataFrame.apply(pd.to_numeric)`` took 0.75 ms,
-    most of a one-voter request's feature transform.
+    ``columns`` maps a name to its values (a frame, or the transform's own arrays). Inputs
+    already numeric (as :meth:`FeaturePipeline.transform` makes them) are summed as one float
+    matrix: about 0.2 ms for a voter, where ``DataFrame.apply(pd.to_numeric)`` took 0.75 ms.
     """
-    columns = [frame[c] for c in inputs]
-    matrix = np.empty((len(frame), len(columns)))
-    for j, column in enumerate(columns):
-        numeric = column if pd.api.types.is_numeric_dtype(column.dtype) else pd.to_numeric(column, errors="coerce")
+    values = [columns[c] for c in inputs]
+    matrix = np.empty((len(values[0]), len(values)))
+    for j, column in enumerate(values):
+        if isinstance(column, np.ndarray) and column.dtype.kind == "f":
+            matrix[:, j] = column
+            continue
+        series = pd.Series(column)
+        numeric = series if pd.api.types.is_numeric_dtype(series.dtype) else pd.to_numeric(series, errors="coerce")
         matrix[:, j] = numeric.to_numpy(dtype=float, na_value=np.nan)
     counts = np.nansum(matrix, axis=1)
     counts[np.isnan(matrix).all(axis=1)] = np.nan  # as sum(min_count=1)
-    return pd.Series(counts, index=frame.index)
+    return counts
 
 
 # name -> (how to pick its inputs among the raw features, how to compute it)
-DERIVED: dict[str, tuple[Callable[[Sequence[str]], list[str]], Callable[..., pd.Series]]] = {
+DERIVED: dict[str, tuple[Callable[[Sequence[str]], list[str]], Callable[..., np.ndarray]]] = {
     "past_vote_count": (
         lambda feats: [f for f in feats if PAST_VOTE_PATTERN.match(f)],
         _past_vote_count,
     ),
 }
+
+
+def _as_text(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Each value as the text its category is named by (``str``), missing values kept missing."""
+    array = (values if isinstance(values, np.ndarray) and values.dtype == object
+             else pd.Series(values).to_numpy(dtype=object, na_value=None))
+    missing = pd.isna(array)
+    text = array.astype(str).astype(object)
+    text[missing] = None
+    return text
 
 
 class FeaturePipeline:
@@ -110,37 +124,59 @@ class FeaturePipeline:
             Treat absent feature columns as all-missing (LightGBM handles NaN) instead
             of raising.
         """
+        columns = self.transform_columns(frame, len(frame), allow_missing=allow_missing)
+        return pd.DataFrame(columns, index=frame.index, columns=self.output_columns)
+
+    def transform_columns(
+        self, columns: Mapping[str, Any], n: int, *, allow_missing: bool = False
+    ) -> dict[str, np.ndarray | pd.Categorical]:
+        """The model's features as arrays, in model order: :meth:`transform` without the frame.
+
+        Parameters
+        ----------
+        columns : mapping of str to array-like
+            Raw column name -> ``n`` values (a frame, or a request's columns); other names
+            are ignored.
+        n : int
+            Rows (for features absent from ``columns``).
+        allow_missing : bool
+            As in :meth:`transform`.
+
+        Returns
+        -------
+        dict
+            Feature name -> float array, or ``pd.Categorical`` with the training categories.
+        """
         self._check_fitted()
-        missing = [c for c in self.features if c not in frame.columns]
+        available = set(columns.keys())
+        missing = [c for c in self.features if c not in available]
         if missing and not allow_missing:
             raise FeatureError(f"feature columns missing from the input: {missing}")
         out: dict[str, Any] = {}
-        n = len(frame)
         for col in self.features:
-            if col not in frame.columns:
+            if col not in available:
                 if col in self.categories_:
                     out[col] = pd.Categorical([None] * n, categories=self.categories_[col])
                 else:
                     out[col] = np.full(n, np.nan)
                 continue
-            values = frame[col]
+            values = columns[col]
             if col in self.categories_:
-                out[col] = pd.Categorical(
-                    values.astype("object").where(values.isna(), values.astype(str)),
-                    categories=self.categories_[col],
-                )
+                out[col] = pd.Categorical(_as_text(values), categories=self.categories_[col])
             else:
                 out[col] = self._numeric(values, col)
-        result = pd.DataFrame(out, index=frame.index)
         for name, inputs in self.derived_inputs_.items():
-            result[name] = DERIVED[name][1](result, inputs).astype(float)
-        return result[self.output_columns]
+            out[name] = np.asarray(DERIVED[name][1](out, inputs), dtype=float)
+        return out
 
     def fit_transform(self, frame: pd.DataFrame) -> pd.DataFrame:
         return self.fit(frame).transform(frame)
 
     @staticmethod
-    def _numeric(values: pd.Series, col: str) -> np.ndarray:
+    def _numeric(values: pd.Series | np.ndarray, col: str) -> np.ndarray:
+        if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+            return values
+        values = pd.Series(values) if isinstance(values, np.ndarray) else values
         if pd.api.types.is_bool_dtype(values):
             return values.astype(float).to_numpy()
         if pd.api.types.is_numeric_dtype(values):

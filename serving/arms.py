@@ -22,6 +22,7 @@ match), instead of once per booster call.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,7 +132,12 @@ class ArmEnsembles:
         return self.shared is not None
 
     # -- inputs ----------------------------------------------------------------------
-    def _matrix(self, X: pd.DataFrame) -> np.ndarray | pd.DataFrame:
+    @property
+    def takes_columns(self) -> bool:
+        """:meth:`inputs` also takes ``FeaturePipeline.transform_columns``'s arrays (no frame needed)."""
+        return bool(self._as_matrix)
+
+    def _matrix(self, X: pd.DataFrame | Mapping[str, Any]) -> np.ndarray | pd.DataFrame:
         """``X`` as one float matrix (categories as codes, unknown as NaN), or ``X`` itself."""
         return self.model.feature_matrix(X) if self._as_matrix else X
 
@@ -154,16 +160,19 @@ class ArmEnsembles:
         return {"num_threads": 1 if n < SMALL_BATCH else self.threads}
 
     # -- predictions -----------------------------------------------------------------
-    def inputs(self, X: pd.DataFrame) -> tuple[np.ndarray | pd.DataFrame, np.ndarray]:
+    def inputs(self, X: pd.DataFrame | Mapping[str, Any]) -> tuple[np.ndarray | pd.DataFrame, np.ndarray]:
         """The uplift models' input and the calibrated turnout, from transformed features ``X``.
 
-        The turnout is NaN for every row of a model without a turnout model (a support model
-        trained without a turnout column), as ``ScoringModel.predict_turnout`` gives.
+        ``X`` is the feature frame, or (where :attr:`takes_columns`) the feature arrays of
+        ``FeaturePipeline.transform_columns``. The turnout is NaN for every row of a model
+        without a turnout model (a support model trained without a turnout column), as
+        ``ScoringModel.predict_turnout`` gives.
         """
         Xm = self._matrix(X)
+        n = len(Xm)
         if not self.model.has_turnout:
-            return Xm, np.full(len(X), np.nan)  # nor is it then an input of the uplift models
-        p = self.model.turnout.predict(Xm, **self._kw(len(X))) if len(X) else np.zeros(0)
+            return Xm, np.full(n, np.nan)  # nor is it then an input of the uplift models
+        p = self.model.turnout.predict(Xm, **self._kw(n)) if n else np.zeros(0)
         if self.model.calibration is not None:
             xs, ys = self.model.calibration
             p = np.interp(p, xs, ys)

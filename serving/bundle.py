@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import weakref
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,15 +186,22 @@ class ScoringModel:
         boosters = [b for b in (self.turnout, *self.uplift.values()) if b is not None]
         return all((b.pandas_categorical or []) == expected for b in boosters)
 
-    def feature_matrix(self, X: pd.DataFrame) -> np.ndarray:
+    def feature_matrix(self, X: pd.DataFrame | Mapping[str, np.ndarray | pd.Categorical]) -> np.ndarray:
         """``X`` as the float matrix LightGBM predicts on: categories as their codes,
-        unknown or missing as NaN. Only where :meth:`codes_categories` holds."""
-        out = np.empty((len(X), X.shape[1]), dtype=float)
-        for j, name in enumerate(X.columns):
-            col = X[name]
+        unknown or missing as NaN. Only where :meth:`codes_categories` holds.
+
+        ``X`` is a feature frame, or the arrays of ``FeaturePipeline.transform_columns``
+        in the same column order (no frame is built for them).
+        """
+        names = list(X.keys())
+        columns = [X[name] for name in names]
+        out = np.empty((len(columns[0]) if columns else 0, len(names)), dtype=float)
+        for j, col in enumerate(columns):
             if isinstance(col.dtype, pd.CategoricalDtype):
-                codes = col.cat.codes.to_numpy()
+                codes = np.asarray(col.codes if isinstance(col, pd.Categorical) else col.cat.codes)
                 out[:, j] = np.where(codes < 0, np.nan, codes)
+            elif isinstance(col, np.ndarray):
+                out[:, j] = col
             else:
                 out[:, j] = col.to_numpy(dtype=float, na_value=np.nan)
         return out

@@ -137,14 +137,17 @@ class SegmentScorer:
         With ``record`` the voters are counted for drift (:attr:`drift`); a smoke check is not.
         """
         model, ensembles = self.model, self.ensembles
-        X = model.transform(batch.frame(), allow_missing=True)
+        if ensembles.takes_columns:  # straight to the float matrix: no frame (half a one-voter request's time)
+            X = model.pipeline.transform_columns(batch.columns, len(batch), allow_missing=True)
+        else:
+            X = model.transform(batch.frame(), allow_missing=True)
         Xu, turnout = ensembles.inputs(X)
         uplift = ensembles.uplift(Xu)
         eligibility = self.eligibility(batch, model.arms) if self.eligibility is not None else None
         candidates = uplift if eligibility is None else np.where(eligibility.allowed, uplift, np.nan)
         best_arm, best_uplift = best_arms(candidates, self.arms)
         reasons = values = None
-        if explain and len(X):
+        if explain and len(batch):
             contributions = ensembles.contributions(Xu)
             reasons = {arm: top_reasons(c, top_k) for arm, c in zip(self.arms, contributions, strict=True)}
             values = display_columns(Xu, self.feature_names, model.pipeline.categories_)
