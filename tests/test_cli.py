@@ -152,7 +152,7 @@ def test_promote_refuses_a_model_with_no_effect_and_keeps_the_champion(runner, t
     cfg["model_name"] = trained.model_name  # a new version of the same registered model
     cfg["name"] = "synthetic-null"
     cfg["uplift"].update(learners=["dr"], turnout_score_feature=False)  # the gate is the point, not the grid
-    cfg["split"]["cv_repeats"] = 1
+    cfg["split"].update(folds=3, cv_repeats=1)  # the refused gate is judged on the hold-out, not in CV
     config_path.write_text(yaml.safe_dump(cfg))
     out = runner.invoke(main, ["train", "--config", str(config_path)])
     assert out.exit_code == 0, out.output

@@ -39,8 +39,12 @@ def test_turnout_uplift_recovery_beats_plain_t_learner(trained, campaign):
 def support_result(campaign_dir):
     # One learner, one outcome-model shape, no turnout-score choice: this test is about the
     # support scale's units and recovery; the selection among them is tested on turnout.
+    # The assertions read the learner's hold-out scores, never the served choice, so grouped
+    # CV runs once over three folds (the outcome models cross-fitted on three folds; the
+    # same 50,000 voters, learner, size and hold-out).
     cfg = load_config(campaign_dir / "synthetic_support.yaml").with_uplift(
         learners=["dr"], nuisance_treated_leaves=[15], turnout_score_feature=False)
+    cfg = cfg.model_copy(update={"split": cfg.split.model_copy(update={"folds": 3, "cv_repeats": 1})})
     return fit_and_evaluate(load_experiment(cfg), cfg)
 
 
