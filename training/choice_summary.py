@@ -32,7 +32,7 @@ def arm_choice_table(result) -> Table:
     out.add_column("arm", overflow="fold")
     candidates = list(dict.fromkeys(table.candidate))
     for c in candidates:
-        out.add_column(HEADERS.get(c, c), justify="right", overflow="fold")
+        out.add_column(HEADERS.get(c, c), justify="right", overflow="fold", no_wrap=False)
     out.add_column("stable", justify="right")
     for arm in dict.fromkeys(table.arm):
         part = table[table.arm == arm].set_index("candidate")
@@ -41,8 +41,8 @@ def arm_choice_table(result) -> Table:
             if c not in part.index:
                 cells.append(Text("-"))
                 continue
-            row = part.loc[c]
-            cells.append(Text(f"{'*' if row.chosen else ''}{row.value * 1000:.2f}±{row.se * 1000:.2f}"))
+            row = part.loc[c]  # value over its SE: two short lines stay whole at 80 columns
+            cells.append(Text(f"{'*' if row.chosen else ''}{row.value * 1000:.2f}\n±{row.se * 1000:.2f}"))
         chosen = part[part.chosen]
         cells.append(Text(f"{chosen.stability.iloc[0]:.0%}" if len(chosen) else "-"))
         out.add_row(*cells)
