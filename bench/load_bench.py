@@ -33,6 +33,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,24 @@ def worker_rss(svc) -> dict[int, float]:
     return out
 
 
+def rss_growth(svc, action: Callable[[], tuple[int | str, float]]) -> tuple[int | str, float, float]:
+    """Run ``action``; its status and seconds, and the largest growth of a worker's RSS (MB) meanwhile."""
+    before, peak, done = worker_rss(svc), {}, threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            for pid, rss in worker_rss(svc).items():
+                peak[pid] = max(peak.get(pid, 0.0), rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    status, seconds = action()
+    time.sleep(0.5)  # what the worker does right after answering counts too
+    done.set()
+    sampler.join()
+    return status, seconds, max((peak[p] - before[p] for p in peak if p in before), default=float("nan"))
+
+
 def post(base_url: str, body: bytes, timeout: float = 300.0, path: str = "/score") -> tuple[int | str, float]:
     """POST ``body`` to ``path``; the status (or what went wrong) and the seconds it took."""
     import httpx
@@ -210,20 +229,7 @@ def main() -> None:
             time.sleep(2)
             t0 = time.monotonic()
             for name, attack in attacks:
-                before, peak, done = worker_rss(svc), {}, threading.Event()
-
-                def sample(before=before, peak=peak, done=done) -> None:  # each worker's peak while it runs
-                    while not done.wait(0.05):
-                        for pid, rss in worker_rss(svc).items():
-                            peak[pid] = max(peak.get(pid, 0.0), rss)
-
-                sampler = threading.Thread(target=sample, daemon=True)
-                sampler.start()
-                status, seconds = attack()
-                time.sleep(0.5)  # what the worker does right after answering counts too
-                done.set()
-                sampler.join()
-                growth = max((peak[p] - before[p] for p in peak if p in before), default=float("nan"))
+                status, seconds, growth = rss_growth(svc, attack)
                 hostile.append({"attack": name, "status": status, "seconds": seconds, "rss_growth_mb": growth})
                 time.sleep(1)
             t1 = time.monotonic()

@@ -27,14 +27,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_home import publish, service_bench_parser, temp_home
-from load_bench import KEY, LARGE, Load, phase_table, post, train_small, worker_rss  # bench/ is on the path above
+from load_bench import KEY, LARGE, Load, phase_table, post, rss_growth, train_small  # bench/ is on the path above
 
 N_HOSTILE = 10_000
 
@@ -43,24 +41,6 @@ def plan_bodies(voters: list[dict], budget: float) -> list[bytes]:
     """Two 5,000-voter ``/plan`` bodies (ids unique within each)."""
     return [json.dumps({"voters": [{**voters[(k * LARGE + i) % len(voters)], "voter_id": f"P{k}-{i}"}
                                    for i in range(LARGE)], "budget": budget}).encode() for k in range(2)]
-
-
-def rss_growth(svc, action: Callable[[], tuple[int | str, float]]) -> tuple[int | str, float, float]:
-    """Run ``action``; its status and seconds, and the largest growth of a worker's RSS (MB) meanwhile."""
-    before, peak, done = worker_rss(svc), {}, threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.05):
-            for pid, rss in worker_rss(svc).items():
-                peak[pid] = max(peak.get(pid, 0.0), rss)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    status, seconds = action()
-    time.sleep(0.5)  # what the worker does right after answering counts too
-    done.set()
-    sampler.join()
-    return status, seconds, max((peak[p] - before[p] for p in peak if p in before), default=float("nan"))
 
 
 def main() -> None:
