@@ -15,6 +15,30 @@ from training.cli import main
 
 
 @pytest.fixture(scope="module")
+def grid_trained(mlflow_store, tmp_path_factory):
+    """A small synthetic campaign trained with the synthetic config's whole grid.
+
+    Every learner, both treated outcome-model shapes (15 and 2 leaves) and the turnout
+    score with and without, chosen by grouped CV (run once): what the selection tests read.
+    The champion (``trained``) fixes the shape and the turnout score at this grid's choices
+    on its own campaign, so these choices are made and logged here, on 4,000 voters.
+    """
+    from program_fixtures import small_config
+
+    from training.run import train
+
+    folder = tmp_path_factory.mktemp("grid")
+    make_campaign(4000, seed=3).write(folder, outcome="voted")
+    cfg = small_config(folder)
+    cfg["uplift"]["nuisance_treated_leaves"] = [15, 2]
+    cfg["split"]["cv_repeats"] = 1
+    cfg.update(model_name="persuade-grid-test", name="grid-test")
+    path = folder / "grid.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return train(path)
+
+
+@pytest.fixture(scope="module")
 def runner():
     return CliRunner(env={"COLUMNS": "250"})  # rich wraps tables to the terminal width
 
@@ -39,17 +63,17 @@ def test_train_logged_everything_a_reviewer_needs(trained):
     assert fingerprint["rows"] == 50_000 and sum(fingerprint["rows_per_arm"].values()) == 50_000
 
 
-def test_selection_is_logged_for_both_metrics_and_decided_by_the_configured_one(trained):
+def test_selection_is_logged_for_both_metrics_and_decided_by_the_configured_one(grid_trained):
     import mlflow
 
-    result = trained.result
-    metric = mlflow.get_run(trained.run_id).data.params["selection_metric"]
+    result = grid_trained.result
+    metric = mlflow.get_run(grid_trained.run_id).data.params["selection_metric"]
     assert set(result.selection_tables) == {"policy_value", "qini", "dr_qini"}
     assert result.selection is result.selection_tables[metric]
     assert result.selection["mean"].idxmax() == (result.learner, result.final_size, result.turnout_score_feature)
     for name, table in result.selection_tables.items():
         logged = pd.read_csv(mlflow.artifacts.download_artifacts(
-            run_id=trained.run_id, artifact_path=f"evaluation/selection_cv_{name}.csv"))
+            run_id=grid_trained.run_id, artifact_path=f"evaluation/selection_cv_{name}.csv"))
         arms = [a.label for a in result.model.arms]
         assert list(logged.columns) == ["learner", "size", "turnout_score", *arms, "mean"]
         assert logged["mean"].to_numpy() == pytest.approx(table["mean"].to_numpy())
@@ -57,15 +81,15 @@ def test_selection_is_logged_for_both_metrics_and_decided_by_the_configured_one(
     assert not qini.equals(dr)  # two estimates of one estimand: close, not the same numbers
 
 
-def test_the_outcome_models_round_choice_is_logged(trained):
+def test_the_outcome_models_round_choice_is_logged(grid_trained):
     """Each treated group's outcome model is boosted from control: its round count and losses are logged."""
     import mlflow
 
-    result = trained.result
-    params = mlflow.get_run(trained.run_id).data.params
+    result = grid_trained.result
+    params = mlflow.get_run(grid_trained.run_id).data.params
     assert params["nuisance_from_control"] == "True"
     logged = pd.read_csv(mlflow.artifacts.download_artifacts(
-        run_id=trained.run_id, artifact_path="evaluation/nuisance_rounds.csv"))
+        run_id=grid_trained.run_id, artifact_path="evaluation/nuisance_rounds.csv"))
     assert list(logged.group) == [*(a.slug for a in result.model.arms), "any_contact"]
     losses = logged.filter(like="loss_").to_numpy()
     chosen = [int(c.split("_")[1]) for c in logged.filter(like="loss_").columns[losses.argmin(axis=1)]]
@@ -74,14 +98,14 @@ def test_the_outcome_models_round_choice_is_logged(trained):
         assert params[f"nuisance_rounds_{slug}"] == str(rounds)
 
 
-def test_the_outcome_model_shape_is_chosen_by_grouped_cv_and_logged(trained):
-    """The synthetic config compares 15- and 2-leaf treated outcome models; CV's choice is the run's model."""
+def test_the_outcome_model_shape_is_chosen_by_grouped_cv_and_logged(grid_trained):
+    """The synthetic grid compares 15- and 2-leaf treated outcome models; CV's choice is the run's model."""
     import mlflow
 
-    result = trained.result
-    params = mlflow.get_run(trained.run_id).data.params
+    result = grid_trained.result
+    params = mlflow.get_run(grid_trained.run_id).data.params
     logged = pd.read_csv(mlflow.artifacts.download_artifacts(
-        run_id=trained.run_id, artifact_path="evaluation/selection_cv_outcome_shapes.csv"))
+        run_id=grid_trained.run_id, artifact_path="evaluation/selection_cv_outcome_shapes.csv"))
     assert params["nuisance_treated_leaves_compared"] == "15,2"
     assert list(logged.treated_leaves) == [15, 2]
     metric = params["selection_metric"]
