@@ -18,8 +18,8 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from cli_invoke import persuade
 from small_model_fixtures import small_campaign, small_model, small_trained  # noqa: F401 - fixtures used here
-from test_cli_inputs import persuade
 
 from features.drift import (
     MIN_VOTERS,
@@ -233,7 +233,7 @@ def test_score_prints_the_summary_and_its_provenance_and_list_report_carry_the_t
     older.to_parquet(tmp_path / "older.parquet", index=False)
     output = tmp_path / "scores.parquet"
     done = persuade("score", "--model", uri, "--input", str(tmp_path / "older.parquet"), "--output", str(output),
-                    "--no-consent")
+                    "--no-consent", env={"COLUMNS": "200"})
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("drift against the training population"))
@@ -255,7 +255,7 @@ def test_score_prints_the_summary_and_its_provenance_and_list_report_carry_the_t
 
     voters.to_parquet(tmp_path / "voters.parquet", index=False)
     same = persuade("score", "--model", uri, "--input", str(tmp_path / "voters.parquet"), "--output",
-                    str(tmp_path / "same.parquet"), "--no-consent")
+                    str(tmp_path / "same.parquet"), "--no-consent", env={"COLUMNS": "200"})
     assert same.returncode == 0, same.stderr[-2000:]
     assert any(line.startswith("drift against training: all stable") for line in same.stdout.splitlines())
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import subprocess
-import sys
 from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
@@ -15,6 +13,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from cli_invoke import persuade
 
 from features.config import ConsentSpec, Delivery, load_config
 from features.consent import REASON_TEXT, ConsentTable, EligibilityRules, Reason, eligibility_for, suppression_counts
@@ -35,14 +34,6 @@ def _hash_key():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(HASH_KEY_ENV, KEY)
         yield
-
-
-def persuade(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the CLI; its stderr comes back with line wrapping undone."""
-    done = subprocess.run([sys.executable, "-m", "training.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
-    done.stderr = " ".join(done.stderr.split())
-    return done
 
 
 @pytest.fixture(scope="module")

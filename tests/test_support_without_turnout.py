@@ -14,8 +14,6 @@ import json
 import os
 import re
 import secrets
-import subprocess
-import sys
 from dataclasses import replace
 
 import httpx
@@ -25,6 +23,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from cli_invoke import Done
+from cli_invoke import persuade as run_persuade
 from mlflow import MlflowClient
 from rich.console import Console
 
@@ -95,11 +95,8 @@ def voters(program) -> pd.DataFrame:
     return program[0].voter_file.sample(400, random_state=5).reset_index(drop=True)
 
 
-def persuade(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "training.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "COLUMNS": "200"})  # tables unabridged
-    done.stderr = " ".join(done.stderr.split())
-    return done
+def persuade(*args: str) -> Done:
+    return run_persuade(*args, env={"COLUMNS": "200"})  # tables unabridged
 
 
 def uplift_columns(model: ScoringModel) -> list[str]:
