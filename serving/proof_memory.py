@@ -60,18 +60,6 @@ def _folder(home: str | Path | None) -> Path:
     return Path(home if home is not None else Settings.from_env().home) / PROOFS
 
 
-def proven_before(bundle: str | Path, *, home: str | Path | None = None) -> bool:
-    """Whether these exact bytes passed their proof before (their files verified now)."""
-    key = proof_key(bundle)
-    return key is not None and is_recorded(key, home=home)
-
-
-def remember(bundle: str | Path, *, home: str | Path | None = None) -> Path | None:
-    """Record that the bundle at ``bundle`` passed its proof (see :func:`record`); None if it cannot be."""
-    key = proof_key(bundle)
-    return None if key is None else record(key, home=home)
-
-
 def is_recorded(key: str, *, home: str | Path | None = None) -> bool:
     """Whether a proof of the bytes named ``key`` (:func:`proof_key`) was recorded."""
     return (_folder(home) / f"{key}.json").is_file()

@@ -31,7 +31,7 @@ from serving.bundle import ScoringModel
 from serving.bundle_checksums import CHECKSUMS, BundleChecksumError, verify_checksums, write_checksums
 from serving.launcher import ServiceProcess
 from serving.model_check import PROBE_SCORES, ModelCheckError, prove_in_child, record_probe_scores
-from serving.proof_memory import proof_key, proven_before, remember
+from serving.proof_memory import is_recorded, proof_key, record
 from serving.registry import download_bundle
 
 NAME = "persuade-proof-test"
@@ -90,6 +90,18 @@ def test_arms_swapped_before_logging_are_refused_by_the_recorded_scores(small_mo
     with pytest.raises(ModelCheckError, match="differ from those recorded when the model was logged") as refused:
         prove_in_child(bundle)
     assert refused.value.smoke
+
+
+def proven_before(bundle, *, home=None) -> bool:
+    """Whether these exact bytes passed their proof before (the check ``prove_in_child`` makes)."""
+    key = proof_key(bundle)
+    return key is not None and is_recorded(key, home=home)
+
+
+def remember(bundle, *, home=None):
+    """Record a proof of the bundle's bytes as ``prove_in_child`` does after one passes."""
+    key = proof_key(bundle)
+    return None if key is None else record(key, home=home)
 
 
 def test_a_passed_proof_is_remembered_by_the_bundles_bytes(small_model, tmp_path, monkeypatch):  # noqa: F811
