@@ -26,14 +26,20 @@ class SmallCampaign:
     voter_file: pd.DataFrame
 
 
-def write_small_campaign(folder: Path, model_name: str = SMALL_NAME, name: str = "small-test") -> SmallCampaign:
-    """A 4,000-voter campaign in ``folder`` and its run config (small grid, T-learner only)."""
+def write_small_campaign(folder: Path, model_name: str = SMALL_NAME, name: str = "small-test", *,
+                         uplift: dict | None = None, split: dict | None = None) -> SmallCampaign:
+    """A 4,000-voter campaign in ``folder`` and its run config.
+
+    The config is ``program_fixtures.small_config`` with the keys of ``uplift`` and ``split``
+    replaced; ``uplift`` defaults to the T-learner only.
+    """
     from features.synthetic import make_campaign
 
     campaign = make_campaign(4000, seed=3)
     campaign.write(folder, outcome="voted")
     cfg = small_config(folder)
-    cfg["uplift"]["learners"] = ["t"]
+    cfg["uplift"].update({"learners": ["t"]} if uplift is None else uplift)
+    cfg["split"].update(split or {})
     cfg.update(model_name=model_name, name=name)
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))

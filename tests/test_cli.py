@@ -23,19 +23,13 @@ def grid_trained(mlflow_store, tmp_path_factory):
     The champion (``trained``) fixes the shape and the turnout score at this grid's choices
     on its own campaign, so these choices are made and logged here, on 4,000 voters.
     """
-    from program_fixtures import small_config
+    from small_model_fixtures import write_small_campaign
 
     from training.run import train
 
-    folder = tmp_path_factory.mktemp("grid")
-    make_campaign(4000, seed=3).write(folder, outcome="voted")
-    cfg = small_config(folder)
-    cfg["uplift"]["nuisance_treated_leaves"] = [15, 2]
-    cfg["split"]["cv_repeats"] = 1
-    cfg.update(model_name="persuade-grid-test", name="grid-test")
-    path = folder / "grid.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return train(path)
+    grid = write_small_campaign(tmp_path_factory.mktemp("grid"), "persuade-grid-test", "grid-test",
+                                uplift={"nuisance_treated_leaves": [15, 2]}, split={"cv_repeats": 1})
+    return train(grid.config_path)
 
 
 @pytest.fixture(scope="module")
