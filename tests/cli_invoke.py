@@ -26,8 +26,9 @@ class Done:
     stderr: str
 
 
-def persuade(*args: str, env: Mapping[str, str] | None = None, join_stderr: bool = True) -> Done:
-    """Run ``persuade ARGS`` in this process.
+def persuade(*args: str, env: Mapping[str, str] | None = None) -> Done:
+    """Run ``persuade ARGS`` in this process; its stderr comes back with rich's line wrapping
+    undone (runs of whitespace as one space), so a message matches at any terminal width.
 
     Parameters
     ----------
@@ -35,9 +36,6 @@ def persuade(*args: str, env: Mapping[str, str] | None = None, join_stderr: bool
         The command line after ``persuade``.
     env : mapping, optional
         Environment variables set while the command runs (e.g. ``COLUMNS``).
-    join_stderr : bool
-        Undo rich's line wrapping of stderr (runs of whitespace become one space), so a
-        message can be matched whatever the terminal's width.
     """
     from click.testing import CliRunner
 
@@ -47,6 +45,4 @@ def persuade(*args: str, env: Mapping[str, str] | None = None, join_stderr: bool
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         stderr += "".join(traceback.format_exception(result.exception))
-    if join_stderr:
-        stderr = " ".join(stderr.split())
-    return Done(result.exit_code, result.stdout, stderr)
+    return Done(result.exit_code, result.stdout, " ".join(stderr.split()))
