@@ -152,8 +152,16 @@ def temp_folders(folder: Path) -> list[Path]:
     return sorted(folder.glob("persuade-serve-*"))
 
 
+PAUSE = 0.05  # seconds between one client's requests (Traffic)
+
+
 class Traffic:
-    """Clients scoring one voter in a loop (each its own connection) until stopped; counts answers."""
+    """Clients scoring one voter in a loop (each its own connection) until stopped; counts answers.
+
+    Each client pauses ``PAUSE`` between requests: about 70 requests a second in all, so
+    every reload is crossed by a hundred requests or more, while the workers keep the CPU
+    to load (unpaced, four clients took both cores and a refused reload took 9 s).
+    """
 
     def __init__(self, base_url: str, voter: dict, clients: int = 4):
         self.ok, self.failed, self.versions = 0, [], set()
@@ -175,6 +183,7 @@ class Traffic:
                         self.versions.add(outcome[1])
                     else:
                         self.failed.append(outcome)
+                self._stop.wait(PAUSE)
 
     def __enter__(self) -> Traffic:
         for thread in self._threads:

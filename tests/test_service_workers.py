@@ -18,7 +18,7 @@ import time
 import httpx
 import pytest
 from small_model_fixtures import small_campaign, small_trained  # noqa: F401 - fixtures used here
-from test_model_proof import HASH_KEY
+from test_model_proof import HASH_KEY, PAUSE
 from test_service_reload import wait_for
 
 from serving.launcher import DEFAULT_WORKERS, ServiceProcess, service_workers
@@ -50,6 +50,7 @@ def test_a_killed_worker_costs_a_retry_not_an_outage(small_trained, monkeypatch)
                 except httpx.HTTPError:
                     ok = False
                 answers.append((time.monotonic(), ok))
+                stop.wait(PAUSE)  # answers across the restart, not load: unpaced, 8 clients took both cores
 
     with svc:
         wait_for(lambda: svc.log.count("now serving it") == 2)
