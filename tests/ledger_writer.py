@@ -1,7 +1,7 @@
 """One of the concurrent writers of ``tests/test_consent_ledger.py``, in a module of its own.
 
-A spawned writer process imports only this module and ``features`` (not the test module,
-which imports the service and the CLI), so sixteen of them start quickly.
+The writers are forked from a fork server that imported only this module and ``features``
+(not the test module, which imports the service and the CLI), once for all sixteen.
 """
 
 from __future__ import annotations

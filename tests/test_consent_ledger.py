@@ -127,10 +127,14 @@ def test_a_ledger_hashed_with_another_key_is_refused(location):
 
 # -- 16 writers at once ----------------------------------------------------------------
 def test_sixteen_concurrent_writers_lose_no_acknowledged_event(ledger, location, tmp_path):
-    spawn = multiprocessing.get_context("spawn")
-    ready, start = spawn.Queue(), spawn.Event()
+    # Forked from a fork server that has imported only tests/ledger_writer.py (and through it
+    # features, pandas, SQLAlchemy) once: each writer is a process of its own with nothing of
+    # this one, without sixteen interpreters importing the same libraries.
+    writers = multiprocessing.get_context("forkserver")
+    writers.set_forkserver_preload(["ledger_writer"])
+    ready, start = writers.Queue(), writers.Event()
     outs = [tmp_path / f"writer-{k}.json" for k in range(WRITERS)]
-    procs = [spawn.Process(target=write_for_a_while,
+    procs = [writers.Process(target=write_for_a_while,
                            args=(location, HASH_KEY, k, WRITE_SECONDS, ready, start, str(outs[k])))
              for k in range(WRITERS)]
     for p in procs:
