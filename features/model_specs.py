@@ -76,15 +76,17 @@ class UpliftSpec(_Strict):
         "the candidate's score, above random (what a plan is judged on); qini, the Qini coefficient "
         "of the fold's outcomes; or dr_qini, its doubly-robust estimate",
     )
-    references: list[Literal["constant", "turnout_shape"]] = Field(
-        default_factory=lambda: ["constant", "turnout_shape"],
+    references: list[Literal["constant", "turnout_05", "turnout_shape"]] = Field(
+        default_factory=lambda: ["constant", "turnout_05", "turnout_shape"],
         description="the simple targetings a campaign already has, compared per arm with the model by "
         "grouped CV (one-standard-error rule towards the simpler): constant, each arm's average effect; "
-        "turnout_shape, the average effect times a shape of the turnout score alone",
+        "turnout_05, the average effect times the fixed rule 0.5 - |turnout - 0.5| (voters near 50% "
+        "turnout first); turnout_shape, the average effect times a shape of the turnout score learned "
+        "from the outcomes",
     )
     reference_size: TreeSize = Field(
         default=TreeSize(n_estimators=100, num_leaves=3),
-        description="trees x leaves of the turnout_shape reference (a one-feature ensemble)",
+        description="trees x leaves of the turnout_05 and turnout_shape references (one-feature ensembles)",
     )
     pool_arms: bool = Field(
         default=True,
@@ -147,8 +149,9 @@ class UpliftSpec(_Strict):
         if "nuisance_rounds" in given and not self.nuisance_from_control:
             out.append("nuisance_rounds would be ignored: it needs nuisance_from_control: true "
                        "(nuisance.n_estimators sets the rounds otherwise)")
-        if "reference_size" in given and "turnout_shape" not in self.references:
-            out.append("reference_size would be ignored: it sizes the turnout_shape reference, not in references")
+        if "reference_size" in given and not {"turnout_05", "turnout_shape"} & set(self.references):
+            out.append("reference_size would be ignored: it sizes the turnout_05 and turnout_shape references, "
+                       "neither in references")
         return out
 
     def treated_leaves_options(self) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import spearmanr
 
 from features.config import GBMParams, load_config
 from features.tables import load_experiment
@@ -12,6 +13,7 @@ from training.arm_choice import (
     CONSTANT,
     MODEL,
     MODEL_PER_ARM,
+    TURNOUT_05,
     TURNOUT_SHAPE,
     TURNOUT_SHAPE_BOOSTED,
     ArmCandidate,
@@ -26,7 +28,7 @@ from training.learners import CrossFitNuisance, Design
 from training.selection import arm_contrasts, held_constant, training_arm_effects
 from training.turnout import fit_turnout
 
-ORDER = [CONSTANT, TURNOUT_SHAPE, TURNOUT_SHAPE_BOOSTED, MODEL, MODEL_PER_ARM]
+ORDER = [CONSTANT, TURNOUT_05, TURNOUT_SHAPE, TURNOUT_SHAPE_BOOSTED, MODEL, MODEL_PER_ARM]
 
 
 # -- the metric ---------------------------------------------------------------------------
@@ -150,6 +152,16 @@ def test_references_are_one_ensemble_per_arm_that_uses_only_what_they_may(small_
         assert used["turnout_score"] > 0 and sum(used.values()) == used["turnout_score"]
         contrib = shaped.predict(X, pred_contrib=True)  # exact additive reasons, all on the turnout score
         assert contrib.sum(axis=1) == pytest.approx(shaped.predict(X))
+        # the rule: nothing learned but the arm's level; it orders voters by closeness of turnout to 0.5
+        rule = fitted[TURNOUT_05].boosters_[arm]
+        used = dict(zip(rule.feature_name(), rule.feature_importance(), strict=True))
+        assert used["turnout_score"] > 0 and sum(used.values()) == used["turnout_score"]
+        X_rule = candidates[1].frame(prep.X_train, score, score_column=True)  # the score, features held
+        ruled = rule.predict(X_rule)
+        assert spearmanr(ruled, -np.abs(score - 0.5)).statistic * np.sign(effects[arm]["ate"]) > 0.99
+        contrast = np.isin(assigned, [arm, cfg.control_label])
+        assert ruled[contrast].mean() == pytest.approx(effects[arm]["ate"])  # the DR average effect, reshaped
+        assert rule.predict(X_rule, pred_contrib=True).sum(axis=1) == pytest.approx(ruled)
         assert not is_constant(fitted[MODEL].boosters_[arm])
         assert fitted[MODEL_PER_ARM].boosters_[arm].num_trees() == fitted[MODEL].boosters_[arm].num_trees() + 10
         # the turnout shape continued on the features: its first trees are the shape's, the
@@ -169,7 +181,7 @@ def test_without_a_turnout_model_there_is_no_turnout_shaped_reference(small_prog
     no_arm_trees = small_program[0].model_copy(
         update={"uplift": small_program[0].uplift.model_copy(update={"arm_rounds": 0})})
     assert [c.name for c in arm_candidates(no_arm_trees, learner="dr", size="40x4", turnout_score=False,
-                                           has_turnout=True)] == [CONSTANT, TURNOUT_SHAPE, MODEL]
+                                           has_turnout=True)] == [CONSTANT, TURNOUT_05, TURNOUT_SHAPE, MODEL]
     assert ArmCandidate(CONSTANT, "dr", GBMParams(), features=False, turnout_score=False).frame(
         pd.DataFrame({"a": [1.0, 2.0]}), None).a.nunique() == 1
 
@@ -189,6 +201,10 @@ def test_the_references_cv_scores_are_pinned_on_the_seeded_program(small_program
     }
     for arm, expected in pinned.items():
         assert value.loc[arm, [CONSTANT, TURNOUT_SHAPE, MODEL]].tolist() == pytest.approx(expected, abs=1e-6), arm
+        assert value.loc[arm, TURNOUT_05] == pytest.approx(PIN_RULE[arm], abs=1e-6), arm
+    # on this program the fixed rule is the best ranking of every arm in CV, so it is served
+    assert (table.loc[table.chosen, "candidate"] == TURNOUT_05).all()
 
 
 PIN = {"Mail": (12.312276475065739, 4.115351901740466), "Canvass": (7.130791184682531, 3.3844844631983158)}
+PIN_RULE = {"Mail": 16.841013826672008, "Canvass": 15.989347965073001}

@@ -8,14 +8,14 @@ from types import SimpleNamespace
 import pandas as pd
 from rich.console import Console
 
-from training.arm_choice import CONSTANT, MODEL, MODEL_PER_ARM, TURNOUT_SHAPE, TURNOUT_SHAPE_BOOSTED
+from training.arm_choice import CONSTANT, MODEL, MODEL_PER_ARM, TURNOUT_05, TURNOUT_SHAPE, TURNOUT_SHAPE_BOOSTED
 from training.choice_summary import arm_choice_table
 
-CANDIDATES = [CONSTANT, TURNOUT_SHAPE, TURNOUT_SHAPE_BOOSTED, MODEL, MODEL_PER_ARM]
+CANDIDATES = [CONSTANT, TURNOUT_05, TURNOUT_SHAPE, TURNOUT_SHAPE_BOOSTED, MODEL, MODEL_PER_ARM]
 
 
 def test_every_candidate_value_and_its_se_print_whole_at_80_columns():
-    values = {CONSTANT: 0.0, TURNOUT_SHAPE: 0.01055, TURNOUT_SHAPE_BOOSTED: 0.01691, MODEL: 0.00975,
+    values = {CONSTANT: 0.0, TURNOUT_05: 0.01342, TURNOUT_SHAPE: 0.01055, TURNOUT_SHAPE_BOOSTED: 0.01691, MODEL: 0.00975,
               MODEL_PER_ARM: 0.01249}
     rows = [{"arm": arm, "candidate": c, "value": v, "se": 0.00111 + 0.01 * (c == MODEL), "chosen": c == MODEL,
              "stability": 0.5 if c == MODEL else float("nan")}
@@ -31,3 +31,6 @@ def test_every_candidate_value_and_its_se_print_whole_at_80_columns():
         assert f"{v * 1000:.2f}" in {n.lstrip("*") for n in numbers}
     assert "*9.75" in numbers and "±11.11" in numbers and "±1.11" in numbers
     assert "[Neighbor" in text  # an arm label is printed as it is (folded if long), never read as markup
+    assert all(line.rstrip().endswith(("┓", "┃", "┩", "│", "┘")) for line in text.splitlines()
+               if line.lstrip().startswith(("┏", "┃", "┡", "│", "└")))  # no column cut off at the edge
+    assert "chose the served one: Civic Duty 50%, [Neighbors] 50%" in " ".join(text.split())

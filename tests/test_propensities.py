@@ -23,7 +23,9 @@ SHARES = {"C": 0.5, "A": 0.25, "B": 0.25}
 def test_a_run_without_programs_is_the_run_before_per_row_propensities(monkeypatch, tmp_path):
     """The pin: the same predictions, CV values and choices as the code before (tests/data/no_programs_fit.json)."""
     monkeypatch.setenv("PERSUADE_THREADS", "1")  # the golden file was written with one thread
-    config = RunConfig.model_validate(small_config(tmp_path))
+    raw = small_config(tmp_path)
+    raw["uplift"]["references"] = ["constant", "turnout_shape"]  # the candidates the golden file was written with
+    config = RunConfig.model_validate(raw)
     result = fit_and_evaluate(make_campaign(4000, seed=3).flat, config)
     now, before = fit_summary(result, config.uplift.learners), json.loads(GOLDEN.read_text())
     assert now["choices"] == before["choices"]

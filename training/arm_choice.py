@@ -6,6 +6,10 @@ The candidates of one arm, simplest first (:func:`arm_candidates`):
     The arm's average effect for every voter: the doubly-robust mean of its AIPW scores.
     Every voter is tied, so it ranks as random targeting does; a plan on it is "send
     the best arm to everyone the budget reaches".
+``turnout_05``
+    The average effect times the fixed shape ``0.5 - |p - 0.5|`` of the turnout score
+    ``p``: the rule "contact the voters whose turnout is near 50%" as a campaign applies
+    it, nothing learned but each arm's level (:class:`training.learners.TurnoutMidRule`).
 ``turnout_shape``
     The average effect times a shape of the calibrated turnout score alone, learned
     on the training folds (the mobilization literature's "mid-propensity voters move
@@ -39,12 +43,13 @@ import numpy as np
 import pandas as pd
 
 from features.config import GBMParams, RunConfig
-from training.learners import Design, UpliftLearner
+from training.learners import Design, TurnoutMidRule, UpliftLearner
 from training.selection import ArmContrast, fold_metrics, held_constant, make_learner, rows_of, with_turnout_score
 from training.turnout import TurnoutModel
 
 CONSTANT, TURNOUT_SHAPE, MODEL, MODEL_PER_ARM = "constant", "turnout_shape", "model", "model_per_arm"
 TURNOUT_SHAPE_BOOSTED = "turnout_shape_boosted"
+TURNOUT_05 = TurnoutMidRule.name
 REFERENCE_LEARNER = "dr"  # the references' level is the doubly-robust average effect
 
 
@@ -90,6 +95,8 @@ def arm_candidates(
     if CONSTANT in spec.references:
         out.append(ArmCandidate(CONSTANT, REFERENCE_LEARNER, reference, features=False, turnout_score=False))
     arm_specific = spec.pool_arms and spec.arm_rounds > 0
+    if TURNOUT_05 in spec.references and has_turnout:
+        out.append(ArmCandidate(TURNOUT_05, TURNOUT_05, reference, features=False, turnout_score=True))
     if TURNOUT_SHAPE in spec.references and has_turnout:
         out.append(ArmCandidate(TURNOUT_SHAPE, REFERENCE_LEARNER, reference, features=False, turnout_score=True))
         if arm_specific:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from training.arm_choice import CONSTANT, MODEL, MODEL_PER_ARM, TURNOUT_SHAPE, TURNOUT_SHAPE_BOOSTED
+from training.arm_choice import CONSTANT, MODEL, MODEL_PER_ARM, TURNOUT_05, TURNOUT_SHAPE, TURNOUT_SHAPE_BOOSTED
 
-HEADERS = {CONSTANT: "constant", TURNOUT_SHAPE: "turnout shape", TURNOUT_SHAPE_BOOSTED: "shape + features",
-           MODEL: "model", MODEL_PER_ARM: "per-arm shape"}
+HEADERS = {CONSTANT: "constant", TURNOUT_05: "near 0.5", TURNOUT_SHAPE: "turnout shape",
+           TURNOUT_SHAPE_BOOSTED: "shape + features", MODEL: "model", MODEL_PER_ARM: "per-arm shape"}
 Z95 = 1.959964
 
 
@@ -28,13 +28,17 @@ def arm_choice_table(result) -> Table:
     budgets = "/".join(f"{b:.0%}" for b in result.budgets)
     title = (f"Grouped CV, {result.cv_repeats} repeat(s): {metric} x1000 ± SE"
              + (f" at {budgets} budgets" if metric == "policy_value" else "") + "; * = served")
-    out = Table(title=title)
-    out.add_column("arm", overflow="fold")
     candidates = list(dict.fromkeys(table.candidate))
+    arms = list(dict.fromkeys(table.arm))
+    chosen = table[table.chosen].set_index("arm")
+    stable = ", ".join(f"{arm} {chosen.loc[arm, 'stability']:.0%}" for arm in arms if arm in chosen.index)
+    # the choice's stability goes under the table: six candidates and the arm fill 80 columns
+    out = Table(title=title, caption=Text(f"share of CV repeats that chose the served one: {stable}"),
+                caption_justify="left")
+    out.add_column("arm", overflow="fold")
     for c in candidates:
-        out.add_column(HEADERS.get(c, c), justify="right", overflow="fold", no_wrap=False)
-    out.add_column("stable", justify="right")
-    for arm in dict.fromkeys(table.arm):
+        out.add_column(HEADERS.get(c, c), justify="right", overflow="fold", no_wrap=False, max_width=8)
+    for arm in arms:
         part = table[table.arm == arm].set_index("candidate")
         cells = [Text(arm)]
         for c in candidates:
@@ -43,8 +47,6 @@ def arm_choice_table(result) -> Table:
                 continue
             row = part.loc[c]  # value over its SE: two short lines stay whole at 80 columns
             cells.append(Text(f"{'*' if row.chosen else ''}{row.value * 1000:.2f}\n±{row.se * 1000:.2f}"))
-        chosen = part[part.chosen]
-        cells.append(Text(f"{chosen.stability.iloc[0]:.0%}" if len(chosen) else "-"))
         out.add_row(*cells)
     return out
 

@@ -2,7 +2,8 @@
 
 - ``random``: no ranking at all (its Qini is zero in expectation).
 - ``turnout_05``: rank by closeness of baseline turnout to 0.5, the mobilization
-  literature's heuristic (mid-propensity voters move most).
+  literature's heuristic (mid-propensity voters move most); grouped CV can also serve it
+  (:class:`training.learners.TurnoutMidRule`).
 - ``t_default``: a plain T-learner with LightGBM's default parameters, ranking by
   the difference of the treated and control outcome models (per arm on its own
   contrast when past programs' rows, with their propensities, train it).
@@ -17,11 +18,9 @@ import numpy as np
 import pandas as pd
 
 from training.learners.base import Design, n_threads
+from training.learners.turnout_rule import turnout_05_score
 
-
-def turnout_05_score(turnout: np.ndarray) -> np.ndarray:
-    """Higher for turnout probabilities closer to 0.5."""
-    return -np.abs(np.asarray(turnout, dtype=float) - 0.5)
+__all__ = ["DefaultTLearner", "random_score", "turnout_05_score"]
 
 
 def random_score(n: int, seed: int) -> np.ndarray:

@@ -30,7 +30,7 @@ import pandas as pd
 from features.config import GBMParams, RunConfig
 from serving.bundle import TURNOUT_SCORE
 from training.evaluation import clustered_mean, dr_qini_coefficient, policy_gain, qini_coefficient
-from training.learners import LEARNERS, Design, UpliftLearner
+from training.learners import LEARNERS, RULES, Design, UpliftLearner
 from training.learners.dr import aipw_score
 from training.turnout import TurnoutModel
 
@@ -41,9 +41,10 @@ CANDIDATE_KEYS = ["learner", "size", "turnout_score"]
 def make_learner(
     name: str, config: RunConfig, design: Design, final: GBMParams, *, arm_rounds: int = 0
 ) -> UpliftLearner:
-    """The run's learner ``name`` with final models ``final`` (pooled arms: ``arm_rounds`` of their own)."""
+    """The run's learner ``name`` (or a reference's rule) with final models ``final`` (pooled arms:
+    ``arm_rounds`` of their own)."""
     spec = config.uplift
-    return LEARNERS[name](
+    return (LEARNERS[name] if name in LEARNERS else RULES[name])(
         design, final, pool_arms=spec.pool_arms, arm_rounds=arm_rounds if spec.pool_arms else 0,
         arm_params=spec.arm_params, seed=config.split.seed,
     )

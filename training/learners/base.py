@@ -240,6 +240,13 @@ class UpliftLearner(ABC):
                                                 e[rows])
         return rows, target, weight
 
+    def pooled_targets(
+        self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, mu: Mapping[str, np.ndarray],
+        propensities: pd.DataFrame | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows, targets and weights of the pooled shape: the any-contact contrast's."""
+        return self.targets(ANY, assigned, y, mu, propensities)
+
     def fit(
         self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, mu: Mapping[str, np.ndarray],
         propensities: pd.DataFrame | None = None,
@@ -281,7 +288,7 @@ class UpliftLearner(ABC):
         top = self.final_params.model_copy(update={"n_estimators": max(n_estimators)})
         contrasts = {arm: self.targets(arm, assigned, y, mu, propensities) for arm in self.design.arms}
         if self.pool_arms:
-            rows, target, weight = self.targets(ANY, assigned, y, mu, propensities)
+            rows, target, weight = self.pooled_targets(X, assigned, y, mu, propensities)
             grown = {ANY: fit_booster(X[rows], target, top, "regression", self.seed, weight)}
         else:
             grown = {
