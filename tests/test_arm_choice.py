@@ -22,6 +22,7 @@ from training.arm_choice import (
     fit_candidates,
     is_constant,
     one_standard_error_choice,
+    simplicity_order,
 )
 from training.evaluation import policy_gain
 from training.learners import CrossFitNuisance, Design
@@ -92,6 +93,23 @@ def test_a_lead_beyond_one_standard_error_serves_the_better_candidate():
         _records({CONSTANT: [0] * 5, TURNOUT_SHAPE: [0.5, 0.6, 0.4, 0.5, 0.6], MODEL: [1.0, 1.1, 0.9, 1.0, 1.2]}),
         ORDER, "policy_value", 5).set_index("candidate")
     assert chosen_name(table) == MODEL
+
+
+def test_the_turnout_references_two_forms_are_equally_simple_and_the_better_one_counts():
+    assert simplicity_order(ORDER) == [(CONSTANT,), (TURNOUT_05, TURNOUT_SHAPE), (TURNOUT_SHAPE_BOOSTED,), (MODEL,),
+                                       (MODEL_PER_ARM,)]
+    # both forms within one SE of the model, ahead of the constant: the better of the two is served,
+    # whichever it is, though the fixed rule is listed first
+    rule_worse = {CONSTANT: [0] * 5, TURNOUT_05: [0.2, 0.5, 0.1, 0.6, 0.3], TURNOUT_SHAPE: [0.9, 0.1, 1.3, -0.3, 0.8],
+                  MODEL: [1.0, 0.0, 1.5, -0.5, 1.0]}
+    assert chosen_name(one_standard_error_choice(_records(rule_worse), simplicity_order(ORDER), "policy_value", 5)
+                       .set_index("candidate")) == TURNOUT_SHAPE
+    rule_better = {**rule_worse, TURNOUT_05: rule_worse[TURNOUT_SHAPE], TURNOUT_SHAPE: rule_worse[TURNOUT_05]}
+    assert chosen_name(one_standard_error_choice(_records(rule_better), simplicity_order(ORDER), "policy_value", 5)
+                       .set_index("candidate")) == TURNOUT_05
+    # listed one by one, the simpler rule would be served even where the learned shape is better
+    assert chosen_name(one_standard_error_choice(_records(rule_worse), ORDER, "policy_value", 5)
+                       .set_index("candidate")) == TURNOUT_05
 
 
 def test_stability_is_the_share_of_repeats_that_choose_the_same():
@@ -192,7 +210,7 @@ def test_the_references_cv_scores_are_pinned_on_the_seeded_program(small_program
     candidates = arm_candidates(cfg, learner="dr", size="40x4", turnout_score=False, has_turnout=True)
     records = pd.DataFrame(arm_cv_records(candidates, prep.X_train, assigned, y, arm_contrasts(assigned, y, mu, design),
                                           nested, prep.folds, turnout, cfg, design, repeat=0))
-    table = one_standard_error_choice(records, ORDER, "policy_value", cfg.split.folds)
+    table = one_standard_error_choice(records, simplicity_order(ORDER), "policy_value", cfg.split.folds)
     value = table.set_index(["arm", "candidate"]).value.unstack("candidate")[ORDER] * 1000
     assert (value[CONSTANT] == 0).all()  # ties everyone: exactly random targeting
     pinned = {

@@ -30,7 +30,9 @@ held constant but for the ones it may use (:func:`training.selection.held_consta
 so any of them explains itself with exact additive SHAP values. Grouped CV, repeated
 over several fold seeds, scores every candidate per arm and fold;
 :func:`one_standard_error_choice` serves the simplest candidate within one standard
-error of the best.
+error of the best. The turnout reference's two forms, the fixed rule and the learned
+shape, are equally simple (one input, the turnout score): of the two, the better in CV
+is the one that counts (:func:`simplicity_order`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from training.turnout import TurnoutModel
 CONSTANT, TURNOUT_SHAPE, MODEL, MODEL_PER_ARM = "constant", "turnout_shape", "model", "model_per_arm"
 TURNOUT_SHAPE_BOOSTED = "turnout_shape_boosted"
 TURNOUT_05 = TurnoutMidRule.name
+EQUALLY_SIMPLE = ((TURNOUT_05, TURNOUT_SHAPE),)  # the turnout reference, fixed and learned
 REFERENCE_LEARNER = "dr"  # the references' level is the doubly-robust average effect
 
 
@@ -182,18 +185,41 @@ def arm_cv_records(
     return records
 
 
-def _simplest_within_one_se(wide: pd.DataFrame, n_folds: int) -> tuple[str, str, pd.Series, pd.Series]:
-    """The simplest column of ``wide`` (rows: folds) within one SE of the best mean; the best; gaps and SEs."""
+def simplicity_order(names: Sequence[str]) -> list[tuple[str, ...]]:
+    """Candidate ``names`` (simplest first) in tiers of equal simplicity (:data:`EQUALLY_SIMPLE`)."""
+    tiers: list[tuple[str, ...]] = []
+    for name in names:
+        group = next((g for g in EQUALLY_SIMPLE if name in g), ())
+        if tiers and tiers[-1][0] in group:
+            tiers[-1] += (name,)
+        else:
+            tiers.append((name,))
+    return tiers
+
+
+def _simplest_within_one_se(
+    wide: pd.DataFrame, n_folds: int, tiers: Sequence[tuple[str, ...]]
+) -> tuple[str, str, pd.Series, pd.Series]:
+    """The simplest column of ``wide`` (rows: folds) within one SE of the best mean; the best; gaps and SEs.
+
+    ``tiers``: the columns simplest first, in tuples of equal simplicity; within the first
+    tier that has a column within one SE, the one with the best mean is chosen.
+    """
     best = wide.mean().idxmax()
     diffs = wide[best].to_numpy()[:, None] - wide.to_numpy()
     gap = pd.Series(diffs.mean(axis=0), index=wide.columns)
     se = pd.Series(diffs.std(axis=0, ddof=1) / np.sqrt(n_folds) if len(diffs) > 1 else np.zeros(len(gap)),
                    index=wide.columns)
-    chosen = next(c for c in wide.columns if gap[c] <= se[c])
-    return chosen, best, gap, se
+    for tier in tiers:
+        within = [c for c in tier if c in wide.columns and gap[c] <= se[c]]
+        if within:
+            return max(within, key=lambda c: wide[c].mean()), best, gap, se
+    raise AssertionError("the best candidate is within one SE of itself")  # pragma: no cover
 
 
-def one_standard_error_choice(records: pd.DataFrame, order: Sequence[str], metric: str, n_folds: int) -> pd.DataFrame:
+def one_standard_error_choice(
+    records: pd.DataFrame, order: Sequence[str | tuple[str, ...]], metric: str, n_folds: int
+) -> pd.DataFrame:
     """Per arm, the simplest candidate whose mean CV score is within one standard error of the best one's.
 
     The standard error is that of the paired per-fold difference from the best
@@ -206,8 +232,9 @@ def one_standard_error_choice(records: pd.DataFrame, order: Sequence[str], metri
     ----------
     records : DataFrame
         Columns ``candidate``, ``repeat``, ``fold``, ``arm``, ``metric``, ``value``.
-    order : sequence of str
-        Candidates, simplest first.
+    order : sequence of str or tuple of str
+        Candidates, simplest first; a tuple holds candidates of equal simplicity, of
+        which the one with the better mean is chosen (:func:`simplicity_order`).
     metric : str
         The metric that chooses (the other metrics are reported beside it).
     n_folds : int
@@ -219,15 +246,17 @@ def one_standard_error_choice(records: pd.DataFrame, order: Sequence[str], metri
         on ``metric``), ``gap`` and ``gap_se`` (below the best, paired), ``best``,
         ``chosen``, ``stability`` and every metric's mean.
     """
+    tiers = [(o,) if isinstance(o, str) else tuple(o) for o in order]
+    flat = [c for tier in tiers for c in tier]
     part = records[records.metric == metric]
     means = records.groupby(["arm", "candidate", "metric"], sort=False).value.mean().unstack("metric")
     rows = []
     for arm in part.arm.unique():
         wide = part[part.arm == arm].pivot_table(index=["repeat", "fold"], columns="candidate", values="value")
-        wide = wide[[c for c in order if c in wide.columns]]
-        chosen, best, gap, gap_se = _simplest_within_one_se(wide, n_folds)
+        wide = wide[[c for c in flat if c in wide.columns]]
+        chosen, best, gap, gap_se = _simplest_within_one_se(wide, n_folds, tiers)
         repeats = wide.index.get_level_values("repeat")
-        per_repeat = [_simplest_within_one_se(wide[repeats == r], n_folds)[0] for r in np.unique(repeats)]
+        per_repeat = [_simplest_within_one_se(wide[repeats == r], n_folds, tiers)[0] for r in np.unique(repeats)]
         for c in wide.columns:
             rows.append({
                 "arm": arm, "candidate": c, "value": float(wide[c].mean()),

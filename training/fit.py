@@ -28,6 +28,7 @@ from training.arm_choice import (
     fit_candidates,
     is_constant,
     one_standard_error_choice,
+    simplicity_order,
 )
 from training.contact_rate import ContactRateReport, fit_contact_rate
 from training.evaluation import (
@@ -265,7 +266,7 @@ def fit_and_evaluate(
             contrasts_r = arm_contrasts(a_tr, y_tr, models_r.mu, design, propensities)
         records += arm_cv_records(candidates, prep.X_train, a_tr, y_tr, contrasts_r, models_r.nested, folds_r,
                                   turnout_r, config, design, r, propensities)
-    arm_selection = one_standard_error_choice(pd.DataFrame(records), [c.name for c in candidates],
+    arm_selection = one_standard_error_choice(pd.DataFrame(records), simplicity_order([c.name for c in candidates]),
                                               config.uplift.selection_metric, config.split.folds)
     served = chosen_candidates(arm_selection)
 

@@ -12,7 +12,6 @@ from serving.bundle import TURNOUT_SCORE
 from training.learners.base import Design
 from training.learners.dr import DRLearner
 
-
 RULE_FIT = {"learning_rate": 0.5, "min_child_samples": 20, "subsample": 1.0, "colsample_bytree": 1.0}
 
 
