@@ -198,6 +198,7 @@ def flow(pii_campaign, tmp_path_factory) -> Flow:
     headers = {"Authorization": f"Bearer {API_KEY}"}
     service_env = {k: env[k] for k in ("MLFLOW_TRACKING_URI", "PERSUADE_HOME", HASH_KEY_ENV, "BENTOML_HOME")}
     service_env["PERSUADE_CONSENT_TABLE"] = str(data / "consent.parquet")
+    service_env["PERSUADE_WORKERS"] = "1"  # where personal data goes, not workers (tests/test_service_workers.py)
     with ServiceProcess("models:/persuade-synthetic-voted@champion", api_keys=[API_KEY], env=service_env) as svc:
         with httpx.Client(base_url=svc.base_url, headers=headers, timeout=120) as client:
             for name, call in {
