@@ -367,12 +367,14 @@ def _reference_tables(run: RunArtifacts) -> list[str]:
         shown = shown[["arm", "candidate", "value", "se", "gap", "gap_se", "chosen", "stability"]]
         body += [h.heading("Each arm against the references (grouped CV ×1000)"), h.paragraph(
             "Candidates, simplest first: constant (each arm's average effect for everyone, which ranks as random "
-            "targeting), turnout shape (the average effect times a shape of the turnout score alone; only with a "
-            "turnout model), the model, "
-            "and the model with arm-specific trees. Value: the doubly-robust incremental outcomes per voter "
-            "captured above random by contacting the top of each held-out fold, averaged over the budgets; gap: "
-            "below the best candidate, paired by fold. Each arm serves the simplest candidate within one standard "
-            "error of the best; stability is the share of CV repeats that would have chosen the same."),
+            "targeting); with a turnout model, turnout_05 (the average effect times the fixed rule 0.5 - |p - 0.5| "
+            "of the turnout score p: voters near 50% turnout first) and the turnout shape (the average effect "
+            "times a shape of the turnout score learned from the outcomes), equally simple, and the turnout shape "
+            "continued on the features; the model, and the model with arm-specific trees. Value: the "
+            "doubly-robust incremental outcomes per voter captured above random by contacting the top of each "
+            "held-out fold, averaged over the budgets; gap: below the best candidate, paired by fold. Each arm "
+            "serves the simplest candidate within one standard error of the best (of two equally simple, the "
+            "better); stability is the share of CV repeats that would have chosen the same."),
             h.table(shown, {c: h.number(3) for c in ("value", "se", "gap", "gap_se")} | {"stability": h.number(2)},
                     row_class=lambda r: "ref" if r["chosen"] else "")]
     policy = run.csv("holdout_policy_value.csv")

@@ -7,8 +7,10 @@ Two stages, both judged on the training groups only (the hold-out is for reporti
    outcome-model shape, ranked by ``uplift.selection_metric`` averaged over the arms.
 2. **Per arm, the model against what a campaign already has** (:func:`select_per_arm`):
    the constant effect (each arm's average effect: every voter tied, as random
-   targeting), the turnout shape (the average effect times a shape of the turnout
-   score alone), the model, and the model with arm-specific trees on its pooled shape.
+   targeting), the rule "voters near 50% turnout first" and the turnout shape (the
+   average effect times a fixed or a learned shape of the turnout score alone), the
+   turnout shape continued on the features, the model, and the model with
+   arm-specific trees on its pooled shape (:mod:`training.arm_choice`).
    Grouped CV is repeated over several fold seeds; each arm serves the simplest
    candidate whose policy value is within one standard error of the best one's
    (:func:`one_standard_error_choice`), so a model is never more complex than the
