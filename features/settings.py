@@ -31,7 +31,6 @@ PREFIX = "PERSUADE_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_THREADS = 2  # the cores of the reference machine: the same in training and serving
 DEFAULT_WORKERS = 2  # a crashed worker costs a retry, not an outage
-DEFAULT_MODEL_URI = "models:/persuade-ggl2008@champion"
 DEFAULT_RELOAD_SECONDS = 30.0
 BATCHING_STRATEGIES = ("queue", "bentoml")  # the first is the default
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024  # a 10,000-voter request is a few MB
@@ -80,8 +79,8 @@ class Settings(BaseSettings):
                          "scoring (small scoring batches use one).")
     workers: int = Field(DEFAULT_WORKERS, ge=1, description="Worker processes of the HTTP service, each with its "
                          "own model copy.")
-    model_uri: str = Field(DEFAULT_MODEL_URI, description="Model the service serves; an @alias is followed "
-                           "when it moves.")
+    model_uri: str | None = Field(None, description="Model the service serves; an @alias is followed when it "
+                                  "moves. No default: a service without it stays unready and says how to name one.")
     reload_seconds: float = Field(DEFAULT_RELOAD_SECONDS, ge=0, description="Seconds between checks of the model "
                                   "URI; 0: only on POST /admin/reload.")
     batching: Literal[BATCHING_STRATEGIES] = Field(BATCHING_STRATEGIES[0], description="How the service batches "

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from features.drift import no_reference_report
-from features.settings import DEFAULT_MODEL_URI, DEFAULT_RELOAD_SECONDS
+from features.settings import DEFAULT_RELOAD_SECONDS, Settings
 from serving import heap
 from serving.bundle import ScoringModel
 from serving.model_check import CHECK_TIMEOUT, ModelCheckError, SmokeCheckError, prove_in_child, smoke_check
@@ -47,8 +47,10 @@ logger = logging.getLogger("persuade.serving")
 
 TEMP_PREFIX = "persuade-serve-"
 FALLBACK_VERSIONS = 10  # earlier versions a worker with nothing to serve tries, newest first
+NO_MODEL = (f"no model is named: set {Settings.variable('model_uri')} (e.g. models:/<model_name>@champion), or start "
+            "the service with persuade serve --model URI or --config RUN.yaml")
 
-__all__ = ["DEFAULT_MODEL_URI", "ModelHolder", "ServedModel", "SmokeCheckError", "model_card", "smoke_check"]
+__all__ = ["ModelHolder", "ServedModel", "SmokeCheckError", "model_card", "smoke_check"]
 
 
 @dataclass(frozen=True)
@@ -100,9 +102,10 @@ class ModelHolder:
 
     Parameters
     ----------
-    uri : str
+    uri : str or None
         Model URI: ``models:/name@alias`` (followed when the alias moves), ``models:/name/N``,
-        ``runs:/...`` or a local model folder.
+        ``runs:/...`` or a local model folder. None: nothing is loaded, and :meth:`status`
+        says how to name a model (the service has no default model).
     poll_seconds : float
         How often to check the alias (0 disables polling; ``POST /admin/reload`` still works).
     scorer_factory : callable
@@ -111,7 +114,7 @@ class ModelHolder:
         Seconds the child process proving a candidate may take.
     """
 
-    def __init__(self, uri: str = DEFAULT_MODEL_URI, poll_seconds: float = DEFAULT_RELOAD_SECONDS,
+    def __init__(self, uri: str | None, poll_seconds: float = DEFAULT_RELOAD_SECONDS,
                  scorer_factory: Callable[[ScoringModel, ModelRef], SegmentScorer] = SegmentScorer,
                  check_timeout: float = CHECK_TIMEOUT):
         self.uri = uri
@@ -124,7 +127,7 @@ class ModelHolder:
         self._thread: threading.Thread | None = None
         # (state, message, failed version): one tuple, replaced whole and written before the
         # model it describes, so /model never pairs a new version with the old message
-        self._reload: tuple[str, str, str | None] = ("loading", f"loading {uri}", None)
+        self._reload: tuple[str, str, str | None] = ("loading", f"loading {uri}" if uri else NO_MODEL, None)
         self._checked_at: str | None = None
         self._alias_version: str | None = None  # the version the URI named at the last check
         self._rejected: dict[str, str] = {}  # version -> why it was refused (forgotten when the alias moves)
@@ -166,6 +169,8 @@ class ModelHolder:
     def _refresh(self, force: bool) -> bool:
         self._checked_at = _now()
         old = self._current
+        if self.uri is None:
+            return self._failed(None, NO_MODEL)
         try:
             use_store()
             ref = resolve(self.uri) if self.uri.startswith("models:/") else None

@@ -23,7 +23,7 @@ from serving.auth import KeyRing
 from serving.bundle import ArmInfo
 from serving.eligibility import ConsentEligibility
 from serving.log_privacy import PrivacyFilter
-from serving.model_holder import SmokeCheckError, smoke_check
+from serving.model_holder import ModelHolder, SmokeCheckError, smoke_check
 from serving.reasons import top_reasons
 from serving.registry import load_scoring_model
 from serving.scoring import SegmentScorer
@@ -344,3 +344,16 @@ def test_consent_rule_equals_the_full_decision_on_a_campaign(campaign, tmp_path)
                                                        strict=True)]
         assert got.reason[:, j].tolist() == want
     assert len(set(got.reason[:, 1].tolist())) >= 3, "the sample must exercise several reasons"
+
+
+# -- no default model ------------------------------------------------------------------------
+def test_without_a_model_uri_nothing_loads_and_the_status_says_how_to_name_one(caplog):
+    """The service has no project default (it once followed GGL's champion): unready, and /model says why."""
+    holder = ModelHolder(None, poll_seconds=0)
+    with caplog.at_level(logging.WARNING, logger="persuade.serving"):
+        status = holder.refresh()
+    assert not holder.ready and holder.current is None and not status["changed"]
+    assert status["state"] == "loading" and status["source"] is None
+    assert "set PERSUADE_MODEL_URI" in status["message"] and "persuade serve --model URI" in status["message"]
+    assert "set PERSUADE_MODEL_URI" in caplog.text
+    assert holder.status()["message"] == status["message"]

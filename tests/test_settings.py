@@ -180,7 +180,7 @@ def test_defaults():
     s = Settings.from_env({})
     assert (s.home, s.threads, s.workers, s.reload_seconds, s.batching, s.tracing) == \
         (PROJECT_ROOT, 2, 2, 30.0, "queue", False)
-    assert s.model_uri == "models:/persuade-ggl2008@champion" and s.max_body_bytes == 64 * 1024 * 1024
+    assert s.model_uri is None and s.max_body_bytes == 64 * 1024 * 1024  # no project default model
     assert (s.prerecorded_cap, s.consent_max_age_hours, s.calling_hours) == (3, 24.0, None)
     unset = ("api_keys", "api_keys_file", "admin_keys", "admin_keys_file", "consent_keys", "consent_keys_file",
              "hash_key", "audit_log", "consent_table", "consent_as_of", "consent_timezone", "consent_ledger")
