@@ -192,6 +192,16 @@ def test_references_are_one_ensemble_per_arm_that_uses_only_what_they_may(small_
         assert boosted.predict(X, pred_contrib=True).sum(axis=1) == pytest.approx(boosted.predict(X))
 
 
+def test_the_rule_needs_the_turnout_score_and_says_so():
+    from training.learners import TurnoutMidRule
+
+    X = pd.DataFrame({"age": np.arange(40.0)})
+    assigned = np.array(["C", "A"] * 20)
+    mu = {label: np.zeros(40) for label in ("C", "A", "__any__")}
+    with pytest.raises(ValueError, match="needs the 'turnout_score' column"):
+        TurnoutMidRule(Design(["A"], "C"), GBMParams(n_estimators=5)).fit(X, assigned, np.zeros(40), mu)
+
+
 def test_without_a_turnout_model_there_is_no_turnout_shaped_reference(small_program):
     cfg = small_program[0]
     names = [c.name for c in arm_candidates(cfg, learner="dr", size="40x4", turnout_score=False, has_turnout=False)]
