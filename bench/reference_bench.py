@@ -9,7 +9,8 @@ hold-out it never saw, at budgets of 10%, 20% and 30% of the voters:
   contacting the top of the hold-out by each ranking (the Qini curve at the budget,
   ``training.evaluation.holdout_policy_gain``), with its cluster-bootstrap standard
   error; rankings: the served one, the constant effect (= random: 0), the turnout
-  shape reference, turnout closest to 0.5 and the model itself;
+  shape reference, the boosted shape, turnout closest to 0.5 (the ``turnout_05``
+  candidate's order) and the model itself;
 - **true value** (synthetic only): the same with every voter's true effect, so without
   sampling noise.
 
@@ -18,7 +19,7 @@ reach, age and household beyond the turnout score: the model should win), ``turn
 (effects a function of baseline turnout alone: the turnout shape or the constant
 should be served) and ``constant`` (no heterogeneity: the constant should be served).
 
-Command (project root; about 15 minutes per 50k program, 10 for GGL, on a quiet 2-core machine)::
+Command (project root; 3-5 minutes per 50k program and 9 for GGL on one thread, 2026-12-04)::
 
     PERSUADE_THREADS=2 .venv/bin/python bench/reference_bench.py --shapes varied turnout constant --seeds 1 --ggl
 
