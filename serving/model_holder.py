@@ -260,9 +260,13 @@ class ModelHolder:
 
         With ``wait`` the first attempt (fallback included) runs here, so a service worker
         does not take requests before it has a model or knows it has none: while a worker
-        that was killed restarts, the other workers take its connections.
+        that was killed restarts, the other workers take its connections. Without a URI
+        there is nothing to poll: the status says so once, and no thread is started.
         """
         if self._thread is not None:
+            return
+        if self.uri is None:
+            self.refresh()
             return
         removed = remove_stale_folders()
         if removed:

@@ -357,3 +357,5 @@ def test_without_a_model_uri_nothing_loads_and_the_status_says_how_to_name_one(c
     assert "set PERSUADE_MODEL_URI" in status["message"] and "persuade serve --model URI" in status["message"]
     assert "set PERSUADE_MODEL_URI" in caplog.text
     assert holder.status()["message"] == status["message"]
+    holder.start()  # nothing to follow: said once, no poller left retrying every few seconds
+    assert holder._thread is None and not holder.ready
