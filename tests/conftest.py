@@ -18,6 +18,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one Light
     os.environ.setdefault("PERSUADE_THREADS", "1")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# Fixtures of other modules, registered once for the session: a test names them as arguments
+# and never imports them (an imported fixture is a new fixture in each module, and a session
+# one is then built again in each: the small model was trained eleven times a run).
+pytest_plugins = ["small_model_fixtures"]
+
 PROJECT = Path(__file__).resolve().parent.parent
 SYNTHETIC_N = 50_000
 # What grouped CV chooses on the 50,000-voter campaign with the synthetic config's whole grid

@@ -4,7 +4,8 @@
 (``program_fixtures.small_config``, the T-learner only) under its own model name;
 ``small_trained`` trains it into the session's MLflow store (``mlflow_store``); ``small_model``
 is the loaded scoring model and an input example of five voters, for tests that register
-versions of their own. Import the fixtures into a test module to use them.
+versions of their own. ``tests/conftest.py`` registers them once (``pytest_plugins``): a test
+names them as arguments and never imports them, or its module would train its own.
 """
 
 from __future__ import annotations

@@ -28,7 +28,6 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from small_model_fixtures import small_campaign, small_model, small_trained  # noqa: F401 - fixtures used here
 
 from serving.batch import score_file
 from serving.flavor import log_model
@@ -55,7 +54,7 @@ def home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def registered(small_model):  # noqa: F811
+def registered(small_model):
     """A version of the small model registered under NAME and promoted (``models:/NAME@champion``)."""
     model, example = small_model
     with mlflow.start_run(experiment_id=ensure_experiment(configure(), "bento-test")):
@@ -115,7 +114,7 @@ def assert_scores_of_persuade_score(body: dict, model, cli: pd.DataFrame) -> Non
 
 
 @pytest.fixture(scope="module")
-def voters_and_cli(small_model, small_campaign, tmp_path_factory):  # noqa: F811
+def voters_and_cli(small_model, small_campaign, tmp_path_factory):
     """Fifty voters and what ``persuade score`` writes for them with the small model."""
     model, _ = small_model
     folder = tmp_path_factory.mktemp("bento_voters")
@@ -125,7 +124,7 @@ def voters_and_cli(small_model, small_campaign, tmp_path_factory):  # noqa: F811
     return voters, pd.read_parquet(folder / "scores.parquet")
 
 
-def test_a_pinned_bento_serves_its_own_model_without_a_registry(home, registered, small_model, voters_and_cli,  # noqa: F811
+def test_a_pinned_bento_serves_its_own_model_without_a_registry(home, registered, small_model, voters_and_cli,
                                                                tmp_path):
     model, _ = small_model
     voters, cli = voters_and_cli
@@ -157,7 +156,7 @@ def test_a_pinned_bento_serves_its_own_model_without_a_registry(home, registered
     assert list((folder / "src" / "serving").glob("__pycache__/service.*.pyc"))  # served from the Bento's code
 
 
-def test_a_followed_bento_serves_the_registry_alias(home, registered, small_model, voters_and_cli,  # noqa: F811
+def test_a_followed_bento_serves_the_registry_alias(home, registered, small_model, voters_and_cli,
                                                     tmp_path):
     model, _ = small_model
     voters, cli = voters_and_cli

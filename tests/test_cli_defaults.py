@@ -21,7 +21,6 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
-from small_model_fixtures import small_campaign, small_model, small_trained  # noqa: F401 - fixtures used here
 
 from serving.flavor import log_model
 from training.cli import main
@@ -52,7 +51,7 @@ def register(model, example, name: str, failed: tuple[str, ...]) -> tuple[str, s
 
 
 @pytest.fixture(scope="module")
-def versions(small_model, small_campaign, tmp_path_factory):  # noqa: F811
+def versions(small_model, small_campaign, tmp_path_factory):
     """``{"good": (run, version), "failed": (run, version), "voters": path}``; good is @champion."""
     model, example = small_model
     found = {"good": register(model, example, GOOD, ()), "failed": register(model, example, FAILED,
@@ -86,7 +85,7 @@ def test_a_command_that_needs_a_model_and_has_none_says_how_to_name_one(runner, 
         assert not (tmp_path / "s.parquet").exists() and not (tmp_path / "p.parquet").exists()
 
 
-def test_the_model_comes_from_the_option_the_config_or_the_environment(runner, versions, small_campaign, tmp_path,  # noqa: F811
+def test_the_model_comes_from_the_option_the_config_or_the_environment(runner, versions, small_campaign, tmp_path,
                                                                        monkeypatch, no_model_in_env):
     good = versions["good"][1]
     config = yaml.safe_load(small_campaign.config_path.read_text())
@@ -130,7 +129,7 @@ def test_runs_shows_outcome_version_aliases_and_flags_a_failed_gate(runner, vers
     assert all(len(line) <= 80 for line in out.output.splitlines() if versions["good"][0] not in line)
 
 
-def test_runs_and_evaluate_write_json_and_csv_for_scripts(runner, versions, small_trained):  # noqa: F811
+def test_runs_and_evaluate_write_json_and_csv_for_scripts(runner, versions, small_trained):
     out = runner.invoke(main, ["runs", "--experiment", EXPERIMENT, "--format", "json"])
     assert out.exit_code == 0, out.output
     records = {r["run_id"]: r for r in json.loads(out.stdout)}  # nothing but the JSON on stdout

@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from cli_invoke import persuade
-from small_model_fixtures import small_campaign, small_model, small_trained  # noqa: F401 - fixtures used here
 
 from features.drift import (
     MIN_VOTERS,
@@ -153,7 +152,7 @@ def test_a_shifted_feature_is_flagged_and_the_others_stay_stable():
 
 # -- the reference travels with the model -------------------------------------------------------
 @pytest.fixture(scope="module")
-def voters(small_campaign):  # noqa: F811
+def voters(small_campaign):
     """The campaign's voter file (PII columns included: they must never reach drift)."""
     return small_campaign.voter_file
 
@@ -165,7 +164,7 @@ def older(voters):
 
 
 def test_the_trained_model_carries_its_reference_through_mlflow_and_flags_an_older_population(
-        small_model, voters, older, tmp_path):  # noqa: F811
+        small_model, voters, older, tmp_path):
     model, _ = small_model  # loaded from the registry: the reference travelled in the persuade flavor
     reference = model.drift_reference
     assert [c.name for c in reference.features] == model.pipeline.output_columns
@@ -182,7 +181,7 @@ def test_the_trained_model_carries_its_reference_through_mlflow_and_flags_an_old
     assert set(bands.values()) == {STABLE}, bands
 
 
-def test_a_model_saved_without_a_reference_loads_and_reports_none(small_model, voters, tmp_path):  # noqa: F811
+def test_a_model_saved_without_a_reference_loads_and_reports_none(small_model, voters, tmp_path):
     model, example = small_model
     old = dataclasses.replace(model, drift_reference=None)  # as models were saved before drift references
     save_model(old, tmp_path / "old", input_example=example)
@@ -200,7 +199,7 @@ def test_a_model_saved_without_a_reference_loads_and_reports_none(small_model, v
     assert load_model(str(tmp_path / "new")).drift_reference.to_dict() == model.drift_reference.to_dict()
 
 
-def test_the_service_counts_what_the_batch_path_counts_and_not_its_smoke_check(small_model, older,  # noqa: F811
+def test_the_service_counts_what_the_batch_path_counts_and_not_its_smoke_check(small_model, older,
                                                                              tmp_path):
     model, _ = small_model
     segment = older.head(400).copy()
@@ -228,7 +227,7 @@ def test_the_service_counts_what_the_batch_path_counts_and_not_its_smoke_check(s
 
 # -- persuade score, the list report ----------------------------------------------------------
 def test_score_prints_the_summary_and_its_provenance_and_list_report_carry_the_table(
-        small_trained, older, voters, tmp_path):  # noqa: F811
+        small_trained, older, voters, tmp_path):
     uri = f"models:/{small_trained.model_name}/{small_trained.version}"
     older.to_parquet(tmp_path / "older.parquet", index=False)
     output = tmp_path / "scores.parquet"
@@ -268,7 +267,7 @@ def model_bins(trained, name: str) -> list[str]:
 
 
 # -- GET /model -------------------------------------------------------------------------------
-def test_the_service_answers_model_with_the_drift_of_the_voters_it_scored(small_trained, older):  # noqa: F811
+def test_the_service_answers_model_with_the_drift_of_the_voters_it_scored(small_trained, older):
     uri = f"models:/{small_trained.model_name}/{small_trained.version}"
     with ServiceProcess(model_uri=uri, api_keys=[KEY], env={"PERSUADE_RELOAD_SECONDS": "0",
                                                             "PERSUADE_WORKERS": "1"}) as service, \

@@ -19,7 +19,6 @@ import pytest
 import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
-from small_model_fixtures import small_campaign, small_model, small_trained  # noqa: F401 - fixtures used here
 
 from serving.batch import score_file
 from serving.bundle_checksums import CHECKSUMS, verify_checksums, write_checksums
@@ -60,14 +59,14 @@ def mlmodel(path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def saved(small_model, tmp_path_factory):  # noqa: F811
+def saved(small_model, tmp_path_factory):
     model, example = small_model
     path = tmp_path_factory.mktemp("flavor") / "model"
     save_model(model, path, input_example=example)
     return path
 
 
-def test_save_model_records_the_persuade_flavor_and_the_pyfunc(saved, small_model):  # noqa: F811
+def test_save_model_records_the_persuade_flavor_and_the_pyfunc(saved, small_model):
     model, example = small_model
     flavors = mlmodel(saved)["flavors"]
     assert flavors[FLAVOR_NAME]["bundle"] == "bundle"
@@ -118,12 +117,12 @@ def test_the_requirements_name_every_package_the_pyfunc_code_imports(saved):
     assert imported <= logged, sorted(imported - logged)
 
 
-def test_save_model_refuses_a_folder_that_is_not_empty(saved, small_model):  # noqa: F811
+def test_save_model_refuses_a_folder_that_is_not_empty(saved, small_model):
     with pytest.raises(MlflowException, match="already exists and is not empty"):
         save_model(small_model[0], saved)
 
 
-def test_log_and_load_are_symmetric_through_the_registry(small_model, tmp_path):  # noqa: F811
+def test_log_and_load_are_symmetric_through_the_registry(small_model, tmp_path):
     model, example = small_model
     configure()
     with mlflow.start_run(experiment_id=ensure_experiment(mlflow.MlflowClient(), "flavor-test")) as run:
@@ -142,7 +141,7 @@ def test_log_and_load_are_symmetric_through_the_registry(small_model, tmp_path):
     assert_same_scores(pyfunc.predict(example), predict_scores(model, example))
 
 
-def test_every_loader_finds_the_bundle_through_the_flavor_configuration(small_model, tmp_path):  # noqa: F811
+def test_every_loader_finds_the_bundle_through_the_flavor_configuration(small_model, tmp_path):
     """A bundle at a path only the flavor configuration names: registry, download and the child proof find it."""
     model, example = small_model
     path = tmp_path / "model"
@@ -175,7 +174,7 @@ def test_a_newer_format_and_another_flavor_are_refused_by_name(saved, tmp_path):
         load_model(str(tmp_path))
 
 
-def test_a_version_logged_before_the_flavor_still_loads(small_model, tmp_path):  # noqa: F811
+def test_a_version_logged_before_the_flavor_still_loads(small_model, tmp_path):
     """As every version was logged before the flavor: a pyfunc from code, the bundle as its artifact."""
     model, example = small_model
     bundle = model.save(tmp_path / "bundle")
@@ -198,7 +197,7 @@ def test_a_version_logged_before_the_flavor_still_loads(small_model, tmp_path): 
     assert_same_scores(mlflow.pyfunc.load_model(uri).predict(example), predict_scores(model, example))
 
 
-def test_the_pyfunc_and_spark_udf_give_the_scores_of_persuade_score(small_model, small_campaign, tmp_path):  # noqa: F811
+def test_the_pyfunc_and_spark_udf_give_the_scores_of_persuade_score(small_model, small_campaign, tmp_path):
     """``mlflow.pyfunc.load_model(uri).predict`` and ``mlflow.pyfunc.spark_udf`` against ``score_file``.
 
     ``persuade score`` without consent options writes every arm's uplift; the pyfunc without a

@@ -11,15 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from small_model_fixtures import small_campaign, small_trained  # noqa: F401 - fixtures used here
-
 from serving import heap
 from serving.model_holder import ModelHolder
 
 PROJECT = Path(__file__).resolve().parent.parent
 
 
-def test_a_model_swapped_in_is_frozen_out_of_collections(small_trained):  # noqa: F811
+def test_a_model_swapped_in_is_frozen_out_of_collections(small_trained):
     gc.unfreeze()
     holder = ModelHolder(f"models:/{small_trained.model_name}/{small_trained.version}", poll_seconds=0)
     try:

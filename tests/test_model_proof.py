@@ -24,7 +24,6 @@ import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 from model_faults import delete_calibration, logged_with_a_nan_leaf, nan_leaf, register_faulty_versions, swap_arms
-from small_model_fixtures import small_campaign, small_model, small_trained  # noqa: F401 - fixtures used here
 from test_service_reload import wait_for
 
 from serving.bundle import ScoringModel
@@ -41,14 +40,14 @@ HASH_KEY = "proof-hash-key-" + secrets.token_hex(8)  # the consent ledger's phon
 
 
 # -- in process ----------------------------------------------------------------------------
-def test_a_logged_model_carries_its_checksums_and_probe_scores(small_trained, tmp_path):  # noqa: F811
+def test_a_logged_model_carries_its_checksums_and_probe_scores(small_trained, tmp_path):
     bundle, _ = download_bundle(f"models:/{small_trained.model_name}/{small_trained.version}", dst=tmp_path)
     assert (bundle / CHECKSUMS).exists() and (bundle / PROBE_SCORES).exists()
     assert verify_checksums(bundle) is True
     prove_in_child(bundle)  # a good model passes
 
 
-def test_checksums_name_a_missing_an_extra_and_a_changed_file(small_model, tmp_path):  # noqa: F811
+def test_checksums_name_a_missing_an_extra_and_a_changed_file(small_model, tmp_path):
     model, _ = small_model
     bundle = model.save(tmp_path / "bundle")
     assert verify_checksums(bundle) is False  # saved, never logged: loads unverified
@@ -70,7 +69,7 @@ def test_checksums_name_a_missing_an_extra_and_a_changed_file(small_model, tmp_p
         ScoringModel.load(bundle)
 
 
-def test_a_nan_leaf_kills_the_child_not_this_process(small_model, tmp_path):  # noqa: F811
+def test_a_nan_leaf_kills_the_child_not_this_process(small_model, tmp_path):
     model, _ = small_model
     bundle = model.save(tmp_path / "bundle")
     nan_leaf(bundle)
@@ -81,7 +80,7 @@ def test_a_nan_leaf_kills_the_child_not_this_process(small_model, tmp_path):  # 
     assert not refused.value.smoke
 
 
-def test_arms_swapped_before_logging_are_refused_by_the_recorded_scores(small_model, tmp_path):  # noqa: F811
+def test_arms_swapped_before_logging_are_refused_by_the_recorded_scores(small_model, tmp_path):
     model, _ = small_model
     bundle = model.save(tmp_path / "bundle")
     record_probe_scores(model, bundle)  # from the model in memory
@@ -104,7 +103,7 @@ def remember(bundle, *, home=None):
     return None if key is None else record(key, home=home)
 
 
-def test_a_passed_proof_is_remembered_by_the_bundles_bytes(small_model, tmp_path, monkeypatch):  # noqa: F811
+def test_a_passed_proof_is_remembered_by_the_bundles_bytes(small_model, tmp_path, monkeypatch):
     model, _ = small_model
     bundle = model.save(tmp_path / "bundle")
     record_probe_scores(model, bundle)
@@ -127,7 +126,7 @@ def test_a_passed_proof_is_remembered_by_the_bundles_bytes(small_model, tmp_path
     assert not proven_before(bundle) and len(list((tmp_path / "proofs").glob("*.json"))) == 1
 
 
-def test_a_proof_is_remembered_per_library_version_and_proof_format(small_model, tmp_path, monkeypatch):  # noqa: F811
+def test_a_proof_is_remembered_per_library_version_and_proof_format(small_model, tmp_path, monkeypatch):
     model, _ = small_model
     bundle = model.save(tmp_path / "bundle")
     write_checksums(bundle)
@@ -143,7 +142,7 @@ def test_a_proof_is_remembered_per_library_version_and_proof_format(small_model,
 
 # -- against a real service ----------------------------------------------------------------
 @pytest.fixture(scope="module")
-def versions(small_model):  # noqa: F811
+def versions(small_model):
     """``good``, ``nan_leaf``, ``swapped``, ``deleted``: versions of NAME, the last three broken in the store."""
     return register_faulty_versions(*small_model, NAME)
 
@@ -250,7 +249,7 @@ def test_a_service_started_on_a_bad_alias_serves_the_last_good_version(versions,
     svc.cleanup()
 
 
-def test_a_service_with_no_good_version_stays_unready_without_restarting(small_model, tmp_path):  # noqa: F811
+def test_a_service_with_no_good_version_stays_unready_without_restarting(small_model, tmp_path):
     model, example = small_model
     name = "persuade-proof-nothing-good"
     version = logged_with_a_nan_leaf(model, example, name)

@@ -24,7 +24,6 @@ import threading
 import tracemalloc
 
 import numpy as np
-from small_model_fixtures import small_campaign, small_model, small_trained  # noqa: F401 - fixtures used here
 from test_request_bounds import beside_one_small_request, client, problems, service  # noqa: F401 - reused
 from test_service_reload import wait_for
 
@@ -43,7 +42,7 @@ def plan(client, voters, budget: float = 50.0, **options):  # noqa: F811
     return client.post("/plan", json={"voters": voters, "budget": budget, **options})
 
 
-def many_voters(small_campaign, n: int, id_of=str) -> list[dict]:  # noqa: F811
+def many_voters(small_campaign, n: int, id_of=str) -> list[dict]:
     """``n`` voters of the small campaign (repeated), each with the id ``id_of(i)``."""
     records = json.loads(small_campaign.voter_file.to_json(orient="records"))
     return [{**records[i % len(records)], "voter_id": id_of(i)} for i in range(n)]
@@ -63,7 +62,7 @@ def test_an_id_over_the_limit_is_422_and_ids_at_the_limit_are_planned(client, sm
 
 
 def test_warnings_name_the_voters_and_the_audit_line_counts_them(service, client, small_model,  # noqa: F811
-                                                                 small_campaign):  # noqa: F811
+                                                                 small_campaign):
     model, _ = small_model
     features = model.input_features
     complete = json.loads(small_campaign.voter_file[["voter_id", *features]].dropna().head(1)
@@ -93,7 +92,7 @@ def test_an_id_that_appears_twice_is_422_naming_each_occurrence(client):  # noqa
 
 
 # -- in process -------------------------------------------------------------------------------------------------
-def test_a_plans_memory_does_not_grow_with_the_longest_id(small_model, small_campaign):  # noqa: F811
+def test_a_plans_memory_does_not_grow_with_the_longest_id(small_model, small_campaign):
     """One id of 128 characters among 4,000 short ones: a fixed-width array of the ids is 2 MB, of short ids 64 KB."""
     model, _ = small_model
     reader, ref = VoterReader(model), ModelRef("small", "1", None, "models:/small/1")
@@ -127,7 +126,7 @@ class SecondSliceWaits:
         return Eligibility(np.ones(shape, dtype=bool), np.full(shape, None, dtype=object))
 
 
-def test_a_large_plan_in_slices_lets_a_small_score_through_with_the_same_plan(small_model, small_campaign):  # noqa: F811
+def test_a_large_plan_in_slices_lets_a_small_score_through_with_the_same_plan(small_model, small_campaign):
     model, _ = small_model
     ref = ModelRef("small", "1", None, "models:/small/1")
     answered = threading.Event()

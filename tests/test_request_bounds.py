@@ -36,7 +36,6 @@ from dataclasses import replace
 import httpx
 import numpy as np
 import pytest
-from small_model_fixtures import small_campaign, small_model, small_trained  # noqa: F401 - fixtures used here
 from test_service_reload import wait_for
 
 from features.pipeline import FeaturePipeline
@@ -57,7 +56,7 @@ POSTS = ("/score", "/plan", "/consent/events")
 
 
 @pytest.fixture(scope="module")
-def service(small_trained):  # noqa: F811
+def service(small_trained):
     svc = ServiceProcess(model_uri=f"models:/{small_trained.model_name}/{small_trained.version}", api_keys=[KEY],
                          env={"PERSUADE_RELOAD_SECONDS": "0", "PERSUADE_WORKERS": "1",
                               "PERSUADE_CONSENT_KEYS": CONSENT_KEY,
@@ -112,7 +111,7 @@ def test_ids_with_control_characters_are_refused_not_stripped(client):
     assert score(client, [{"voter_id": "a"}, {"voter_id": "ä-é 1"}]).status_code == 200
 
 
-def test_strings_over_the_limit_are_422_naming_the_field(client, small_model):  # noqa: F811
+def test_strings_over_the_limit_are_422_naming_the_field(client, small_model):
     model, _ = small_model
     categorical = next(iter(model.pipeline.categories_))
     numeric = model.pipeline.numeric_[0]
@@ -125,7 +124,7 @@ def test_strings_over_the_limit_are_422_naming_the_field(client, small_model):  
     assert "xxxx" not in r.text  # the value is never echoed
 
 
-def test_ids_are_python_strings_whatever_their_length(small_model):  # noqa: F811
+def test_ids_are_python_strings_whatever_their_length(small_model):
     """A fixed-width array of ids is as wide as the longest: one long id multiplied every id's memory."""
     model, _ = small_model
     batch = VoterReader(model).read([{"voter_id": "a" * MAX_ID_CHARS}, *({"voter_id": str(i)} for i in range(999))])
@@ -197,8 +196,8 @@ def test_the_openapi_document_says_what_the_service_answers(service):
 
 
 # -- honest edges --------------------------------------------------------------------------------
-def test_warnings_name_duplicates_ranges_categories_and_missing_features(service, client, small_model,  # noqa: F811
-                                                                          small_campaign):  # noqa: F811
+def test_warnings_name_duplicates_ranges_categories_and_missing_features(service, client, small_model,
+                                                                          small_campaign):
     model, _ = small_model
     features = model.input_features
     assert {"hh_size", "primary_18"} <= set(model.pipeline.ranges_) and "urbanicity" in model.pipeline.categories_
@@ -222,7 +221,7 @@ def test_warnings_name_duplicates_ranges_categories_and_missing_features(service
     assert audited()["warnings"] == {"duplicate": 2, "out_of_range": 2, "unknown_category": 1, "missing": len(features)}
 
 
-def test_a_model_without_recorded_ranges_scores_without_range_warnings(small_model):  # noqa: F811
+def test_a_model_without_recorded_ranges_scores_without_range_warnings(small_model):
     model, _ = small_model
     state = model.pipeline.to_dict()
     assert state["ranges"]
@@ -293,7 +292,7 @@ def beside_one_small_request(large, served: ServedModel, voters: list[dict], ans
     return asyncio.run(run())
 
 
-def test_a_large_request_in_slices_lets_a_small_one_through_with_the_same_answer(small_model, small_campaign):  # noqa: F811
+def test_a_large_request_in_slices_lets_a_small_one_through_with_the_same_answer(small_model, small_campaign):
     """The large request's second slice waits until the small request is answered: a small request
     that had to wait for the whole large one would never be (the wait gives up after a minute)."""
     model, _ = small_model

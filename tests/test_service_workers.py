@@ -17,7 +17,6 @@ import time
 
 import httpx
 import pytest
-from small_model_fixtures import small_campaign, small_trained  # noqa: F401 - fixtures used here
 from test_model_proof import HASH_KEY, PAUSE
 from test_service_reload import wait_for
 
@@ -35,7 +34,7 @@ def test_workers_come_from_persuade_workers():
             service_workers({"PERSUADE_WORKERS": bad})
 
 
-def test_a_killed_worker_costs_a_retry_not_an_outage(small_trained, monkeypatch):  # noqa: F811
+def test_a_killed_worker_costs_a_retry_not_an_outage(small_trained, monkeypatch):
     monkeypatch.delenv("PERSUADE_WORKERS", raising=False)  # the default
     svc = ServiceProcess(model_uri=f"models:/{small_trained.model_name}/{small_trained.version}", api_keys=[KEY],
                          env={"PERSUADE_RELOAD_SECONDS": "0", "PERSUADE_HASH_KEY": HASH_KEY})
