@@ -1,9 +1,10 @@
-"""The CLI never destroys input: ``persuade score`` and ``plan`` as real subprocesses.
+"""The CLI never destroys input: ``persuade score`` and ``plan``.
 
 An output path that is one of the command's inputs (the same file, another spelling of it,
-a file inside an input folder) is refused before any work, exit 2, the input untouched; an
-input parquet file with a corrupted data page is a clear error naming the file, exit 2, no
-traceback.
+a file inside an input folder) is refused before any work, exit 2, the input untouched (the
+commands run in this process: ``tests/cli_invoke.py``); an input parquet file with a
+corrupted data page is a clear error naming the file, exit 2, no traceback (the commands run
+as real subprocesses: a reader that crashed the process would show here as its exit code).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from small_model_fixtures import small_campaign, small_trained  # noqa: F401 - fixtures used here
+from cli_invoke import persuade as persuade_here
 
 PROJECT = Path(__file__).resolve().parent.parent
+WIDE = {"COLUMNS": "250"}  # messages naming a temp path stay on one line
 
 
 def persuade(*args: str) -> subprocess.CompletedProcess:
@@ -34,12 +36,12 @@ def digest(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def model_uri(small_trained) -> str:  # noqa: F811
+def model_uri(small_trained) -> str:
     return f"models:/{small_trained.model_name}/{small_trained.version}"
 
 
 @pytest.fixture
-def voters(small_campaign, tmp_path) -> Path:  # noqa: F811
+def voters(small_campaign, tmp_path) -> Path:
     path = tmp_path / "voters.parquet"
     small_campaign.voter_file.to_parquet(path, index=False)
     return path
@@ -56,18 +58,19 @@ def test_an_output_that_is_an_input_is_refused_and_the_input_kept(command, model
     for output in (voters, voters.parent / "sub" / ".." / voters.name):
         args = (["score", "--model", model_uri, "--input", str(voters), "--output", str(output)]
                 if command == "score" else plan_args(model_uri, voters, output))
-        done = persuade(*args)
+        done = persuade_here(*args, env=WIDE)
         assert done.returncode == 2, done.stdout + done.stderr
         assert "voters.parquet is also an input of this command" in done.stderr
         assert "Traceback" not in done.stderr
         assert digest(voters) == before
 
 
-def test_an_output_inside_an_input_folder_is_refused(model_uri, small_campaign, tmp_path):  # noqa: F811
+def test_an_output_inside_an_input_folder_is_refused(model_uri, small_campaign, tmp_path):
     folder = tmp_path / "voters"  # a parquet folder
     folder.mkdir()
     small_campaign.voter_file.to_parquet(folder / "part-0.parquet", index=False)
-    done = persuade("score", "--model", model_uri, "--input", str(folder), "--output", str(folder / "scores.parquet"))
+    done = persuade_here("score", "--model", model_uri, "--input", str(folder), "--output",
+                         str(folder / "scores.parquet"), env=WIDE)
     assert done.returncode == 2 and "is inside an input of this command (voters)" in done.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["part-0.parquet"]
 

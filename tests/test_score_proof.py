@@ -4,7 +4,8 @@ A registered version whose LightGBM file has a ``nan`` leaf aborts the process t
 (``[Fatal] Model format error``, ``terminate called``): the commands used to die with SIGABRT
 (``plan`` still did, unproven). Now the child dies instead, and the command exits 2 with a clear
 message naming the model and LightGBM's reason, writing nothing. A good version still scores
-and plans.
+and plans. The commands run in this process (``tests/cli_invoke.py``); a command that loaded the
+bad file itself would abort the test process, which pytest reports as a failure.
 
 The version is downloaded once: proven in a temp folder and loaded from that same folder (the
 files used are the files proven). Seen from the artifact store: while ``persuade score`` runs,
@@ -21,10 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_invoke import persuade
 from click.testing import CliRunner
 from model_faults import logged_with_a_nan_leaf, register, stored_bundle
-from small_model_fixtures import small_campaign, small_model, small_trained  # noqa: F401 - fixtures used here
-from test_cli_inputs import persuade
 
 NAME = "persuade-score-proof-test"
 OPENED: list[Counter] = []  # while a test watches: files opened in this process (sys.addaudithook)
@@ -44,14 +44,14 @@ def command(kind: str, uri: str, voters: Path, output: Path) -> list[str]:
 
 
 @pytest.fixture
-def voters(small_campaign, tmp_path) -> Path:  # noqa: F811
+def voters(small_campaign, tmp_path) -> Path:
     path = tmp_path / "voters.parquet"
     small_campaign.voter_file.head(50).to_parquet(path, index=False)
     return path
 
 
 @pytest.mark.parametrize("kind", ["score", "plan"])
-def test_a_model_with_a_nan_leaf_exits_2_with_a_clear_message(kind, small_model, voters, tmp_path):  # noqa: F811
+def test_a_model_with_a_nan_leaf_exits_2_with_a_clear_message(kind, small_model, voters, tmp_path):
     model, example = small_model
     version = logged_with_a_nan_leaf(model, example, NAME)
     output = tmp_path / "out.parquet"
@@ -65,7 +65,7 @@ def test_a_model_with_a_nan_leaf_exits_2_with_a_clear_message(kind, small_model,
 
 
 @pytest.mark.parametrize("kind", ["score", "plan"])
-def test_a_good_model_still_scores_and_plans(kind, small_trained, voters, tmp_path):  # noqa: F811
+def test_a_good_model_still_scores_and_plans(kind, small_trained, voters, tmp_path):
     output = tmp_path / "out.parquet"
     done = persuade(*command(kind, f"models:/{small_trained.model_name}/{small_trained.version}", voters, output))
     assert done.returncode == 0, done.stderr[-2000:]
@@ -74,7 +74,7 @@ def test_a_good_model_still_scores_and_plans(kind, small_trained, voters, tmp_pa
 
 
 @pytest.mark.parametrize("kind", ["score", "plan"])
-def test_the_model_is_downloaded_once_and_used_from_the_proven_files(kind, small_model, voters, tmp_path):  # noqa: F811
+def test_the_model_is_downloaded_once_and_used_from_the_proven_files(kind, small_model, voters, tmp_path):
     model, example = small_model
     version = register(model, example, NAME)  # a version of its own: nothing else reads its stored files
     stored = stored_bundle(NAME, version)
