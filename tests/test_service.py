@@ -57,7 +57,8 @@ def consent_table(campaign_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def service(champion_uri, consent_table):
     svc = ServiceProcess(model_uri=champion_uri, api_keys=[KEY], admin_keys=[ADMIN_KEY],
-                         env={"PERSUADE_RELOAD_SECONDS": "0", "PERSUADE_MAX_BODY_BYTES": str(MAX_BODY),
+                         env={"PERSUADE_RELOAD_SECONDS": "0", "PERSUADE_WORKERS": "1",  # workers: test_service_workers
+                              "PERSUADE_MAX_BODY_BYTES": str(MAX_BODY),
                               "PERSUADE_CONSENT_TABLE": str(consent_table), "PERSUADE_HASH_KEY": HASH_KEY,
                               "PERSUADE_CONSENT_AS_OF": SYNTHETIC_AS_OF})
     with svc:
