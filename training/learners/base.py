@@ -27,6 +27,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import lightgbm as lgb
 import numpy as np
@@ -168,19 +169,39 @@ class Design:
         return np.full(len(assigned), float(treated.sum() / (treated.sum() + (assigned == self.control).sum())))
 
     def contrast(
-        self, label: str, assigned: np.ndarray, propensities: pd.DataFrame | None = None
+        self, label: str, assigned: np.ndarray, propensities: pd.DataFrame | None = None, *, trim: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
         """The rows of one contrast (the label's and control's, with ``0 < e_i < 1``, trimmed to
-        ``min_propensity <= e_i <= 1 - min_propensity``) and every row's ``e_i``."""
+        ``min_propensity <= e_i <= 1 - min_propensity`` unless ``trim`` is false) and every
+        row's ``e_i``."""
         assigned = np.asarray(assigned)
         e = self.propensity(label, assigned, propensities)
         sides = self.treated_mask(label, assigned) | (assigned == self.control)
-        floor = self.min_propensity
         with np.errstate(invalid="ignore"):
-            return sides & (e > 0) & (e < 1) & (e >= floor) & (e <= 1 - floor), e
+            rows = sides & (e > 0) & (e < 1)
+            return (rows & self.overlapping(e) if trim else rows), e
+
+    def overlapping(self, e: np.ndarray) -> np.ndarray:
+        """Whether each propensity is within ``[min_propensity, 1 - min_propensity]``."""
+        with np.errstate(invalid="ignore"):
+            return (e >= self.min_propensity) & (e <= 1 - self.min_propensity)
 
     def treated_mask(self, label: str, assigned: np.ndarray) -> np.ndarray:
         return assigned != self.control if label == ANY else assigned == label
+
+
+class Contrast(NamedTuple):
+    """One contrast's training rows for the final models.
+
+    The arm's level is the ``weight``-weighted mean of ``target``; the trees are grown on
+    ``target`` weighted by ``tree_weight`` (:meth:`UpliftLearner._tree_weight`). The two
+    weights are the same unless a learner weighs rows by their precision.
+    """
+
+    rows: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray
+    tree_weight: np.ndarray
 
 
 class UpliftLearner(ABC):
@@ -229,21 +250,32 @@ class UpliftLearner(ABC):
         each row's propensity, in (0, 1).
         """
 
+    #: whether the trees leave out the rows :meth:`Design.contrast` trims (else they weigh
+    #: them by :meth:`_tree_weight`, and only the level leaves them out)
+    trims_trees: bool = True
+
+    def _tree_weight(self, weight: np.ndarray, e: np.ndarray) -> np.ndarray:
+        """Each contrast row's weight in the trees: its level ``weight`` by default."""
+        return weight
+
     def targets(
         self, label: str, assigned: np.ndarray, y: np.ndarray, mu: Mapping[str, np.ndarray],
         propensities: pd.DataFrame | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> Contrast:
         """Rows of the contrast (:meth:`Design.contrast`), their targets and weights."""
-        rows, e = self.design.contrast(label, assigned, propensities)
+        rows, e = self.design.contrast(label, assigned, propensities, trim=self.trims_trees)
         treated = self.design.treated_mask(label, assigned)[rows].astype(float)
-        target, weight = self._contrast_targets(y[rows], treated, mu[label][rows], mu[self.design.control][rows],
-                                                e[rows])
-        return rows, target, weight
+        e = e[rows]
+        target, weight = self._contrast_targets(y[rows], treated, mu[label][rows], mu[self.design.control][rows], e)
+        tree_weight = self._tree_weight(weight, e)
+        if not self.trims_trees:
+            weight = weight * self.design.overlapping(e)
+        return Contrast(rows, target, weight, tree_weight)
 
     def pooled_targets(
         self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, mu: Mapping[str, np.ndarray],
         propensities: pd.DataFrame | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> Contrast:
         """Rows, targets and weights of the pooled shape: the any-contact contrast's."""
         return self.targets(ANY, assigned, y, mu, propensities)
 
@@ -288,12 +320,13 @@ class UpliftLearner(ABC):
         top = self.final_params.model_copy(update={"n_estimators": max(n_estimators)})
         contrasts = {arm: self.targets(arm, assigned, y, mu, propensities) for arm in self.design.arms}
         if self.pool_arms:
-            rows, target, weight = self.pooled_targets(X, assigned, y, mu, propensities)
-            grown = {ANY: fit_booster(X[rows], target, top, "regression", self.seed, weight)}
+            pooled = self.pooled_targets(X, assigned, y, mu, propensities)
+            grown = {ANY: fit_booster(X[pooled.rows], pooled.target, top, "regression", self.seed,
+                                      pooled.tree_weight)}
         else:
             grown = {
-                arm: fit_booster(X[rows], target, top, "regression", self.seed, weight)
-                for arm, (rows, target, weight) in contrasts.items()
+                arm: fit_booster(X[c.rows], c.target, top, "regression", self.seed, c.tree_weight)
+                for arm, c in contrasts.items()
             }
         out: dict[int, UpliftLearner] = {}
         for n in sorted(set(n_estimators)):
@@ -307,9 +340,9 @@ class UpliftLearner(ABC):
                 learner.boosters_.update(trees)
             else:
                 shape = trees[ANY].predict(X)  # once for all arms: each arm averages it over its rows
-                for arm, (rows, target, weight) in contrasts.items():
+                for arm, c in contrasts.items():
                     learner.boosters_[arm], learner.arm_scale_[arm] = self._arm_on_shape(
-                        trees[ANY], shape[rows], target, weight
+                        trees[ANY], shape[c.rows], c.target, c.weight
                     )
                 if self.arm_rounds > 0:
                     learner.boosters_ = learner._arm_boosted(X, contrasts, self.arm_rounds)
@@ -326,16 +359,16 @@ class UpliftLearner(ABC):
         makes the shape's mean over those rows equal to it.
         """
         level = float(np.average(target, weights=weight))
-        mean_shape = float(shape.mean())
+        mean_shape = float(shape[weight > 0].mean())
         scale = level / mean_shape if abs(mean_shape) > 1e-12 else 1.0
         return scaled_booster(shared, scale), scale
 
-    def _arm_boosted(self, X: pd.DataFrame, contrasts: Mapping, rounds: int) -> dict[str, lgb.Booster]:
+    def _arm_boosted(self, X: pd.DataFrame, contrasts: Mapping[str, Contrast], rounds: int) -> dict[str, lgb.Booster]:
         """Each arm's ensemble continued by ``rounds`` trees of its own, on its own targets."""
         return {
-            arm: fit_booster(X[rows], target, self.arm_params or self.final_params, "regression", self.seed,
-                             weight, rounds=rounds, init_model=self.boosters_[arm])
-            for arm, (rows, target, weight) in contrasts.items()
+            arm: fit_booster(X[c.rows], c.target, self.arm_params or self.final_params, "regression", self.seed,
+                             c.tree_weight, rounds=rounds, init_model=self.boosters_[arm])
+            for arm, c in contrasts.items()
         }
 
     def with_arm_rounds(

@@ -30,5 +30,25 @@ class DRLearner(UpliftLearner):
 
     name = "dr"
 
+    trims_trees = False
+
+    def _tree_weight(self, weight, e):
+        """Overlap weights ``e (1 - e)``, scaled to mean one, where rows' propensities differ.
+
+        The AIPW score's variance given x grows as ``1 / (e (1 - e))``: a row a past
+        program gave the arm with probability 0.9 or 0.02 is a far noisier target than an
+        experiment row at 0.3. Weighting the trees' squared errors by ``e (1 - e)`` (the
+        overlap weights of Li, Morgan and Zaslavsky, 2018; the R-learner's weighting) is
+        inverse-variance weighting: the CATE at x is unchanged (the weight depends on x
+        only), its noise is not. So the trees keep the rows with limited overlap, at their
+        small weight, and only the arm's level, the plain mean of the scores, leaves them
+        out (``Design.min_propensity``). Where every row has one propensity (a randomized
+        experiment) the weights are all exactly one.
+        """
+        v = e * (1 - e)
+        if v.size == 0 or np.all(v == v[0]):
+            return np.ones_like(e)
+        return v / v.mean()
+
     def _contrast_targets(self, y, treated, mu_t, mu_c, e):
         return aipw_score(y, treated, mu_t, mu_c, e), np.ones_like(y)

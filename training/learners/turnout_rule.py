@@ -9,7 +9,7 @@ import pandas as pd
 
 from features.config import GBMParams
 from serving.bundle import TURNOUT_SCORE
-from training.learners.base import Design
+from training.learners.base import Contrast, Design
 from training.learners.dr import DRLearner
 
 RULE_FIT = {"learning_rate": 0.5, "min_child_samples": 20, "subsample": 1.0, "colsample_bytree": 1.0}
@@ -47,9 +47,9 @@ class TurnoutMidRule(DRLearner):
     def pooled_targets(
         self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, mu: Mapping[str, np.ndarray],
         propensities: pd.DataFrame | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> Contrast:
         """Every row, the rule's value of its turnout score, weight one."""
         if TURNOUT_SCORE not in X.columns:
             raise ValueError(f"the turnout_05 rule needs the {TURNOUT_SCORE!r} column")
         rule = 0.5 + turnout_05_score(X[TURNOUT_SCORE].to_numpy())
-        return np.ones(len(X), dtype=bool), rule, np.ones(len(X))
+        return Contrast(np.ones(len(X), dtype=bool), rule, np.ones(len(X)), np.ones(len(X)))
