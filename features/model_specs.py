@@ -107,8 +107,9 @@ class UpliftSpec(_Strict):
     min_propensity: float = Field(
         default=0.1, ge=0, lt=0.5,
         description="past programs' rows (programs:) whose probability of an arm, against control, is below "
-        "this or above one minus it do not train that arm (limited overlap: their inverse-propensity weights "
-        "would make its targets noise); lowered to the experiment's own so that no experiment row is trimmed",
+        "this or above one minus it are left out of the arm's average effect and CV metrics (limited overlap: "
+        "their inverse-propensity weights would make them noise); the DR trees keep them at their overlap "
+        "weight e(1-e). Lowered to the experiment's own so that no experiment row is trimmed",
     )
     turnout_score_feature: bool | Literal["select"] = Field(
         default=False,
