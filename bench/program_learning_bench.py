@@ -14,8 +14,9 @@ Per seed, on the synthetic campaign (``features.synthetic``, every voter's true 
    the program is written as a plan file, outcomes and voters.
 3. **(b) experiment + program**: trained with the program read through ``programs:``
    (``training.programs.load_programs``), each program row with its recorded propensities
-   (rows with limited overlap trimmed: ``uplift.min_propensity``); with ``--untrimmed``,
-   also **(d)**, the same without trimming.
+   (rows with limited overlap, ``uplift.min_propensity``, left out of the arms' levels and CV
+   metrics; the DR trees weigh every row by its overlap weight); with ``--untrimmed``, also
+   **(d)**, the same with ``min_propensity`` 0.
 4. **(c) experiment + program, propensities ignored**: the same rows, each program row
    given the program's pooled shares (its share of voters assigned to each arm and to
    control), as if the program had been a randomized experiment with those shares.
@@ -233,8 +234,8 @@ def main() -> None:
     print("Spearman of the served uplift with the true effect on a fresh test set of "
           f"{args.n_test:,} voters (a constant served effect: 0) and of the CV-chosen model's ranking on the "
           "experiment's hold-out (the same voters for a, b and c). a: experiment; b: + program, recorded "
-          "propensities (rows with limited overlap trimmed, uplift.min_propensity); c: + program, pooled shares; "
-          "d: as b without trimming.\n")
+          "propensities (rows with limited overlap out of the levels, uplift.min_propensity); c: + program, "
+          "pooled shares; d: as b with min_propensity 0.\n")
     wide = table.pivot_table(index=["seed", "arm"], columns="fit", values=["spearman", "model_spearman"],
                              sort=False)
     served = table.pivot_table(index=["seed", "arm"], columns="fit", values="served", aggfunc="first", sort=False)
