@@ -19,10 +19,16 @@ def survey(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def survey_run(mlflow_store, survey):
-    from training.run import train
+def survey_cli(mlflow_store, survey):
+    """``persuade train`` on the survey at 80 columns: what it printed, and the run it returned."""
+    out = CliRunner(env={"COLUMNS": "80"}).invoke(main, ["train", "--config", str(survey)], standalone_mode=False)
+    assert out.exit_code == 0, out.output
+    return out.output, out.return_value
 
-    return train(survey)
+
+@pytest.fixture(scope="module")
+def survey_run(survey_cli):
+    return survey_cli[1]
 
 
 def test_the_minimal_config_has_no_tuning_blocks(survey):
@@ -68,12 +74,11 @@ def test_a_model_with_constant_scores_says_so_and_why(survey_run):
     assert not gate["passed"] and "does not beat the constant-effect reference" in gate["detail"]
 
 
-def test_persuade_train_prints_the_references_and_the_constant_statement(mlflow_store, survey):
-    out = CliRunner(env={"COLUMNS": "80"}).invoke(main, ["train", "--config", str(survey)])
-    assert out.exit_code == 0, out.output
-    text = " ".join(out.output.split())
+def test_persuade_train_prints_the_references_and_the_constant_statement(survey_cli):
+    output = survey_cli[0]
+    text = " ".join(output.split())
     assert "not detectable at this size" in text and "average effect" in text
     assert "constant" in text and "model" in text
     assert "95% CI" in text
     assert "served per arm: canvass: constant" in text
-    assert np.all([len(line) <= 80 for line in out.output.splitlines()]), out.output
+    assert np.all([len(line) <= 80 for line in output.splitlines()]), output

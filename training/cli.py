@@ -52,9 +52,9 @@ main.add_command(build_command)  # persuade build (training/cli_build.py)
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="YAML run config (see configs/).")
-def train(config_path: Path) -> None:
+def train(config_path: Path):
     """Train, evaluate on the grouped hold-out, log to MLflow and register the model."""
-    _train(config_path)
+    return _train(config_path)  # the TrainOutcome, for a caller that invokes without standalone mode
 
 
 def _train(config_path: Path):
