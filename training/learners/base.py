@@ -195,7 +195,8 @@ class Contrast(NamedTuple):
 
     The arm's level is the ``weight``-weighted mean of ``target``; the trees are grown on
     ``target`` weighted by ``tree_weight`` (:meth:`UpliftLearner._tree_weight`). The two
-    weights are the same unless a learner weighs rows by their precision.
+    are the same unless a learner weighs rows by their precision, and then rows of limited
+    overlap (:meth:`Design.overlapping`) have ``weight`` 0 and stay in the trees.
     """
 
     rows: np.ndarray
