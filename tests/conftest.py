@@ -183,3 +183,17 @@ def postgres_database(postgres_server):
 def postgres_url(postgres_database) -> str:
     """A fresh database on the session's PostgreSQL server: its SQLAlchemy URL."""
     return postgres_database()
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session (``local[2]``, loopback) for every Spark test of a worker.
+
+    A JVM start costs several seconds of both cores; each module used to start and stop its
+    own. ``score_dataset`` uses the active session and leaves it running.
+    """
+    from serving.spark import spark_session
+
+    session = spark_session("local[2]", app_name="persuade-tests")
+    yield session
+    session.stop()

@@ -17,17 +17,10 @@ from consent_cases import AS_OF, hash_key  # noqa: F401
 from features.consent import ConsentRules
 from features.table_files import open_dataset
 from serving.batch import score_file
-from serving.spark import score_dataset, spark_session
+from serving.spark import score_dataset
 from training.cli import main
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-
-
-@pytest.fixture(scope="module")
-def spark():
-    session = spark_session("local[2]", app_name="persuade-consent-tests")
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ way (a pyfunc "model from code" with the bundle at ``artifacts/bundle``) still l
 
 from __future__ import annotations
 
-import os
-
 import mlflow
 import numpy as np
 import pandas as pd
@@ -197,7 +195,7 @@ def test_a_version_logged_before_the_flavor_still_loads(small_model, tmp_path):
     assert_same_scores(mlflow.pyfunc.load_model(uri).predict(example), predict_scores(model, example))
 
 
-def test_the_pyfunc_and_spark_udf_give_the_scores_of_persuade_score(small_model, small_campaign, tmp_path):
+def test_the_pyfunc_and_spark_udf_give_the_scores_of_persuade_score(small_model, small_campaign, spark, tmp_path):
     """``mlflow.pyfunc.load_model(uri).predict`` and ``mlflow.pyfunc.spark_udf`` against ``score_file``.
 
     ``persuade score`` without consent options writes every arm's uplift; the pyfunc without a
@@ -205,8 +203,6 @@ def test_the_pyfunc_and_spark_udf_give_the_scores_of_persuade_score(small_model,
     known local time), so each arm's uplift is the same where the pyfunc allows the arm and
     missing where it does not. Spark's UDF gives the pyfunc's rows exactly.
     """
-    from serving.spark import spark_session
-
     model, _ = small_model
     voters = small_campaign.voter_file.head(300)[["voter_id", *model.input_features]]
     voters.to_parquet(tmp_path / "voters.parquet", index=False)
@@ -225,13 +221,8 @@ def test_the_pyfunc_and_spark_udf_give_the_scores_of_persuade_score(small_model,
     columns = ["voter_id", "turnout", *[c for a in model.arms for c in (f"uplift_{a.slug}", f"eligible_{a.slug}")],
                "best_arm", "best_uplift"]
     kinds = {"voter_id": "string", "best_arm": "string", **{f"eligible_{a.slug}": "boolean" for a in model.arms}}
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    spark = spark_session("local[1]", app_name="persuade-flavor-test")
-    try:
-        frame = spark.createDataFrame(voters)
-        udf = mlflow.pyfunc.spark_udf(spark, str(path), env_manager="local",
-                                      result_type=", ".join(f"{c} {kinds.get(c, 'double')}" for c in columns))
-        out = frame.withColumn("scores", udf(*[frame[c] for c in voters.columns])).select("scores.*").toPandas()
-    finally:
-        spark.stop()
+    frame = spark.createDataFrame(voters)
+    udf = mlflow.pyfunc.spark_udf(spark, str(path), env_manager="local",
+                                  result_type=", ".join(f"{c} {kinds.get(c, 'double')}" for c in columns))
+    out = frame.withColumn("scores", udf(*[frame[c] for c in voters.columns])).select("scores.*").toPandas()
     assert_same_scores(out.sort_values("voter_id").reset_index(drop=True)[columns], predicted[columns])

@@ -16,17 +16,10 @@ from click.testing import CliRunner
 from features.pipeline import FeatureError
 from serving.batch import BatchScorer, reason_columns, score_file
 from serving.bundle import best_arms
-from serving.spark import score_dataset, score_frame, scoring_udf, spark_session
+from serving.spark import score_dataset, score_frame, scoring_udf
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 TOL = 1e-9
-
-
-@pytest.fixture(scope="module")
-def spark():
-    session = spark_session("local[2]", app_name="persuade-tests")
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")

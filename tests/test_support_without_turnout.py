@@ -11,7 +11,6 @@ leave turnout out, and nothing about its support outcome may be labelled votes.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 from dataclasses import replace
@@ -179,13 +178,12 @@ def test_persuade_score_and_the_list_report(model, model_uri, voters, tmp_path):
     assert not re.search(r"\bvotes\b", html), "a support list labelled in votes"
 
 
-def test_spark_engine_writes_no_turnout_column(model, voters, tmp_path):
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+def test_spark_engine_writes_no_turnout_column(model, voters, spark, tmp_path):
     from serving.spark import score_dataset
 
     path = tmp_path / "voters.parquet"
     voters.to_parquet(path, index=False)
-    stats = score_dataset(model, path, tmp_path / "spark.parquet", master="local[1]")
+    stats = score_dataset(model, path, tmp_path / "spark.parquet", spark=spark)
     scores = pd.read_parquet(stats.output).sort_values("voter_id").reset_index(drop=True)
     assert list(scores.columns) == ["voter_id", *uplift_columns(model), "best_arm", "best_uplift"]
     expected = model.score(voters).sort_values("voter_id").reset_index(drop=True)
