@@ -10,9 +10,9 @@ command a subprocess of ``python -m training.cli`` (the ``persuade`` entry point
    goes on with the version it registered (``models:/<name>/<version>``).
 2. **Plan a program** for another universe of ``--n-program`` voters (another seed of the
    generator, other ids and precincts: ``training.program_simulation.program_voters``):
-   ``persuade plan --holdout --explore --seed --no-consent`` (Text needs consent and is
-   not planned) with a budget of ``--budget-share`` of the universe at the mean cost of
-   the arms planned.
+   ``persuade plan --holdout --explore --seed --no-consent --as-of`` (Text needs consent and
+   is not planned; the time is fixed inside every zone's calling window) with a budget of
+   ``--budget-share`` of the universe at the mean cost of the arms planned.
 3. **Run it.** Each voter's outcome is drawn from the truth for the arm (or control) the
    plan assigned (``training.program_simulation.draw_outcomes``) and written as the
    outcomes file.
@@ -62,7 +62,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
-from bench.measure_bench import SMALL  # noqa: E402
+from bench.measure_bench import AS_OF, SMALL  # noqa: E402
 from bench.program_learning_bench import rank_correlation  # noqa: E402
 from features.config import arm_slug  # noqa: E402
 from features.synthetic import ARMS, make_campaign  # noqa: E402
@@ -159,7 +159,7 @@ def plan(cycle: Cycle, label: str, model_uri: str, voters: Path, budget: float, 
     started = time.perf_counter()
     cycle.persuade(f"plan {label}", "plan", "--model", model_uri, "--input", str(voters), "--budget", str(budget),
                    "--holdout", str(args.holdout), "--explore", str(args.explore), "--seed", str(cycle.seed),
-                   "--no-consent", "--output", str(output))
+                   "--no-consent", "--as-of", AS_OF, "--output", str(output))
     summary = read_plan_summary(output)
     held = summary["randomization"]["held_out"]
     cycle.step(f"persuade plan ({label})", started,

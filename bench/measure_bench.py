@@ -38,7 +38,7 @@ import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from features.config import load_config  # noqa: E402
-from features.consent import without_consent  # noqa: E402
+from features.consent import eligibility_for  # noqa: E402
 from features.schema import validate_experiment  # noqa: E402
 from features.synthetic import make_campaign  # noqa: E402
 from features.tables import load_experiment  # noqa: E402
@@ -56,6 +56,9 @@ from training.run import planning_metadata  # noqa: E402
 log = Console(stderr=True)
 SMALL = {"learners": ["dr"], "nuisance_rounds": [50], "nuisance_treated_leaves": [15],
          "final_sizes": [{"n_estimators": 150, "num_leaves": 8}], "turnout_score_feature": False}
+# Plans are made without a consent table (nobody has consent: Text is never planned), decided at
+# this time, inside every US zone's calling window, so the plan does not depend on the clock.
+AS_OF = "2026-10-01T00:00:00Z"
 
 
 def train_small(n: int, seed: int):
@@ -87,7 +90,8 @@ def coverage(model, voters: int, seed: int, replications: int, holdout: float, e
     tau = np.column_stack([truth.loc[ids, f"tau_voted_{a.slug}"].to_numpy() for a in model.arms])
     p0 = truth.loc[ids, "p0"].to_numpy()
     costs = ProgramCosts()
-    allowed, reasons = eligibility_arrays(without_consent(ids, model.arms), ids, model)
+    no_table = eligibility_for(frame[["voter_id", "phone"]], model.arms, as_of=AS_OF)  # as --no-consent decides
+    allowed, reasons = eligibility_arrays(no_table, ids, model)
     gains = expected_gains(model, model.transform(frame), costs, allowed)
     budget = 0.2 * voters * float(np.mean([a.cost for a in model.arms if a.label != "Text"]))
     clusters = frame.precinct.rename("precinct").reset_index(drop=True)

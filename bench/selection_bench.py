@@ -42,15 +42,10 @@ from features.config import arm_slug, load_config  # noqa: E402
 from features.synthetic import make_campaign  # noqa: E402
 from features.tables import load_experiment  # noqa: E402
 from training.evaluation import dr_qini_coefficient, qini_coefficient  # noqa: E402
-from training.fit import (  # noqa: E402
-    CANDIDATE_KEYS,
-    arm_contrasts,
-    cv_fold_scores,
-    fit_outcome_models,
-    fit_turnout_model,
-    prepare,
-)
+from training.fit import fit_outcome_models, fit_turnout_model  # noqa: E402
 from training.learners import Design  # noqa: E402
+from training.selection import CANDIDATE_KEYS, arm_contrasts, cv_fold_scores  # noqa: E402
+from training.splits import prepare  # noqa: E402
 
 log = Console(stderr=True)
 SIZES = [{"n_estimators": 150, "num_leaves": 4}, {"n_estimators": 300, "num_leaves": 4},
