@@ -30,10 +30,11 @@ sys.exit(1 if failed else 0)
 """
 
 
-def test_every_bench_script_imports():
+def test_every_bench_script_imports(tmp_path):
     scripts = sorted(str(p) for p in (PROJECT / "bench").glob("*.py"))
     assert len(scripts) >= 15
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT), "MLFLOW_DISABLE_TELEMETRY": "true",
+           "BENTOML_DO_NOT_TRACK": "true", "HOME": str(tmp_path)}  # caches (matplotlib's) go to the temp home
     done = subprocess.run([sys.executable, "-c", LOAD_ALL, *scripts], capture_output=True, text=True, cwd=PROJECT,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT), "MLFLOW_DISABLE_TELEMETRY": "true",
-                               "BENTOML_DO_NOT_TRACK": "true", "HOME": str(PROJECT)}, timeout=600)
+                          env=env, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
