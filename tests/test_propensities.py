@@ -249,6 +249,12 @@ def test_dr_trees_weigh_rows_by_their_precision_and_keep_the_average_effect():
             np.testing.assert_array_equal(trimmed.weight, (np.arange(len(x)) < n_exp).astype(float))
             np.testing.assert_array_equal(trimmed.tree_weight, contrast.tree_weight)
             assert Unweighted.trims_trees is False and LEARNERS["x"].trims_trees  # X keeps trimming its rows
+            kept = np.arange(len(x)) < n_exp  # the level: the experiment rows' AIPW mean, and the shape's there
+            pooled = DRLearner(Design(["A"], "C", min_propensity=0.1), params, arm_rounds=0, seed=seed).fit(
+                X, assigned, y, mu, recorded)
+            level = aipw_score(y[kept], (assigned[kept] == "A").astype(float), mu["A"][kept], mu["C"][kept],
+                               p_a[kept]).mean()
+            assert pooled.predict(X[kept])["A"].mean() == pytest.approx(level, abs=1e-9)
         fits = {name: cls(design, params, pool_arms=pooled, arm_rounds=0, seed=seed).fit(X, assigned, y, mu, recorded)
                 for name, cls, pooled in [("weighted", DRLearner, False), ("plain", Unweighted, False),
                                           ("pooled", DRLearner, True)]}
