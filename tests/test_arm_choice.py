@@ -25,7 +25,7 @@ from training.arm_choice import (
     simplicity_order,
 )
 from training.evaluation import policy_gain
-from training.learners import CrossFitNuisance, Design
+from training.learners import ANY, CrossFitNuisance, Design
 from training.selection import arm_contrasts, held_constant, training_arm_effects
 from training.turnout import fit_turnout
 
@@ -197,7 +197,7 @@ def test_the_rule_needs_the_turnout_score_and_says_so():
 
     X = pd.DataFrame({"age": np.arange(40.0)})
     assigned = np.array(["C", "A"] * 20)
-    mu = {label: np.zeros(40) for label in ("C", "A", "__any__")}
+    mu = {label: np.zeros(40) for label in ("C", "A", ANY)}
     with pytest.raises(ValueError, match="needs the 'turnout_score' column"):
         TurnoutMidRule(Design(["A"], "C"), GBMParams(n_estimators=5)).fit(X, assigned, np.zeros(40), mu)
 
