@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from training.evaluation import (
     auuc,
+    cluster_bootstrap_weights,
     decile_table,
     difference_in_means,
     dr_qini_coefficient,
     qini_coefficient,
     qini_interval,
+    qini_points,
     turnout_metrics,
     uplift_at_k,
 )
@@ -40,6 +43,43 @@ def test_constant_score_has_zero_qini_whatever_the_row_order():
     tau, t, y, _ = _experiment()
     order = np.argsort(-tau)  # rows sorted by true effect: a stable sort would flatter a tie
     assert abs(qini_coefficient(np.zeros(len(y)), y[order], t[order])) < 1e-12
+
+
+def _qini_points_written_out(score, y, t, w):
+    """The curve as its definition reads: every sum over every row, the other side's rows as zeros."""
+    order = np.argsort(-score, kind="stable")
+    ends = np.flatnonzero(np.r_[score[order][1:] != score[order][:-1], True])
+    w, t, y = w[..., order], t[order], y[order]
+
+    def cum(v):
+        c = np.cumsum(v, axis=-1)[..., ends]
+        return np.concatenate([np.zeros((*c.shape[:-1], 1)), c], axis=-1)
+
+    n_t, n_c, y_t, y_c, n_all = cum(w * t), cum(w * (1 - t)), cum(w * y * t), cum(w * y * (1 - t)), cum(w)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = y_t - y_c * np.where(n_c > 0, n_t / n_c, 0.0)
+    return n_all / n_all[..., -1:], q / n_all[..., -1:]
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_qini_points_are_the_written_out_sums_to_the_last_bit(ties):
+    """Each side's sums run over its own rows only (training/evaluation.py): the same floats."""
+    tau, t, y, groups = _experiment(n=5_000, seed=4)
+    score = np.round(tau, 2) if ties else tau
+    for w in (np.ones(len(y)), cluster_bootstrap_weights(groups, 30, seed=2)):
+        got = qini_points(score, y, t, None if w.ndim == 1 else w)
+        for mine, written in zip(got, _qini_points_written_out(score, y, t, w), strict=True):
+            np.testing.assert_array_equal(mine, written)
+    for side in (np.ones(3), np.zeros(3)):  # one side empty
+        for mine, written in zip(qini_points(score[:3], y[:3], side), _qini_points_written_out(
+                score[:3], y[:3], side, np.ones(3)), strict=True):
+            np.testing.assert_array_equal(mine, written)
+
+
+def test_a_treated_indicator_other_than_0_or_1_is_refused():
+    tau, t, y, _ = _experiment(n=100)
+    with pytest.raises(ValueError, match="treated must be 0"):
+        qini_points(tau, y, t * 0.5)
 
 
 def test_uplift_at_k_follows_the_ranking():

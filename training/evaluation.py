@@ -39,6 +39,24 @@ def _cum(values: np.ndarray, order: np.ndarray | None, ends: np.ndarray) -> np.n
     return np.concatenate([zero, c], axis=-1)
 
 
+def _side_sums(w: np.ndarray, y: np.ndarray, rows: np.ndarray, taken: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative weights and weighted outcomes of one side's ``rows`` (in ranking order).
+
+    ``taken[j]``: how many of ``rows`` rank at or above block end ``j``. Both sums have a
+    leading 0, as :func:`_cum`'s.
+    """
+    w_side = w[..., rows]
+    at = np.maximum(taken - 1, 0)
+
+    def cum(values: np.ndarray) -> np.ndarray:
+        c = np.cumsum(values, axis=-1)[..., at] if len(rows) else np.zeros((*values.shape[:-1], len(taken)))
+        c[..., taken == 0] = 0.0
+        return np.concatenate([np.zeros((*c.shape[:-1], 1)), c], axis=-1)
+
+    n, wy = cum(w_side), cum(w_side * y[rows])
+    return n, wy
+
+
 def single_propensity(propensity: np.ndarray | float) -> float:
     """The one propensity of a contrast: the design's share, or the mean of per-row propensities.
 
@@ -83,20 +101,21 @@ def qini_points(
     score = np.asarray(score, dtype=float)
     y = np.asarray(y, dtype=float)
     t = np.asarray(treated, dtype=float)
+    if not np.all((t == 0) | (t == 1)):
+        raise ValueError("treated must be 0 (control) or 1 (treated) for every row")
     order, ends = _order_and_blocks(score)
     w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
     balance = balancing_weights(t, propensity)
     if balance is not None:
         w = w * balance
-    # Put the rows in the ranking's order once: a (B, n) bootstrap matrix is gathered once,
-    # not once per sum (the same products, so the same numbers, in a fifth less time).
-    w, t, y = w[..., order], t[order], y[order]
-    wy = w * y
-    n_t = _cum(w * t, None, ends)
-    n_c = _cum(w * (1 - t), None, ends)
-    y_t = _cum(wy * t, None, ends)
-    y_c = _cum(wy * (1 - t), None, ends)
-    n_all = _cum(w, None, ends)
+    # The sums over one side (treated or control) run over that side's rows only, gathered in
+    # the ranking's order: a sum of a side's products with the other side's zeros in between
+    # is the same sum, exactly (adding 0.0 changes no float), and a (B, n) bootstrap matrix
+    # is gathered and summed about half as often as with the zeros written out.
+    is_t = t[order] == 1
+    n_t, y_t = _side_sums(w, y, order[is_t], np.cumsum(is_t)[ends])
+    n_c, y_c = _side_sums(w, y, order[~is_t], np.cumsum(~is_t)[ends])
+    n_all = _cum(w, order, ends)
     with np.errstate(divide="ignore", invalid="ignore"):
         q = y_t - y_c * np.where(n_c > 0, n_t / n_c, 0.0)
     total = n_all[..., -1:]
