@@ -21,7 +21,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one Light
 # Fixtures of other modules, registered once for the session: a test names them as arguments
 # and never imports them (an imported fixture is a new fixture in each module, and a session
 # one is then built again in each: the small model was trained eleven times a run).
-pytest_plugins = ["small_model_fixtures"]
+pytest_plugins = ["small_model_fixtures", "small_service_fixtures"]
 
 PROJECT = Path(__file__).resolve().parent.parent
 SYNTHETIC_N = 50_000
@@ -34,7 +34,8 @@ def pytest_collection_modifyitems(config, items):
     """Keep each expensive shared fixture on one xdist worker (``make test`` runs two).
 
     Every test that needs the trained synthetic champion runs on one worker, so it is
-    trained once; every other module stays whole on a worker, so its module fixtures
+    trained once; so does every test of the small model's shared service (``small_service``),
+    so it starts once; every other module stays whole on a worker, so its module fixtures
     (the GGL run, the PII flow, the support model) are built once too. xdist's
     ``--dist loadgroup`` reads the group from a ``@group`` suffix of the node id; under
     pytest 9 xdist 3.8 can no longer set it (pytest keeps the id in ``_id``), so it is
@@ -45,7 +46,9 @@ def pytest_collection_modifyitems(config, items):
     from _pytest.nodeid import NodeId
 
     for item in items:
-        group = "synthetic" if "trained" in item.fixturenames else item.module.__name__
+        names = item.fixturenames
+        group = ("synthetic" if "trained" in names else "small_service" if "small_service" in names
+                 else item.module.__name__)
         item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 

@@ -1,7 +1,7 @@
 """``POST /plan`` bounded and honest as ``POST /score`` is (issue 20).
 
-Against a real ``bentoml serve`` on 127.0.0.1 (one worker, the small synthetic model; the
-service and helpers of ``test_request_bounds``):
+Against a real ``bentoml serve`` on 127.0.0.1 (one worker, the small synthetic model: the
+session's ``small_service``, which ``test_request_bounds`` uses too, and its helpers):
 
 - an id over 128 characters among 10,000 voters (one of 50,000 characters) is a 422 naming
   the voter, the field and the limit; 10,000 voters with ids at the limit are planned;
@@ -24,7 +24,7 @@ import threading
 import tracemalloc
 
 import numpy as np
-from test_request_bounds import beside_one_small_request, client, problems, service  # noqa: F401 - reused
+from test_request_bounds import beside_one_small_request, problems
 from test_service_reload import wait_for
 
 from serving.api import encode
@@ -38,8 +38,8 @@ from serving.voters import VoterReader
 N = 10_000
 
 
-def plan(client, voters, budget: float = 50.0, **options):  # noqa: F811
-    return client.post("/plan", json={"voters": voters, "budget": budget, **options})
+def plan(small_client, voters, budget: float = 50.0, **options):
+    return small_client.post("/plan", json={"voters": voters, "budget": budget, **options})
 
 
 def many_voters(small_campaign, n: int, id_of=str) -> list[dict]:
@@ -48,27 +48,27 @@ def many_voters(small_campaign, n: int, id_of=str) -> list[dict]:
     return [{**records[i % len(records)], "voter_id": id_of(i)} for i in range(n)]
 
 
-# -- against the service ----------------------------------------------------------------------------------------
-def test_an_id_over_the_limit_is_422_and_ids_at_the_limit_are_planned(client, small_campaign):  # noqa: F811
+# -- against the small_service ----------------------------------------------------------------------------------------
+def test_an_id_over_the_limit_is_422_and_ids_at_the_limit_are_planned(small_client, small_campaign):
     voters = many_voters(small_campaign, N)
     voters[-1]["voter_id"] = "x" * 50_000
-    found = problems(plan(client, voters))
+    found = problems(plan(small_client, voters))
     assert found == {(N - 1, "voter_id"): "must be at most 128 characters"}
-    at_limit = plan(client, many_voters(small_campaign, N, lambda i: f"{i:0128d}"))
+    at_limit = plan(small_client, many_voters(small_campaign, N, lambda i: f"{i:0128d}"))
     assert at_limit.status_code == 200, at_limit.text[:300]
     body = PlanResponse.model_validate(at_limit.json())
     assert body.voters == N and sum(c.attempts for c in body.channels.values()) > 0
     assert all(len(c.voter_id) == 128 for ch in body.channels.values() for c in ch.contacts)
 
 
-def test_warnings_name_the_voters_and_the_audit_line_counts_them(service, client, small_model,  # noqa: F811
+def test_warnings_name_the_voters_and_the_audit_line_counts_them(small_service, small_client, small_model,
                                                                  small_campaign):
     model, _ = small_model
     features = model.input_features
     complete = json.loads(small_campaign.voter_file[["voter_id", *features]].dropna().head(1)
                           .to_json(orient="records"))[0]
     odd = {**complete, "voter_id": "odd", "hh_size": -5, "primary_18": 7, "urbanicity": "moon"}
-    r = plan(client, [{**complete, "voter_id": "fine"}, odd, {"voter_id": "bare"}])
+    r = plan(small_client, [{**complete, "voter_id": "fine"}, odd, {"voter_id": "bare"}])
     assert r.status_code == 200, r.text[:300]
     body = PlanResponse.model_validate(r.json())
     odd_codes = {"hh_size": "out_of_range", "primary_18": "out_of_range", "urbanicity": "unknown_category"}
@@ -77,15 +77,15 @@ def test_warnings_name_the_voters_and_the_audit_line_counts_them(service, client
         {"voter_id": "bare", "warnings": [f"missing:{f}" for f in features]}]
 
     def audited() -> dict | None:
-        lines = [json.loads(line) for line in service.log.splitlines() if line.startswith('{"audit"')]
+        lines = [json.loads(line) for line in small_service.log.splitlines() if line.startswith('{"audit"')]
         return next((a for a in lines if a["path"] == "/plan" and a.get("voters") == 3 and a.get("warnings")), None)
 
     wait_for(lambda: audited() is not None)
     assert audited()["warnings"] == {"out_of_range": 2, "unknown_category": 1, "missing": len(features)}
 
 
-def test_an_id_that_appears_twice_is_422_naming_each_occurrence(client):  # noqa: F811
-    found = problems(plan(client, [{"voter_id": "a"}, {"voter_id": "b"}, {"voter_id": "a"}, {"voter_id": 7},
+def test_an_id_that_appears_twice_is_422_naming_each_occurrence(small_client):
+    found = problems(plan(small_client, [{"voter_id": "a"}, {"voter_id": "b"}, {"voter_id": "a"}, {"voter_id": 7},
                                    {"voter_id": "7"}]))
     assert set(found) == {(0, "voter_id"), (2, "voter_id"), (3, "voter_id"), (4, "voter_id")}
     assert all("appears more than once" in m for m in found.values())

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import secrets
 import socket
 import threading
 from dataclasses import replace
@@ -36,44 +35,24 @@ from dataclasses import replace
 import httpx
 import numpy as np
 import pytest
+from small_service_fixtures import CONSENT_KEY, KEY
 from test_service_reload import wait_for
 
 from features.pipeline import FeaturePipeline
 from serving.api import ScoreResponse
 from serving.batching import ScoreBatcher, ScoreJob
 from serving.json_shape import JsonShape
-from serving.launcher import ServiceProcess
 from serving.limits import MAX_ID_CHARS, MAX_STRING_CHARS, MAX_VOTERS, VALUES_PER_ITEM
 from serving.model_holder import ServedModel
 from serving.model_ref import ModelRef
 from serving.scoring import SegmentScorer
 from serving.voters import VoterError, VoterReader
 
-KEY = "sk-bounds-" + secrets.token_hex(8)
-CONSENT_KEY = "sk-bounds-consent-" + secrets.token_hex(8)
-AUTH = {"Authorization": f"Bearer {KEY}"}
 POSTS = ("/score", "/plan", "/consent/events")
 
 
-@pytest.fixture(scope="module")
-def service(small_trained):
-    svc = ServiceProcess(model_uri=f"models:/{small_trained.model_name}/{small_trained.version}", api_keys=[KEY],
-                         env={"PERSUADE_RELOAD_SECONDS": "0", "PERSUADE_WORKERS": "1",
-                              "PERSUADE_CONSENT_KEYS": CONSENT_KEY,
-                              "PERSUADE_HASH_KEY": "bounds-hash-key-" + secrets.token_hex(8)})
-    with svc:
-        yield svc
-    svc.cleanup()
-
-
-@pytest.fixture(scope="module")
-def client(service):
-    with httpx.Client(base_url=service.base_url, headers=AUTH, timeout=120) as c:
-        yield c
-
-
-def score(client, voters, **options) -> httpx.Response:
-    return client.post("/score", json={"voters": voters, **options})
+def score(small_client, voters, **options) -> httpx.Response:
+    return small_client.post("/score", json={"voters": voters, **options})
 
 
 def problems(response: httpx.Response) -> dict[tuple[int, str], str]:
@@ -81,9 +60,9 @@ def problems(response: httpx.Response) -> dict[tuple[int, str], str]:
     return {(d["voter"], d["field"]): d["message"] for d in response.json()["detail"]}
 
 
-def send_part_and_wait(service, path: str, first_part: bytes, declared: int) -> bytes:
+def send_part_and_wait(small_service, path: str, first_part: bytes, declared: int) -> bytes:
     """Send a request announcing ``declared`` body bytes, then only ``first_part``; what comes back."""
-    with socket.create_connection((service.host, service.port), timeout=120) as sock:
+    with socket.create_connection((small_service.host, small_service.port), timeout=120) as sock:
         sock.sendall(f"POST {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {KEY}\r\n"
                      f"Content-Type: application/json\r\nContent-Length: {declared}\r\n\r\n".encode() + first_part)
         answer = b""
@@ -96,26 +75,26 @@ def send_part_and_wait(service, path: str, first_part: bytes, declared: int) -> 
 
 
 # -- ids and strings ------------------------------------------------------------------------
-def test_an_id_over_the_limit_is_422_naming_the_limit(client):
-    found = problems(score(client, [{"voter_id": "a" * MAX_ID_CHARS}, {"voter_id": "b" * (MAX_ID_CHARS + 1)},
+def test_an_id_over_the_limit_is_422_naming_the_limit(small_client):
+    found = problems(score(small_client, [{"voter_id": "a" * MAX_ID_CHARS}, {"voter_id": "b" * (MAX_ID_CHARS + 1)},
                                     {"voter_id": 10 ** (MAX_ID_CHARS + 1)}]))
     assert set(found) == {(1, "voter_id"), (2, "voter_id")}
     assert f"at most {MAX_ID_CHARS} characters" in found[(1, "voter_id")]
 
 
-def test_ids_with_control_characters_are_refused_not_stripped(client):
-    r = score(client, [{"voter_id": "a"}, {"voter_id": "a\x00"}, {"voter_id": "b\tc"}, {"voter_id": "\x7f"}])
+def test_ids_with_control_characters_are_refused_not_stripped(small_client):
+    r = score(small_client, [{"voter_id": "a"}, {"voter_id": "a\x00"}, {"voter_id": "b\tc"}, {"voter_id": "\x7f"}])
     found = problems(r)
     assert set(found) == {(1, "voter_id"), (2, "voter_id"), (3, "voter_id")}
     assert all("control characters" in m for m in found.values())
-    assert score(client, [{"voter_id": "a"}, {"voter_id": "ä-é 1"}]).status_code == 200
+    assert score(small_client, [{"voter_id": "a"}, {"voter_id": "ä-é 1"}]).status_code == 200
 
 
-def test_strings_over_the_limit_are_422_naming_the_field(client, small_model):
+def test_strings_over_the_limit_are_422_naming_the_field(small_client, small_model):
     model, _ = small_model
     categorical = next(iter(model.pipeline.categories_))
     numeric = model.pipeline.numeric_[0]
-    r = score(client, [{"voter_id": "1", categorical: "x" * (MAX_STRING_CHARS + 1)},
+    r = score(small_client, [{"voter_id": "1", categorical: "x" * (MAX_STRING_CHARS + 1)},
                        {"voter_id": "2", numeric: "1" * (MAX_STRING_CHARS + 1)},
                        {"voter_id": "3", categorical: "x" * MAX_STRING_CHARS}])
     found = problems(r)
@@ -134,51 +113,51 @@ def test_ids_are_python_strings_whatever_their_length(small_model):
 
 
 # -- sizes refused while the body arrives ----------------------------------------------------------
-def test_too_many_voters_are_refused_before_the_body_has_arrived(service):
+def test_too_many_voters_are_refused_before_the_body_has_arrived(small_service):
     first = b'{"voters": [' + b"{}," * (MAX_VOTERS + 10)
-    answer = send_part_and_wait(service, "/score", first, declared=50 * 1024 * 1024)
+    answer = send_part_and_wait(small_service, "/score", first, declared=50 * 1024 * 1024)
     assert answer.startswith(b"HTTP/1.1 413")
     assert f"more than {MAX_VOTERS:,} voters".encode() in answer
 
 
-def test_too_many_values_are_refused_before_the_body_has_arrived(service):
+def test_too_many_values_are_refused_before_the_body_has_arrived(small_service):
     """Few voters, each with a long list an ignored field holds: the values are counted, not only the voters."""
     voter = b'{"voter_id": "x", "notes": [' + b"0," * 999 + b"0]},"
     first = b'{"voters": [' + voter * (MAX_VOTERS * VALUES_PER_ITEM // 1000 + 10)
-    answer = send_part_and_wait(service, "/plan", first, declared=len(first) + 10_000_000)
+    answer = send_part_and_wait(small_service, "/plan", first, declared=len(first) + 10_000_000)
     assert answer.startswith(b"HTTP/1.1 413") and b"JSON values" in answer
 
 
-def test_the_request_object_is_bounded_too(service):
+def test_the_request_object_is_bounded_too(small_service):
     first = b'{"voters": [], ' + b"".join(b'"k%d": 0, ' % i for i in range(MAX_VOTERS + 10))
-    answer = send_part_and_wait(service, "/score", first, declared=len(first) + 10_000_000)
+    answer = send_part_and_wait(small_service, "/score", first, declared=len(first) + 10_000_000)
     assert answer.startswith(b"HTTP/1.1 413")
 
 
-def test_a_request_head_over_the_limit_is_431_as_it_arrives(service, client):
-    with socket.create_connection((service.host, service.port), timeout=120) as sock:
+def test_a_request_head_over_the_limit_is_431_as_it_arrives(small_service, small_client):
+    with socket.create_connection((small_service.host, small_service.port), timeout=120) as sock:
         sock.sendall(b"GET /livez HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * 200_000)  # the head never ends
         answer = b""
         while chunk := sock.recv(4096):  # the server closes the connection after its answer
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 431") and b"request headers larger than" in answer
-    assert score(client, [{"voter_id": "after"}]).status_code == 200
+    assert score(small_client, [{"voter_id": "after"}]).status_code == 200
 
 
 @pytest.mark.parametrize("path", POSTS)
 @pytest.mark.parametrize("content_type", ["multipart/form-data", "multipart/form-data; boundary=x",
                                           "application/x-www-form-urlencoded", "text/plain"])
-def test_bodies_that_are_not_json_are_415(client, path, content_type):
+def test_bodies_that_are_not_json_are_415(small_client, path, content_type):
     key = CONSENT_KEY if path.startswith("/consent/") else KEY
-    r = client.post(path, content=b'{"voters": []}', headers={"Content-Type": content_type,
+    r = small_client.post(path, content=b'{"voters": []}', headers={"Content-Type": content_type,
                                                                "Authorization": f"Bearer {key}"})
     assert r.status_code == 415, r.text[:200]
     assert "application/json" in r.json()["error"]
 
 
 # -- the contract --------------------------------------------------------------------------------
-def test_the_openapi_document_says_what_the_service_answers(service):
-    spec = httpx.get(f"{service.base_url}/docs.json").json()
+def test_the_openapi_document_says_what_the_service_answers(small_service):
+    spec = httpx.get(f"{small_service.base_url}/docs.json").json()
     assert spec["components"]["securitySchemes"]["bearer"] == {**spec["components"]["securitySchemes"]["bearer"],
                                                                "type": "http", "scheme": "bearer"}
     schemas = spec["components"]["schemas"]
@@ -196,7 +175,7 @@ def test_the_openapi_document_says_what_the_service_answers(service):
 
 
 # -- honest edges --------------------------------------------------------------------------------
-def test_warnings_name_duplicates_ranges_categories_and_missing_features(service, client, small_model,
+def test_warnings_name_duplicates_ranges_categories_and_missing_features(small_service, small_client, small_model,
                                                                           small_campaign):
     model, _ = small_model
     features = model.input_features
@@ -204,7 +183,7 @@ def test_warnings_name_duplicates_ranges_categories_and_missing_features(service
     complete = small_campaign.voter_file[["voter_id", *features]].dropna().head(1)
     full = json.loads(complete.to_json(orient="records"))[0]
     odd = {**full, "voter_id": "odd", "hh_size": -5, "primary_18": 7, "urbanicity": "moon"}
-    body = score(client, [{**full, "voter_id": "twice"}, {**full, "voter_id": "twice"}, odd,
+    body = score(small_client, [{**full, "voter_id": "twice"}, {**full, "voter_id": "twice"}, odd,
                           {"voter_id": "bare"}]).json()
     ScoreResponse.model_validate(body)
     warnings = [s["warnings"] for s in body["scores"]]
@@ -214,7 +193,7 @@ def test_warnings_name_duplicates_ranges_categories_and_missing_features(service
     assert warnings[3] == [f"missing:{f}" for f in features]
 
     def audited() -> dict | None:
-        lines = [json.loads(line) for line in service.log.splitlines() if line.startswith('{"audit"')]
+        lines = [json.loads(line) for line in small_service.log.splitlines() if line.startswith('{"audit"')]
         return next((a for a in lines if a["path"] == "/score" and a.get("voters") == 4 and a.get("warnings")), None)
 
     wait_for(lambda: audited() is not None)
