@@ -220,7 +220,7 @@ def test_dr_trees_weigh_rows_by_their_precision_and_keep_the_average_effect():
     from training.learners.dr import DRLearner, aipw_score
 
     class Unweighted(DRLearner):
-        def _tree_weight(self, weight, e):
+        def _precision(self, e):
             return np.ones_like(e)
 
     n_exp, n_prog = 3000, 12000
@@ -248,7 +248,10 @@ def test_dr_trees_weigh_rows_by_their_precision_and_keep_the_average_effect():
             assert trimmed.rows.sum() == len(x)
             np.testing.assert_array_equal(trimmed.weight, (np.arange(len(x)) < n_exp).astype(float))
             np.testing.assert_array_equal(trimmed.tree_weight, contrast.tree_weight)
-            assert Unweighted.trims_trees is False and LEARNERS["x"].trims_trees  # X keeps trimming its rows
+            x_contrast = LEARNERS["x"](Design(["A"], "C", min_propensity=0.1), params).targets("A", assigned, y, mu,
+                                                                                              recorded)
+            assert x_contrast.rows.sum() == n_exp  # X weighs no row by precision: it leaves them out of its trees
+            np.testing.assert_array_equal(x_contrast.tree_weight, x_contrast.weight)
             kept = np.arange(len(x)) < n_exp  # the level: the experiment rows' AIPW mean, and the shape's there
             pooled = DRLearner(Design(["A"], "C", min_propensity=0.1), params, arm_rounds=0, seed=seed).fit(
                 X, assigned, y, mu, recorded)

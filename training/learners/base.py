@@ -194,7 +194,7 @@ class Contrast(NamedTuple):
     """One contrast's training rows for the final models.
 
     The arm's level is the ``weight``-weighted mean of ``target``; the trees are grown on
-    ``target`` weighted by ``tree_weight`` (:meth:`UpliftLearner._tree_weight`). The two
+    ``target`` weighted by ``tree_weight`` (:meth:`UpliftLearner._precision`). The two
     are the same unless a learner weighs rows by their precision, and then rows of limited
     overlap (:meth:`Design.overlapping`) have ``weight`` 0 and stay in the trees.
     """
@@ -251,27 +251,31 @@ class UpliftLearner(ABC):
         each row's propensity, in (0, 1).
         """
 
-    #: whether the trees leave out the rows :meth:`Design.contrast` trims (else they weigh
-    #: them by :meth:`_tree_weight`, and only the level leaves them out)
-    trims_trees: bool = True
+    def _precision(self, e: np.ndarray) -> np.ndarray | None:
+        """Each contrast row's weight in the trees by its target's precision, or None (the default).
 
-    def _tree_weight(self, weight: np.ndarray, e: np.ndarray) -> np.ndarray:
-        """Each contrast row's weight in the trees: its level ``weight`` by default."""
-        return weight
+        None: the trees weigh the rows as the level does (their ``weight``) and leave out the
+        rows of limited overlap (:meth:`Design.overlapping`). A learner that returns weights
+        (``e`` is each contrast row's propensity) keeps those rows in its trees at their
+        weight, and only the arm's level leaves them out.
+        """
+        return None
 
     def targets(
         self, label: str, assigned: np.ndarray, y: np.ndarray, mu: Mapping[str, np.ndarray],
         propensities: pd.DataFrame | None = None,
     ) -> Contrast:
         """Rows of the contrast (:meth:`Design.contrast`), their targets and weights."""
-        rows, e = self.design.contrast(label, assigned, propensities, trim=self.trims_trees)
+        rows, e = self.design.contrast(label, assigned, propensities, trim=False)
+        precision = self._precision(e[rows])
+        if precision is None:
+            rows = rows & self.design.overlapping(e)
         treated = self.design.treated_mask(label, assigned)[rows].astype(float)
         e = e[rows]
         target, weight = self._contrast_targets(y[rows], treated, mu[label][rows], mu[self.design.control][rows], e)
-        tree_weight = self._tree_weight(weight, e)
-        if not self.trims_trees:
-            weight = weight * self.design.overlapping(e)
-        return Contrast(rows, target, weight, tree_weight)
+        if precision is None:
+            return Contrast(rows, target, weight, weight)
+        return Contrast(rows, target, weight * self.design.overlapping(e), precision)
 
     def pooled_targets(
         self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, mu: Mapping[str, np.ndarray],

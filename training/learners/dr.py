@@ -30,9 +30,7 @@ class DRLearner(UpliftLearner):
 
     name = "dr"
 
-    trims_trees = False
-
-    def _tree_weight(self, weight, e):
+    def _precision(self, e):
         """Overlap weights ``e (1 - e)``, scaled to mean one, where rows' propensities differ.
 
         The AIPW score's variance given x grows as ``1 / (e (1 - e))``: a row a past
