@@ -111,7 +111,7 @@ def train_small() -> tuple:
     campaign = write_small_campaign(Path(os.environ["PERSUADE_HOME"]) / "data", model_name=f"{NAME}-trained",
                                     name="fault-bench")
     outcome = train(campaign.config_path)
-    model = load_scoring_model(f"models:/{outcome.model_name}/{outcome.version}")[0]
+    model = load_scoring_model(outcome.model_uri)[0]
     return model, campaign.voter_file.head(5)[["voter_id", *model.input_features]]
 
 

@@ -64,7 +64,7 @@ def train_small() -> tuple[str, list[dict]]:
                                     name="load-bench")
     outcome = train(campaign.config_path)
     voters = json.loads(campaign.voter_file.to_json(orient="records"))
-    return f"models:/{outcome.model_name}/{outcome.version}", voters
+    return outcome.model_uri, voters
 
 
 class Load:

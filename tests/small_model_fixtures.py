@@ -65,5 +65,5 @@ def small_model(small_trained, small_campaign):
     """``(model, example)``: the small model as loaded from the registry, and five voters of its input."""
     from serving.registry import load_scoring_model
 
-    model = load_scoring_model(f"models:/{small_trained.model_name}/{small_trained.version}")[0]
+    model = load_scoring_model(small_trained.model_uri)[0]
     return model, small_campaign.voter_file.head(5)[["voter_id", *model.input_features]]

@@ -26,7 +26,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 @pytest.fixture(scope="session")
 def small_service(small_trained):
-    svc = ServiceProcess(model_uri=f"models:/{small_trained.model_name}/{small_trained.version}", api_keys=[KEY],
+    svc = ServiceProcess(model_uri=small_trained.model_uri, api_keys=[KEY],
                          env={"PERSUADE_RELOAD_SECONDS": "0", "PERSUADE_WORKERS": "1",
                               "PERSUADE_CONSENT_KEYS": CONSENT_KEY,
                               "PERSUADE_HASH_KEY": "bounds-hash-key-" + secrets.token_hex(8)})

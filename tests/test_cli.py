@@ -115,12 +115,12 @@ def test_the_outcome_model_shape_is_chosen_by_grouped_cv_and_logged(grid_trained
 def test_logged_pyfunc_has_signature_and_gives_the_bundle_scores(trained):
     import mlflow
 
-    info = mlflow.models.get_model_info(f"models:/{trained.model_name}/{trained.version}")
+    info = mlflow.models.get_model_info(trained.model_uri)
     assert info.signature is not None
     assert "uplift_canvass" in info.signature.outputs.input_names()
     from features.consent import ConsentRules
 
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{trained.model_name}/{trained.version}")
+    pyfunc = mlflow.pyfunc.load_model(trained.model_uri)
     sample = trained.result.prepared.test.head(50)
     model = trained.result.model  # without a consent table (params), nobody has consent
     pd.testing.assert_frame_equal(pyfunc.predict(sample), ConsentRules().apply(model.score(sample), sample, model.arms))

@@ -37,7 +37,7 @@ def digest(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def model_uri(small_trained) -> str:
-    return f"models:/{small_trained.model_name}/{small_trained.version}"
+    return small_trained.model_uri
 
 
 @pytest.fixture

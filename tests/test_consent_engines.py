@@ -108,7 +108,7 @@ def test_cli_engine_spark_takes_consent(model, files, tmp_path, champion_uri, sp
 def test_pyfunc_predict_never_returns_an_arm_that_needs_consent_without_a_table(trained, model, files, campaign):
     import mlflow
 
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{trained.model_name}/{trained.version}")
+    pyfunc = mlflow.pyfunc.load_model(trained.model_uri)
     sample = campaign.voter_file.head(400)
     bare = pyfunc.predict(sample)
     raw = model.score(sample)

@@ -228,7 +228,7 @@ def test_the_service_counts_what_the_batch_path_counts_and_not_its_smoke_check(s
 # -- persuade score, the list report ----------------------------------------------------------
 def test_score_prints_the_summary_and_its_provenance_and_list_report_carry_the_table(
         small_trained, older, voters, tmp_path):
-    uri = f"models:/{small_trained.model_name}/{small_trained.version}"
+    uri = small_trained.model_uri
     older.to_parquet(tmp_path / "older.parquet", index=False)
     output = tmp_path / "scores.parquet"
     done = persuade("score", "--model", uri, "--input", str(tmp_path / "older.parquet"), "--output", str(output),
@@ -262,13 +262,13 @@ def test_score_prints_the_summary_and_its_provenance_and_list_report_carry_the_t
 def model_bins(trained, name: str) -> list[str]:
     from serving.registry import load_scoring_model
 
-    model = load_scoring_model(f"models:/{trained.model_name}/{trained.version}")[0]
+    model = load_scoring_model(trained.model_uri)[0]
     return next(c for c in model.drift_reference.columns if c.name == name).labels()
 
 
 # -- GET /model -------------------------------------------------------------------------------
 def test_the_service_answers_model_with_the_drift_of_the_voters_it_scored(small_trained, older):
-    uri = f"models:/{small_trained.model_name}/{small_trained.version}"
+    uri = small_trained.model_uri
     with ServiceProcess(model_uri=uri, api_keys=[KEY], env={"PERSUADE_RELOAD_SECONDS": "0",
                                                             "PERSUADE_WORKERS": "1"}) as service, \
             httpx.Client(base_url=service.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as client:

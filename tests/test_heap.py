@@ -19,7 +19,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 def test_a_model_swapped_in_is_frozen_out_of_collections(small_trained):
     gc.unfreeze()
-    holder = ModelHolder(f"models:/{small_trained.model_name}/{small_trained.version}", poll_seconds=0)
+    holder = ModelHolder(small_trained.model_uri, poll_seconds=0)
     try:
         assert holder.refresh()["state"] == "ok"
         frozen = gc.get_freeze_count()

@@ -41,7 +41,7 @@ HASH_KEY = "proof-hash-key-" + secrets.token_hex(8)  # the consent ledger's phon
 
 # -- in process ----------------------------------------------------------------------------
 def test_a_logged_model_carries_its_checksums_and_probe_scores(small_trained, tmp_path):
-    bundle, _ = download_bundle(f"models:/{small_trained.model_name}/{small_trained.version}", dst=tmp_path)
+    bundle, _ = download_bundle(small_trained.model_uri, dst=tmp_path)
     assert (bundle / CHECKSUMS).exists() and (bundle / PROBE_SCORES).exists()
     assert verify_checksums(bundle) is True
     prove_in_child(bundle)  # a good model passes

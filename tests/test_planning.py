@@ -388,7 +388,7 @@ def test_plan_report_shows_the_plans_totals_suppression_and_model(planned, train
     html = out.read_text(encoding="utf-8")
     summary = read_plan_summary(planned)
     plan = read_contacts(planned)
-    assert summary["provenance"]["model"]["uri"] == f"models:/{trained.model_name}/{trained.version}"
+    assert summary["provenance"]["model"]["uri"] == trained.model_uri
     assert Path(summary["provenance"]["input"]).is_absolute()
     assert summary["provenance"]["consent_applied"]["as_of"].startswith("2026-10-01")
 
@@ -496,7 +496,7 @@ def test_plan_report_finds_its_model_by_name_and_version_or_asks_for_it(planned,
     assert result.exit_code == 2 and not (tmp_path / "b.html").exists()
     assert "no_model.parquet: the plan's provenance names no model" in result.output_text
     assert "pass --model" in result.output_text and "Traceback" not in result.output_text
-    result = _plan_report(no_model, tmp_path / "b.html", "--model", f"models:/{trained.model_name}/{trained.version}")
+    result = _plan_report(no_model, tmp_path / "b.html", "--model", trained.model_uri)
     assert result.exit_code == 0, result.output
 
 

@@ -67,7 +67,7 @@ def test_a_model_with_a_nan_leaf_exits_2_with_a_clear_message(kind, small_model,
 @pytest.mark.parametrize("kind", ["score", "plan"])
 def test_a_good_model_still_scores_and_plans(kind, small_trained, voters, tmp_path):
     output = tmp_path / "out.parquet"
-    done = persuade(*command(kind, f"models:/{small_trained.model_name}/{small_trained.version}", voters, output))
+    done = persuade(*command(kind, small_trained.model_uri, voters, output))
     assert done.returncode == 0, done.stderr[-2000:]
     rows = pd.read_parquet(output)
     assert len(rows) == 50 and set(rows.voter_id) == set(pd.read_parquet(voters).voter_id)  # a plan: contacts first

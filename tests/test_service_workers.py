@@ -36,7 +36,7 @@ def test_workers_come_from_persuade_workers():
 
 def test_a_killed_worker_costs_a_retry_not_an_outage(small_trained, monkeypatch):
     monkeypatch.delenv("PERSUADE_WORKERS", raising=False)  # the default
-    svc = ServiceProcess(model_uri=f"models:/{small_trained.model_name}/{small_trained.version}", api_keys=[KEY],
+    svc = ServiceProcess(model_uri=small_trained.model_uri, api_keys=[KEY],
                          env={"PERSUADE_RELOAD_SECONDS": "0", "PERSUADE_HASH_KEY": HASH_KEY})
     answers: list[tuple[float, bool]] = []  # (when it came back, answered 200)
     stop = threading.Event()

@@ -80,7 +80,7 @@ def support_run(mlflow_store, program):
 
 @pytest.fixture(scope="module")
 def model_uri(support_run) -> str:
-    return f"models:/{support_run.model_name}/{support_run.version}"
+    return support_run.model_uri
 
 
 @pytest.fixture(scope="module")

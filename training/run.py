@@ -45,6 +45,11 @@ class TrainOutcome:
     validation: ValidationReport
     fingerprint: dict
 
+    @property
+    def model_uri(self) -> str:
+        """The registered version's MLflow URI, ``models:/<name>/<version>``."""
+        return f"models:/{self.model_name}/{self.version}"
+
 
 def excluded_attributes(config: RunConfig, frame: pd.DataFrame) -> dict[str, str]:
     """Columns kept out of the features, and why (names only, never values)."""
