@@ -23,6 +23,8 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import httpx
+
 from features.settings import DEFAULT_WORKERS, Settings  # noqa: F401 - DEFAULT_WORKERS: also importable here
 from serving.store import PROJECT_ROOT, tracking_uri
 
@@ -113,6 +115,10 @@ class ServiceProcess:
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def client(self, key: str, *, timeout: float = 120.0) -> httpx.Client:
+        """An HTTP client of the service that sends ``key`` as its bearer key (use it in ``with``)."""
+        return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
 
     @property
     def log(self) -> str:

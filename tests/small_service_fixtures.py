@@ -2,7 +2,7 @@
 
 ``small_service`` is a real ``bentoml serve`` on 127.0.0.1 (one worker, no reloads) of the
 small model (``small_trained``), taking the scoring key ``KEY`` and the consent-event key
-``CONSENT_KEY``; ``small_client`` is an ``httpx`` client of it with ``AUTH``. Both are
+``CONSENT_KEY``; ``small_client`` is an ``httpx`` client of it with ``KEY``. Both are
 registered once by ``tests/conftest.py`` (``pytest_plugins``), and every test that names
 ``small_service`` runs on one xdist worker, so ``tests/test_request_bounds.py`` and
 ``tests/test_plan_bounds.py`` share one service start instead of each starting their own.
@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import secrets
 
-import httpx
 import pytest
 
 from serving.launcher import ServiceProcess
 
 KEY = "sk-bounds-" + secrets.token_hex(8)
 CONSENT_KEY = "sk-bounds-consent-" + secrets.token_hex(8)
-AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="session")
@@ -37,5 +35,5 @@ def small_service(small_trained):
 
 @pytest.fixture(scope="session")
 def small_client(small_service):
-    with httpx.Client(base_url=small_service.base_url, headers=AUTH, timeout=120) as client:
+    with small_service.client(KEY) as client:
         yield client

@@ -21,7 +21,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-import httpx
 import mlflow
 import numpy as np
 import pandas as pd
@@ -86,9 +85,8 @@ def serve(home: Path, tag: str, env: dict[str, str], voters: pd.DataFrame, cwd: 
                                   "PYTHONDONTWRITEBYTECODE": "", **env},  # imported modules leave their .pyc
                              command=[sys.executable, "-m", "bentoml", "serve", tag, "--host", "127.0.0.1",
                                       "--port", str(port)])
-    auth = {"Authorization": f"Bearer {KEY}"}
     try:
-        with service, httpx.Client(base_url=service.base_url, headers=auth, timeout=120) as http:
+        with service, service.client(KEY) as http:
             assert http.get("/readyz").status_code == 200
             scored = http.post("/score", json={"voters": voters.to_dict(orient="records")})
             assert scored.status_code == 200, scored.text

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -271,7 +270,7 @@ def test_the_service_answers_model_with_the_drift_of_the_voters_it_scored(small_
     uri = small_trained.model_uri
     with ServiceProcess(model_uri=uri, api_keys=[KEY], env={"PERSUADE_RELOAD_SECONDS": "0",
                                                             "PERSUADE_WORKERS": "1"}) as service, \
-            httpx.Client(base_url=service.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as client:
+            service.client(KEY) as client:
         before = client.get("/model").json()["drift"]
         assert before["voters"] == 0 and before["status"] == TOO_FEW  # the smoke check is not counted
         records = json.loads(older.head(601).to_json(orient="records"))

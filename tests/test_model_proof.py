@@ -206,7 +206,7 @@ def test_bad_versions_are_refused_while_the_old_one_keeps_serving(versions, tmp_
     client.set_registered_model_alias(NAME, "champion", versions["good"])
     voter = {"voter_id": "V-1", "age": 44, "hh_size": 2, "urbanicity": "rural"}
     svc = serve(f"models:/{NAME}@champion", tmp_path)
-    with svc, httpx.Client(base_url=svc.base_url, headers=AUTH, timeout=60) as http:
+    with svc, svc.client(KEY, timeout=60) as http:
         wait_for(lambda: svc.log.count("now serving it") == 2)  # both workers
         started = svc.worker_pids()
         assert len(started) == 2
@@ -235,7 +235,7 @@ def test_bad_versions_are_refused_while_the_old_one_keeps_serving(versions, tmp_
 def test_a_service_started_on_a_bad_alias_serves_the_last_good_version(versions, tmp_path):
     MlflowClient().set_registered_model_alias(NAME, "champion", versions["deleted"])
     svc = serve(f"models:/{NAME}@champion", tmp_path)  # waits for /readyz
-    with svc, httpx.Client(base_url=svc.base_url, headers=AUTH, timeout=60) as http:
+    with svc, svc.client(KEY, timeout=60) as http:
         wait_for(lambda: svc.log.count("now serving it") == 2)  # both workers (each went down the same list)
         card = http.get("/model").json()
         assert card["version"] == versions["good"]

@@ -73,7 +73,7 @@ def consent_rules(path: Path) -> ConsentRules:
 
 @pytest.fixture(scope="module")
 def client(service):
-    with httpx.Client(base_url=service.base_url, headers=AUTH, timeout=120) as c:
+    with service.client(KEY) as c:
         yield c
 
 
@@ -570,7 +570,7 @@ def test_persuade_serve_runs_the_service(champion_uri, trained):
     persuade = shutil.which("persuade") or str(Path(sys.executable).with_name("persuade"))
     command = [persuade, "serve", "--model", champion_uri, "--host", "127.0.0.1", "--port", str(port)]
     svc = ServiceProcess(api_keys=[KEY], port=port, command=command)
-    with svc, httpx.Client(base_url=svc.base_url, headers=AUTH, timeout=60) as client:
+    with svc, svc.client(KEY, timeout=60) as client:
         assert client.get("/model").json()["version"] == trained.version
         assert score(client, [{"voter_id": "cli-1", "age": 50}]).status_code == 200
     assert f"serving {champion_uri}" in svc.log

@@ -28,7 +28,6 @@ from serving.launcher import ServiceProcess
 from serving.plan_api import PlanResponse
 
 KEY = "sk-consent-" + secrets.token_hex(12)
-AUTH = {"Authorization": f"Bearer {KEY}"}
 HASH_KEY = "test-hash-key-" + secrets.token_hex(8)
 PLANTED = ["(415) 555-0199", "+1 212 555 0187", "646.555.0142"]
 PLANTED_DIGITS = [re.sub(r"\D", "", p)[-7:] for p in PLANTED]
@@ -57,7 +56,7 @@ def service(champion_uri, consent_table):
 
 @pytest.fixture(scope="module")
 def client(service):
-    with httpx.Client(base_url=service.base_url, headers=AUTH, timeout=120) as c:
+    with service.client(KEY) as c:
         yield c
 
 

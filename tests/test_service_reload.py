@@ -76,9 +76,9 @@ def test_ready_only_with_a_model_and_reload_without_downtime(trained, model_and_
     svc = ServiceProcess(model_uri=f"models:/{NAME}@champion", api_keys=[KEY], admin_keys=[ADMIN_KEY],
                          env={"PERSUADE_RELOAD_SECONDS": "1", "PERSUADE_WORKERS": "1"},  # one worker's reload:
                          wait_ready=False)  # with two, /readyz and /model may answer from different workers
-    auth, admin = {"Authorization": f"Bearer {KEY}"}, {"Authorization": f"Bearer {ADMIN_KEY}"}
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
     client = MlflowClient()
-    with svc, httpx.Client(base_url=svc.base_url, headers=auth, timeout=60) as http:
+    with svc, svc.client(KEY, timeout=60) as http:
 
         def model_card() -> dict:
             return http.get("/model").json()

@@ -42,7 +42,7 @@ def test_a_killed_worker_costs_a_retry_not_an_outage(small_trained, monkeypatch)
     stop = threading.Event()
 
     def client() -> None:
-        with httpx.Client(base_url=svc.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as http:
+        with svc.client(KEY, timeout=60) as http:
             while not stop.is_set():
                 try:
                     ok = http.post("/score", json={"voters": [VOTER]}).status_code == 200

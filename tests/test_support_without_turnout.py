@@ -222,7 +222,7 @@ def service(model_uri):
 
 @pytest.fixture(scope="module")
 def client(service):
-    with httpx.Client(base_url=service.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as c:
+    with service.client(KEY) as c:
         yield c
 
 

@@ -33,25 +33,25 @@ def sample_segment(config: RunConfig, n: int = SAMPLE_SIZE, seed: int = 2006) ->
     return frame[cols].sample(n=n, random_state=seed).reset_index(drop=True)
 
 
-def score_over_http(base_url: str, key: str, segment: pd.DataFrame, top_k: int = 3) -> dict:
+def score_over_http(http: httpx.Client, segment: pd.DataFrame, top_k: int = 3) -> dict:
     """POST the segment to /score with explanations; return the JSON response."""
     body = {"voters": segment.to_dict(orient="records"), "explain": True, "top_k": top_k}
-    resp = httpx.post(f"{base_url}/score", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+    resp = http.post("/score", json=body)
     resp.raise_for_status()
     return resp.json()
 
 
-def plan_over_http(base_url: str, key: str, segment: pd.DataFrame, budget: float) -> dict:
+def plan_over_http(http: httpx.Client, segment: pd.DataFrame, budget: float) -> dict:
     """POST the segment to /plan with a budget (the run config's costs) and its sensitivity; return the JSON."""
     body = {"voters": segment.to_dict(orient="records"), "budget": budget, "sensitivity": True}
-    resp = httpx.post(f"{base_url}/plan", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+    resp = http.post("/plan", json=body)
     resp.raise_for_status()
     return resp.json()
 
 
-def report_over_http(base_url: str, key: str) -> bytes:
+def report_over_http(http: httpx.Client) -> bytes:
     """GET /report: the model report of the served model's run."""
-    resp = httpx.get(f"{base_url}/report", headers={"Authorization": f"Bearer {key}"}, timeout=120)
+    resp = http.get("/report")
     resp.raise_for_status()
     return resp.content
 
@@ -134,11 +134,11 @@ def run_demo(config_path: Path, console: Console, train: Callable[[Path], object
 
     console.rule("serve, score, plan and fetch the report over HTTP")
     key = secrets.token_urlsafe(16)
-    with ServiceProcess(model_uri=uri, api_keys=[key]) as svc:
+    with ServiceProcess(model_uri=uri, api_keys=[key]) as svc, svc.client(key) as http:
         console.print(f"service up on {svc.base_url} (bentoml serve, loopback only)")
-        response = score_over_http(svc.base_url, key, segment)
-        plan = plan_over_http(svc.base_url, key, segment, budget=PLAN_SHARE * len(segment))
-        served_report = report_over_http(svc.base_url, key)
+        response = score_over_http(http, segment)
+        plan = plan_over_http(http, segment, budget=PLAN_SHARE * len(segment))
+        served_report = report_over_http(http)
     print_response(console, response)
     print_plan(console, plan)
     if served_report != model_report.read_bytes():
