@@ -29,12 +29,9 @@ def _order_and_blocks(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, ends
 
 
-def _cum(values: np.ndarray, order: np.ndarray | None, ends: np.ndarray) -> np.ndarray:
-    """Cumulative sums along the last axis at block ends, with a leading 0.
-
-    ``order``: the ranking's row order, or None for values already in that order.
-    """
-    c = np.cumsum(values if order is None else values[..., order], axis=-1)[..., ends]
+def _cum(values: np.ndarray, order: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Cumulative sums along the last axis, in the ranking's row ``order``, at block ends, with a leading 0."""
+    c = np.cumsum(values[..., order], axis=-1)[..., ends]
     zero = np.zeros((*c.shape[:-1], 1))
     return np.concatenate([zero, c], axis=-1)
 
@@ -53,8 +50,7 @@ def _side_sums(w: np.ndarray, y: np.ndarray, rows: np.ndarray, taken: np.ndarray
         c[..., taken == 0] = 0.0
         return np.concatenate([np.zeros((*c.shape[:-1], 1)), c], axis=-1)
 
-    n, wy = cum(w_side), cum(w_side * y[rows])
-    return n, wy
+    return cum(w_side), cum(w_side * y[rows])
 
 
 def single_propensity(propensity: np.ndarray | float) -> float:
