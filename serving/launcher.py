@@ -22,11 +22,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from features.settings import DEFAULT_WORKERS, Settings  # noqa: F401 - DEFAULT_WORKERS: also importable here
 from serving.store import PROJECT_ROOT, tracking_uri
+
+if TYPE_CHECKING:
+    import httpx
 
 SERVICE = "serving.service:Persuade"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -118,6 +120,8 @@ class ServiceProcess:
 
     def client(self, key: str, *, timeout: float = 120.0) -> httpx.Client:
         """An HTTP client of the service that sends ``key`` as its bearer key (use it in ``with``)."""
+        import httpx  # only where a client is made: ``persuade`` imports this module on every start
+
         return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
 
     @property
