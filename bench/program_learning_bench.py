@@ -72,11 +72,11 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def bench_config(folder: Path) -> dict:
+def bench_config(folder: Path, learners: tuple[str, ...] | list[str] = ("x", "dr")) -> dict:
     """The synthetic run config with a grid small enough for a minute or two per fit."""
     cfg = synthetic_config(folder)
     cfg["uplift"].update({
-        "learners": ["x", "dr"], "nuisance_treated_leaves": [15], "turnout_score_feature": False,
+        "learners": list(learners), "nuisance_treated_leaves": [15], "turnout_score_feature": False,
         "final": {"learning_rate": 0.03, "min_child_samples": 200},
         "final_sizes": [{"n_estimators": 200, "num_leaves": 8}],
         "arm_rounds": 30,
@@ -128,7 +128,7 @@ def true_training_effects(frame, config, programs, truth: pd.DataFrame) -> dict[
 def one_seed(seed: int, args, folder: Path) -> list[dict]:
     experiment = make_campaign(args.n, seed=seed)
     frame = experiment.flat
-    config = RunConfig.model_validate(bench_config(folder))
+    config = RunConfig.model_validate(bench_config(folder, args.learners))
     fits = {}
     started = time.perf_counter()
 
@@ -144,7 +144,7 @@ def one_seed(seed: int, args, folder: Path) -> list[dict]:
     program = simulate_program(voters, scores, target_share=args.target, holdout=args.holdout,
                                explore=args.explore, seed=seed)
     entry = program.write(folder / f"seed{seed}", NAME)
-    config_b = RunConfig.model_validate({**bench_config(folder), "programs": [entry]})
+    config_b = RunConfig.model_validate({**bench_config(folder, args.learners), "programs": [entry]})
     (rows,) = load_programs(config_b)
     e = {a: (rows.propensities[a] / (rows.propensities[a] + rows.propensities["Control"])).to_numpy()
          for a in LABELS}
@@ -214,6 +214,8 @@ def main() -> None:
                         help="the program's ranking: model (a)'s served uplift, or past turnout (habitual())")
     parser.add_argument("--untrimmed", action="store_true",
                         help="also fit d: + program, recorded propensities, no overlap trimming (min_propensity 0)")
+    parser.add_argument("--learners", nargs="+", choices=["t", "x", "dr"], default=["x", "dr"],
+                        help="the learners grouped CV chooses among (the config default is t x dr)")
     parser.add_argument("--fits", nargs="*", choices=["c"], default=["c"],
                         help="the optional fits besides a and b (default: c; none: --fits)")
     args = parser.parse_args()
