@@ -48,7 +48,7 @@ from features.tables import load_experiment  # noqa: E402
 from training.evaluation import policy_gain  # noqa: E402
 from training.fit import SERVED, fit_and_evaluate  # noqa: E402
 
-RANKINGS = [SERVED, "constant", "turnout_shape", "turnout_shape_boosted", "turnout_05"]
+RANKINGS = [SERVED, "constant", "turnout_shape", "turnout_05_boosted", "turnout_shape_boosted", "turnout_05"]
 CV_TABLES: list[str] = []  # each program's grouped-CV choice, printed before the hold-out table
 
 

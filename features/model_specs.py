@@ -96,7 +96,7 @@ class UpliftSpec(_Strict):
     arm_rounds: int = Field(
         default=30, ge=0,
         description="with pool_arms: arm-specific boosting rounds on top of the pooled shape, and on "
-        "top of the turnout shape (on the voter features): candidates grouped CV compares with the "
+        "top of the turnout references (on the voter features): candidates grouped CV compares with the "
         "shapes per arm (0: no such candidates)",
     )
     arm_params: GBMParams = Field(

@@ -14,6 +14,11 @@ The candidates of one arm, simplest first (:func:`arm_candidates`):
     The average effect times a shape of the calibrated turnout score alone, learned
     on the training folds (the mobilization literature's "mid-propensity voters move
     most", with the shape learned rather than assumed).
+``turnout_05_boosted``
+    The rule continued by ``uplift.arm_rounds`` trees per arm on the voter features (and
+    the score), each arm on its own targets, as the turnout shape is below: where an
+    arm's effect is the rule's times something the features carry (whether a voter can
+    be reached, the household's size), this keeps the rule's order and adds that.
 ``turnout_shape_boosted``
     The turnout shape continued by ``uplift.arm_rounds`` trees per arm on the voter
     features (and the score), each arm on its own targets: it serves the turnout shape
@@ -32,7 +37,8 @@ over several fold seeds, scores every candidate per arm and fold;
 :func:`one_standard_error_choice` serves the simplest candidate within one standard
 error of the best. The turnout reference's two forms, the fixed rule and the learned
 shape, are equally simple (one input, the turnout score): of the two, the better in CV
-is the one that counts (:func:`simplicity_order`).
+is the one that counts (:func:`simplicity_order`); so for their two continuations on the
+features.
 """
 
 from __future__ import annotations
@@ -52,7 +58,9 @@ from training.turnout import TurnoutModel
 CONSTANT, TURNOUT_SHAPE, MODEL, MODEL_PER_ARM = "constant", "turnout_shape", "model", "model_per_arm"
 TURNOUT_SHAPE_BOOSTED = "turnout_shape_boosted"
 TURNOUT_05 = TurnoutMidRule.name
-EQUALLY_SIMPLE = ((TURNOUT_05, TURNOUT_SHAPE),)  # the turnout reference, fixed and learned
+TURNOUT_05_BOOSTED = f"{TURNOUT_05}_boosted"
+# the turnout reference, fixed and learned, and the two continued on the features
+EQUALLY_SIMPLE = ((TURNOUT_05, TURNOUT_SHAPE), (TURNOUT_05_BOOSTED, TURNOUT_SHAPE_BOOSTED))
 REFERENCE_LEARNER = "dr"  # the references' level is the doubly-robust average effect
 
 
@@ -98,13 +106,13 @@ def arm_candidates(
     if CONSTANT in spec.references:
         out.append(ArmCandidate(CONSTANT, REFERENCE_LEARNER, reference, features=False, turnout_score=False))
     arm_specific = spec.pool_arms and spec.arm_rounds > 0
-    if TURNOUT_05 in spec.references and has_turnout:
-        out.append(ArmCandidate(TURNOUT_05, TURNOUT_05, reference, features=False, turnout_score=True))
-    if TURNOUT_SHAPE in spec.references and has_turnout:
-        out.append(ArmCandidate(TURNOUT_SHAPE, REFERENCE_LEARNER, reference, features=False, turnout_score=True))
-        if arm_specific:
-            out.append(ArmCandidate(TURNOUT_SHAPE_BOOSTED, REFERENCE_LEARNER, reference, features=False,
-                                    turnout_score=True, arm_rounds=spec.arm_rounds, arm_features=True))
+    shapes = [(name, learner) for name, learner in ((TURNOUT_05, TURNOUT_05), (TURNOUT_SHAPE, REFERENCE_LEARNER))
+              if name in spec.references and has_turnout]
+    for name, learner in shapes:
+        out.append(ArmCandidate(name, learner, reference, features=False, turnout_score=True))
+    for name, learner in shapes if arm_specific else ():
+        out.append(ArmCandidate(f"{name}_boosted", learner, reference, features=False, turnout_score=True,
+                                arm_rounds=spec.arm_rounds, arm_features=True))
     final = spec.final_candidates()[size]
     out.append(ArmCandidate(MODEL, learner, final, features=True, turnout_score=turnout_score))
     if arm_specific:

@@ -10,10 +10,19 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from training.arm_choice import CONSTANT, MODEL, MODEL_PER_ARM, TURNOUT_05, TURNOUT_SHAPE, TURNOUT_SHAPE_BOOSTED
+from training.arm_choice import (
+    CONSTANT,
+    MODEL,
+    MODEL_PER_ARM,
+    TURNOUT_05,
+    TURNOUT_05_BOOSTED,
+    TURNOUT_SHAPE,
+    TURNOUT_SHAPE_BOOSTED,
+)
 
 HEADERS = {CONSTANT: "constant", TURNOUT_05: "near 0.5", TURNOUT_SHAPE: "turnout shape",
-           TURNOUT_SHAPE_BOOSTED: "shape + features", MODEL: "model", MODEL_PER_ARM: "per-arm shape"}
+           TURNOUT_05_BOOSTED: "near 0.5 + features", TURNOUT_SHAPE_BOOSTED: "shape + features", MODEL: "model",
+           MODEL_PER_ARM: "per-arm shape"}
 Z95 = 1.959964
 
 

@@ -32,8 +32,9 @@ class TurnoutMidRule(DRLearner):
 
     Parameters are those of :class:`training.learners.base.UpliftLearner`; the shape is
     always pooled (one rule for every arm), and ``final_params`` give its trees and leaves
-    (the rate and leaf size are :data:`RULE_FIT`'s). ``X`` must hold the ``turnout_score``
-    column.
+    (the rate and leaf size are :data:`RULE_FIT`'s); arm-specific rounds on top of the rule
+    are fitted to noisy targets like any learner's, with ``arm_params`` (default: the
+    ``final_params`` given). ``X`` must hold the ``turnout_score`` column.
     """
 
     name = "turnout_05"
@@ -42,7 +43,8 @@ class TurnoutMidRule(DRLearner):
                  arm_params: GBMParams | None = None, seed: int = 0):
         # the rule's values carry no noise: a high rate and small leaves reproduce it in the trees given
         exact = final_params.model_copy(update=RULE_FIT)
-        super().__init__(design, exact, pool_arms=True, arm_rounds=arm_rounds, arm_params=arm_params, seed=seed)
+        super().__init__(design, exact, pool_arms=True, arm_rounds=arm_rounds, arm_params=arm_params or final_params,
+                         seed=seed)
 
     def pooled_targets(
         self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, mu: Mapping[str, np.ndarray],
