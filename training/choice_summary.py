@@ -20,8 +20,9 @@ from training.arm_choice import (
     TURNOUT_SHAPE_BOOSTED,
 )
 
-HEADERS = {CONSTANT: "constant", TURNOUT_05: "near 0.5", TURNOUT_SHAPE: "turnout shape",
-           TURNOUT_05_BOOSTED: "near 0.5 + features", TURNOUT_SHAPE_BOOSTED: "shape + features", MODEL: "model",
+# words of at most 7 letters: seven candidates fill 80 columns, and a longer word would break
+HEADERS = {CONSTANT: "const.", TURNOUT_05: "near 0.5", TURNOUT_SHAPE: "turnout shape",
+           TURNOUT_05_BOOSTED: "near 0.5 + feat.", TURNOUT_SHAPE_BOOSTED: "shape + feat.", MODEL: "model",
            MODEL_PER_ARM: "per-arm shape"}
 Z95 = 1.959964
 
@@ -41,7 +42,7 @@ def arm_choice_table(result) -> Table:
     arms = list(dict.fromkeys(table.arm))
     chosen = table[table.chosen].set_index("arm")
     stable = ", ".join(f"{arm} {chosen.loc[arm, 'stability']:.0%}" for arm in arms if arm in chosen.index)
-    # the choice's stability goes under the table: six candidates and the arm fill 80 columns
+    # the choice's stability goes under the table: seven candidates and the arm fill 80 columns
     out = Table(title=title, caption=Text(f"share of CV repeats that chose the served one: {stable}"),
                 caption_justify="left")
     out.add_column("arm", overflow="fold")
