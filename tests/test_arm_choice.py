@@ -203,6 +203,17 @@ def test_references_are_one_ensemble_per_arm_that_uses_only_what_they_may(small_
         assert sum(grown.values()) - grown["turnout_score"] > 0
 
 
+def test_the_model_candidates_keep_the_learner_cv_chose_and_the_references_their_own(small_program):
+    """The references are fitted by the DR learner (the rule by its own); the model by whichever learner won."""
+    cfg = small_program[0]
+    by_name = {c.name: c for c in arm_candidates(cfg, learner="x", size="40x4", turnout_score=True,
+                                                  has_turnout=True)}
+    assert {name: c.learner for name, c in by_name.items()} == {
+        CONSTANT: "dr", TURNOUT_05: TURNOUT_05, TURNOUT_SHAPE: "dr", TURNOUT_05_BOOSTED: TURNOUT_05,
+        TURNOUT_SHAPE_BOOSTED: "dr", MODEL: "x", MODEL_PER_ARM: "x"}
+    assert by_name[MODEL].turnout_score and by_name[MODEL].final == cfg.uplift.final_candidates()["40x4"]
+
+
 def test_the_rule_needs_the_turnout_score_and_says_so():
     from training.learners import TurnoutMidRule
 

@@ -106,12 +106,12 @@ def arm_candidates(
     if CONSTANT in spec.references:
         out.append(ArmCandidate(CONSTANT, REFERENCE_LEARNER, reference, features=False, turnout_score=False))
     arm_specific = spec.pool_arms and spec.arm_rounds > 0
-    shapes = [(name, learner) for name, learner in ((TURNOUT_05, TURNOUT_05), (TURNOUT_SHAPE, REFERENCE_LEARNER))
+    shapes = [(name, fitter) for name, fitter in ((TURNOUT_05, TURNOUT_05), (TURNOUT_SHAPE, REFERENCE_LEARNER))
               if name in spec.references and has_turnout]
-    for name, learner in shapes:
-        out.append(ArmCandidate(name, learner, reference, features=False, turnout_score=True))
-    for name, learner in shapes if arm_specific else ():
-        out.append(ArmCandidate(f"{name}_boosted", learner, reference, features=False, turnout_score=True,
+    for name, fitter in shapes:
+        out.append(ArmCandidate(name, fitter, reference, features=False, turnout_score=True))
+    for name, fitter in shapes if arm_specific else ():
+        out.append(ArmCandidate(f"{name}_boosted", fitter, reference, features=False, turnout_score=True,
                                 arm_rounds=spec.arm_rounds, arm_features=True))
     final = spec.final_candidates()[size]
     out.append(ArmCandidate(MODEL, learner, final, features=True, turnout_score=turnout_score))
