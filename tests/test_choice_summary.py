@@ -25,7 +25,7 @@ def test_every_candidate_value_and_its_se_print_whole_at_80_columns():
               TURNOUT_SHAPE_BOOSTED: 0.01691, MODEL: 0.00975, MODEL_PER_ARM: 0.01249}
     rows = [{"arm": arm, "candidate": c, "value": v, "se": 0.00111 + 0.01 * (c == MODEL), "chosen": c == MODEL,
              "stability": 0.5 if c == MODEL else float("nan")}
-            for arm in ("Civic Duty", "[Neighbors]") for c, v in values.items()]
+            for arm in ("Civic Duty", "[Neighbors]", "Hawthorne", "Self") for c, v in values.items()]
     result = SimpleNamespace(arm_selection=pd.DataFrame(rows), selection_metric_name="policy_value",
                              budgets=[0.1, 0.2, 0.3], cv_repeats=2)
     console = Console(width=80, record=True, color_system=None)
@@ -36,7 +36,9 @@ def test_every_candidate_value_and_its_se_print_whole_at_80_columns():
     for v in values.values():  # each value and SE on its own line, never cut by the column width
         assert f"{v * 1000:.2f}" in {n.lstrip("*") for n in numbers}
     assert "*9.75" in numbers and "±11.11" in numbers and "±1.11" in numbers
-    assert "[Neighbor" in text  # an arm label is printed as it is (folded if long), never read as markup
+    assert "[Neighbors]" in text  # an arm label is printed as it is, never read as markup
+    for name in ("constant", "near 0.5 + features", "shape + features", "per-arm shape"):  # whole words
+        assert name in text
     assert all(line.rstrip().endswith(("┓", "┃", "┩", "│", "┘")) for line in text.splitlines()
                if line.lstrip().startswith(("┏", "┃", "┡", "│", "└")))  # no column cut off at the edge
-    assert "chose the served one: Civic Duty 50%, [Neighbors] 50%" in " ".join(text.split())
+    assert "chose the served one: Civic Duty 50%, [Neighbors] 50%, Hawthorne 50%" in " ".join(text.split())

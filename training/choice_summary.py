@@ -20,18 +20,19 @@ from training.arm_choice import (
     TURNOUT_SHAPE_BOOSTED,
 )
 
-# words of at most 7 letters: seven candidates fill 80 columns, and a longer word would break
-HEADERS = {CONSTANT: "const.", TURNOUT_05: "near 0.5", TURNOUT_SHAPE: "turnout shape",
-           TURNOUT_05_BOOSTED: "near 0.5 + feat.", TURNOUT_SHAPE_BOOSTED: "shape + feat.", MODEL: "model",
+HEADERS = {CONSTANT: "constant", TURNOUT_05: "near 0.5", TURNOUT_SHAPE: "turnout shape",
+           TURNOUT_05_BOOSTED: "near 0.5 + features", TURNOUT_SHAPE_BOOSTED: "shape + features", MODEL: "model",
            MODEL_PER_ARM: "per-arm shape"}
 Z95 = 1.959964
 
 
 def arm_choice_table(result) -> Table:
-    """Rows: arms; columns: each candidate's CV score x1000 and SE, and the served one (a rich Table).
+    """Rows: candidates, simplest first; columns: arms; cells: CV score x1000 over its SE (a rich Table).
 
-    ``result`` is a :class:`training.fit.FitResult`. Cells are plain text (never rich
-    markup), so an arm label with brackets prints as it is.
+    ``result`` is a :class:`training.fit.FitResult`; ``*`` marks each arm's served
+    candidate. Candidates are rows so that seven of them and a few arms fit 80 columns
+    with whole words. Cells are plain text (never rich markup), so an arm label with
+    brackets prints as it is.
     """
     table = result.arm_selection
     metric = result.selection_metric_name
@@ -42,22 +43,21 @@ def arm_choice_table(result) -> Table:
     arms = list(dict.fromkeys(table.arm))
     chosen = table[table.chosen].set_index("arm")
     stable = ", ".join(f"{arm} {chosen.loc[arm, 'stability']:.0%}" for arm in arms if arm in chosen.index)
-    # the choice's stability goes under the table: seven candidates and the arm fill 80 columns
     out = Table(title=title, caption=Text(f"share of CV repeats that chose the served one: {stable}"),
                 caption_justify="left")
-    out.add_column("arm", overflow="fold")
-    for c in candidates:
-        out.add_column(HEADERS.get(c, c), justify="right", overflow="fold", no_wrap=False, max_width=8)
+    out.add_column("candidate", overflow="fold")
     for arm in arms:
-        part = table[table.arm == arm].set_index("candidate")
-        cells = [Text(arm)]
-        for c in candidates:
-            if c not in part.index:
-                cells.append(Text("-"))
+        out.add_column(Text(arm), justify="right", overflow="fold")
+    cells = table.set_index(["candidate", "arm"])
+    for c in candidates:
+        row = [Text(HEADERS.get(c, c))]
+        for arm in arms:
+            if (c, arm) not in cells.index:
+                row.append(Text("-"))
                 continue
-            row = part.loc[c]  # value over its SE: two short lines stay whole at 80 columns
-            cells.append(Text(f"{'*' if row.chosen else ''}{row.value * 1000:.2f}\n±{row.se * 1000:.2f}"))
-        out.add_row(*cells)
+            cell = cells.loc[(c, arm)]  # value over its SE: two short lines stay whole
+            row.append(Text(f"{'*' if cell.chosen else ''}{cell.value * 1000:.2f}\n±{cell.se * 1000:.2f}"))
+        out.add_row(*row)
     return out
 
 
