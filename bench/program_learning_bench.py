@@ -72,8 +72,12 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def bench_config(folder: Path, learners: tuple[str, ...] | list[str] = ("x", "dr")) -> dict:
-    """The synthetic run config with a grid small enough for a minute or two per fit."""
+def bench_config(folder: Path, learners: tuple[str, ...] | list[str] = ("x", "dr"), cv_repeats: int | None = 1) -> dict:
+    """The synthetic run config with a grid small enough for a minute or two per fit.
+
+    ``cv_repeats``: grouped CV's repeats (1 for time; None: the product's default, 3 at
+    this size).
+    """
     cfg = synthetic_config(folder)
     cfg["uplift"].update({
         "learners": list(learners), "nuisance_treated_leaves": [15], "turnout_score_feature": False,
@@ -81,7 +85,7 @@ def bench_config(folder: Path, learners: tuple[str, ...] | list[str] = ("x", "dr
         "final_sizes": [{"n_estimators": 200, "num_leaves": 8}],
         "arm_rounds": 30,
     })
-    cfg["split"] = {"holdout_fraction": 0.2, "folds": 4, "seed": 7, "cv_repeats": 1}
+    cfg["split"] = {"holdout_fraction": 0.2, "folds": 4, "seed": 7, "cv_repeats": cv_repeats}
     return cfg
 
 
@@ -128,7 +132,7 @@ def true_training_effects(frame, config, programs, truth: pd.DataFrame) -> dict[
 def one_seed(seed: int, args, folder: Path) -> list[dict]:
     experiment = make_campaign(args.n, seed=seed)
     frame = experiment.flat
-    config = RunConfig.model_validate(bench_config(folder, args.learners))
+    config = RunConfig.model_validate(bench_config(folder, args.learners, args.cv_repeats))
     fits = {}
     started = time.perf_counter()
 
@@ -144,7 +148,7 @@ def one_seed(seed: int, args, folder: Path) -> list[dict]:
     program = simulate_program(voters, scores, target_share=args.target, holdout=args.holdout,
                                explore=args.explore, seed=seed)
     entry = program.write(folder / f"seed{seed}", NAME)
-    config_b = RunConfig.model_validate({**bench_config(folder, args.learners), "programs": [entry]})
+    config_b = RunConfig.model_validate({**bench_config(folder, args.learners, args.cv_repeats), "programs": [entry]})
     (rows,) = load_programs(config_b)
     e = {a: (rows.propensities[a] / (rows.propensities[a] + rows.propensities["Control"])).to_numpy()
          for a in LABELS}
@@ -216,9 +220,12 @@ def main() -> None:
                         help="also fit d: + program, recorded propensities, no overlap trimming (min_propensity 0)")
     parser.add_argument("--learners", nargs="+", choices=["t", "x", "dr"], default=["x", "dr"],
                         help="the learners grouped CV chooses among (the config default is t x dr)")
+    parser.add_argument("--cv-repeats", type=int, default=1,
+                        help="grouped CV's repeats per fit (0: the product's default, 3 at this size)")
     parser.add_argument("--fits", nargs="*", choices=["c"], default=["c"],
                         help="the optional fits besides a and b (default: c; none: --fits)")
     args = parser.parse_args()
+    args.cv_repeats = args.cv_repeats or None
     rows = []
     with tempfile.TemporaryDirectory(prefix="program-bench-") as tmp:
         for seed in args.seeds:
