@@ -25,6 +25,7 @@ from training.arm_choice import (
     one_standard_error_choice,
     simplicity_order,
 )
+from training.choice_summary import HEADERS
 from training.evaluation import policy_gain
 from training.learners import ANY, CrossFitNuisance, Design
 from training.selection import arm_contrasts, held_constant, training_arm_effects
@@ -157,7 +158,7 @@ def test_held_constant_keeps_columns_dtypes_and_categories():
 def test_references_are_one_ensemble_per_arm_that_uses_only_what_they_may(small_program):
     cfg, prep, assigned, y, design, turnout, mu, _ = small_program
     candidates = arm_candidates(cfg, learner="dr", size="40x4", turnout_score=False, has_turnout=True)
-    assert [c.name for c in candidates] == ORDER
+    assert [c.name for c in candidates] == ORDER == list(HEADERS)  # persuade train names every one
     score = turnout.predict(prep.X_train)
     fitted = fit_candidates(candidates, prep.X_train, score, assigned, y, mu, cfg, design, score_column=True)
     effects = training_arm_effects(arm_contrasts(assigned, y, mu, design), prep.train.precinct)

@@ -8,21 +8,12 @@ from types import SimpleNamespace
 import pandas as pd
 from rich.console import Console
 
-from training.arm_choice import (
-    CONSTANT,
-    MODEL,
-    MODEL_PER_ARM,
-    TURNOUT_05,
-    TURNOUT_05_BOOSTED,
-    TURNOUT_SHAPE,
-    TURNOUT_SHAPE_BOOSTED,
-)
-from training.choice_summary import arm_choice_table
+from training.arm_choice import MODEL
+from training.choice_summary import HEADERS, arm_choice_table
 
 
 def test_every_candidate_value_and_its_se_print_whole_at_80_columns():
-    values = {CONSTANT: 0.0, TURNOUT_05: 0.01342, TURNOUT_SHAPE: 0.01055, TURNOUT_05_BOOSTED: 0.01517,
-              TURNOUT_SHAPE_BOOSTED: 0.01691, MODEL: 0.00975, MODEL_PER_ARM: 0.01249}
+    values = dict(zip(HEADERS, [0.0, 0.01342, 0.01055, 0.01517, 0.01691, 0.00975, 0.01249], strict=True))
     rows = [{"arm": arm, "candidate": c, "value": v, "se": 0.00111 + 0.01 * (c == MODEL), "chosen": c == MODEL,
              "stability": 0.5 if c == MODEL else float("nan")}
             for arm in ("Civic Duty", "[Neighbors]", "Hawthorne", "Self") for c, v in values.items()]

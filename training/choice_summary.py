@@ -10,19 +10,14 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from training.arm_choice import (
-    CONSTANT,
-    MODEL,
-    MODEL_PER_ARM,
-    TURNOUT_05,
-    TURNOUT_05_BOOSTED,
-    TURNOUT_SHAPE,
-    TURNOUT_SHAPE_BOOSTED,
-)
+from training import arm_choice
 
-HEADERS = {CONSTANT: "constant", TURNOUT_05: "near 0.5", TURNOUT_SHAPE: "turnout shape",
-           TURNOUT_05_BOOSTED: "near 0.5 + features", TURNOUT_SHAPE_BOOSTED: "shape + features", MODEL: "model",
-           MODEL_PER_ARM: "per-arm shape"}
+# each candidate's name in the table, simplest first
+HEADERS = {
+    arm_choice.CONSTANT: "constant", arm_choice.TURNOUT_05: "near 0.5", arm_choice.TURNOUT_SHAPE: "turnout shape",
+    arm_choice.TURNOUT_05_BOOSTED: "near 0.5 + features", arm_choice.TURNOUT_SHAPE_BOOSTED: "shape + features",
+    arm_choice.MODEL: "model", arm_choice.MODEL_PER_ARM: "per-arm shape",
+}
 Z95 = 1.959964
 
 
