@@ -135,9 +135,7 @@ def main() -> None:
     n_workers = service_workers()
     env = {"PERSUADE_RELOAD_SECONDS": "1", "TMPDIR": str(service_tmp), "PERSUADE_HASH_KEY": "fault-bench-hash-key"}
     rows, kill = [], {}
-    with ServiceProcess(model_uri=f"models:/{NAME}@champion", api_keys=[KEY], env=env) as svc:
-        import httpx
-
+    with ServiceProcess(model_uri=f"models:/{NAME}@champion", api_keys=[KEY], env=env) as svc, svc.client(KEY) as http:
         wait_until(lambda: svc.log.count("now serving it") == n_workers)
         load = Clients(svc.base_url, args.clients).start()
         try:
@@ -149,7 +147,7 @@ def main() -> None:
                 refused = f"version {version} failed"
                 all_refused = wait_until(lambda r=refused: svc.log.count(r) >= n_workers)
                 time.sleep(args.seconds)
-                card = httpx.get(f"{svc.base_url}/model", headers={"Authorization": f"Bearer {KEY}"}).json()
+                card = http.get("/model").json()
                 rows.append({"fault": fault, "version": version, **load.window(t0, time.monotonic()),
                              "refused_by": svc.log.count(refused), "all_refused": all_refused,
                              "card_version": card.get("version"), "reload": card.get("reload", {})})

@@ -38,8 +38,8 @@ from serving.voters import VoterReader
 N = 10_000
 
 
-def plan(small_client, voters, budget: float = 50.0, **options):
-    return small_client.post("/plan", json={"voters": voters, "budget": budget, **options})
+def plan(client, voters, budget: float = 50.0, **options):
+    return client.post("/plan", json={"voters": voters, "budget": budget, **options})
 
 
 def many_voters(small_campaign, n: int, id_of=str) -> list[dict]:
@@ -48,7 +48,7 @@ def many_voters(small_campaign, n: int, id_of=str) -> list[dict]:
     return [{**records[i % len(records)], "voter_id": id_of(i)} for i in range(n)]
 
 
-# -- against the small_service ----------------------------------------------------------------------------------------
+# -- against the service ----------------------------------------------------------------------------------------
 def test_an_id_over_the_limit_is_422_and_ids_at_the_limit_are_planned(small_client, small_campaign):
     voters = many_voters(small_campaign, N)
     voters[-1]["voter_id"] = "x" * 50_000

@@ -51,8 +51,8 @@ from serving.voters import VoterError, VoterReader
 POSTS = ("/score", "/plan", "/consent/events")
 
 
-def score(small_client, voters, **options) -> httpx.Response:
-    return small_client.post("/score", json={"voters": voters, **options})
+def score(client: httpx.Client, voters, **options) -> httpx.Response:
+    return client.post("/score", json={"voters": voters, **options})
 
 
 def problems(response: httpx.Response) -> dict[tuple[int, str], str]:
@@ -60,9 +60,9 @@ def problems(response: httpx.Response) -> dict[tuple[int, str], str]:
     return {(d["voter"], d["field"]): d["message"] for d in response.json()["detail"]}
 
 
-def send_part_and_wait(small_service, path: str, first_part: bytes, declared: int) -> bytes:
+def send_part_and_wait(service, path: str, first_part: bytes, declared: int) -> bytes:
     """Send a request announcing ``declared`` body bytes, then only ``first_part``; what comes back."""
-    with socket.create_connection((small_service.host, small_service.port), timeout=120) as sock:
+    with socket.create_connection((service.host, service.port), timeout=120) as sock:
         sock.sendall(f"POST {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {KEY}\r\n"
                      f"Content-Type: application/json\r\nContent-Length: {declared}\r\n\r\n".encode() + first_part)
         answer = b""
