@@ -84,6 +84,7 @@ class ServiceProcess:
         Default: a free port.
     env : mapping, optional
         More environment variables (``PERSUADE_RELOAD_SECONDS``, ``PERSUADE_WORKERS``, ...).
+        ``TMPDIR`` defaults to a folder beside the log, removed with it by :meth:`cleanup`.
     wait_ready : bool
         Wait for ``/readyz`` (a model is loaded); if False, only for ``/livez``.
     timeout : float
@@ -112,6 +113,11 @@ class ServiceProcess:
         self.cwd = Path(cwd) if cwd is not None else PROJECT_ROOT
         self._dir = tempfile.TemporaryDirectory(prefix="persuade-service-")
         self.log_path = Path(self._dir.name) / "service.log"
+        # the server's own temp files (a worker killed mid-request leaves BentoML's behind) go with the log
+        scratch = Path(self._dir.name) / "tmp"
+        scratch.mkdir()
+        if "TMPDIR" not in (env or {}):
+            self.env["TMPDIR"] = str(scratch)
         self.process: subprocess.Popen | None = None
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tempfile
 
 import pandas as pd
 import pytest
@@ -57,7 +58,7 @@ def test_train_logged_everything_a_reviewer_needs(trained):
     assert fingerprint["rows"] == 50_000 and sum(fingerprint["rows_per_arm"].values()) == 50_000
 
 
-def test_selection_is_logged_for_both_metrics_and_decided_by_the_configured_one(grid_trained):
+def test_selection_is_logged_for_both_metrics_and_decided_by_the_configured_one(grid_trained, tmp_path):
     import mlflow
 
     result = grid_trained.result
@@ -67,7 +68,7 @@ def test_selection_is_logged_for_both_metrics_and_decided_by_the_configured_one(
     assert result.selection["mean"].idxmax() == (result.learner, result.final_size, result.turnout_score_feature)
     for name, table in result.selection_tables.items():
         logged = pd.read_csv(mlflow.artifacts.download_artifacts(
-            run_id=grid_trained.run_id, artifact_path=f"evaluation/selection_cv_{name}.csv"))
+            run_id=grid_trained.run_id, artifact_path=f"evaluation/selection_cv_{name}.csv", dst_path=tmp_path))
         arms = [a.label for a in result.model.arms]
         assert list(logged.columns) == ["learner", "size", "turnout_score", *arms, "mean"]
         assert logged["mean"].to_numpy() == pytest.approx(table["mean"].to_numpy())
@@ -75,7 +76,7 @@ def test_selection_is_logged_for_both_metrics_and_decided_by_the_configured_one(
     assert not qini.equals(dr)  # two estimates of one estimand: close, not the same numbers
 
 
-def test_the_outcome_models_round_choice_is_logged(grid_trained):
+def test_the_outcome_models_round_choice_is_logged(grid_trained, tmp_path):
     """Each treated group's outcome model is boosted from control: its round count and losses are logged."""
     import mlflow
 
@@ -83,7 +84,7 @@ def test_the_outcome_models_round_choice_is_logged(grid_trained):
     params = mlflow.get_run(grid_trained.run_id).data.params
     assert params["nuisance_from_control"] == "True"
     logged = pd.read_csv(mlflow.artifacts.download_artifacts(
-        run_id=grid_trained.run_id, artifact_path="evaluation/nuisance_rounds.csv"))
+        run_id=grid_trained.run_id, artifact_path="evaluation/nuisance_rounds.csv", dst_path=tmp_path))
     assert list(logged.group) == [*(a.slug for a in result.model.arms), "any_contact"]
     losses = logged.filter(like="loss_").to_numpy()
     chosen = [int(c.split("_")[1]) for c in logged.filter(like="loss_").columns[losses.argmin(axis=1)]]
@@ -92,14 +93,14 @@ def test_the_outcome_models_round_choice_is_logged(grid_trained):
         assert params[f"nuisance_rounds_{slug}"] == str(rounds)
 
 
-def test_the_outcome_model_shape_is_chosen_by_grouped_cv_and_logged(grid_trained):
+def test_the_outcome_model_shape_is_chosen_by_grouped_cv_and_logged(grid_trained, tmp_path):
     """The synthetic grid compares 15- and 2-leaf treated outcome models; CV's choice is the run's model."""
     import mlflow
 
     result = grid_trained.result
     params = mlflow.get_run(grid_trained.run_id).data.params
     logged = pd.read_csv(mlflow.artifacts.download_artifacts(
-        run_id=grid_trained.run_id, artifact_path="evaluation/selection_cv_outcome_shapes.csv"))
+        run_id=grid_trained.run_id, artifact_path="evaluation/selection_cv_outcome_shapes.csv", dst_path=tmp_path))
     assert params["nuisance_treated_leaves_compared"] == "15,2"
     assert list(logged.treated_leaves) == [15, 2]
     metric = params["selection_metric"]
@@ -126,7 +127,10 @@ def test_logged_pyfunc_has_signature_and_gives_the_bundle_scores(trained):
     pd.testing.assert_frame_equal(pyfunc.predict(sample), ConsentRules().apply(model.score(sample), sample, model.arms))
 
 
-def test_runs_and_evaluate(runner, trained):
+def test_runs_and_evaluate(runner, trained, tmp_path, monkeypatch):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # the folders the commands make for themselves
     out = runner.invoke(main, ["runs"])
     assert out.exit_code == 0, out.output
     assert trained.run_id in out.output and "all passed" in out.output
@@ -135,6 +139,7 @@ def test_runs_and_evaluate(runner, trained):
     assert "t_default" in out.output and "turnout_05" in out.output and "gate.qini_best_arm: passed" in out.output
     out = runner.invoke(main, ["evaluate", "--run", "0" * 32])
     assert out.exit_code == 2 and "error" in out.output
+    assert not list(scratch.iterdir())  # nothing downloaded is left behind in the user's temp folder
 
 
 def test_score_writes_one_row_per_voter(runner, trained, campaign, tmp_path, champion_uri):

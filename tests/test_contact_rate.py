@@ -87,14 +87,14 @@ def test_model_recovers_true_contact_rates(campaign, config):
     assert all(len(t) == 10 for t in tables.values())
 
 
-def test_training_logs_and_ships_the_contact_rate_model(trained, champion_uri, campaign):
+def test_training_logs_and_ships_the_contact_rate_model(trained, champion_uri, campaign, tmp_path):
     run = MlflowClient().get_run(trained.run_id)
     for channel in ("phone", "canvass"):
         for key in ("auc", "brier", "log_loss", "max_calibration_gap", "observed_rate", "predicted_rate"):
             assert f"contact_rate_{channel}_{key}" in run.data.metrics
         assert run.data.metrics[f"contact_rate_{channel}_auc"] > 0.55
     assert not any(k.startswith(("contact_rate_mail", "contact_rate_text")) for k in run.data.metrics)
-    folder = download_artifacts(run_id=trained.run_id, artifact_path="evaluation")
+    folder = download_artifacts(run_id=trained.run_id, artifact_path="evaluation", dst_path=str(tmp_path))
     logged = json.loads(open(f"{folder}/contact_rate.json").read())
     assert set(logged["channels"]) == {"phone", "canvass"}
     calibration = pd.read_csv(f"{folder}/contact_rate_calibration_phone.csv")

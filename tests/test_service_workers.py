@@ -14,6 +14,7 @@ import secrets
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -71,7 +72,10 @@ def test_a_killed_worker_costs_a_retry_not_an_outage(small_trained, monkeypatch)
             for thread in threads:
                 thread.join(timeout=120)
         after = svc.worker_pids()
+    scratch = Path(svc.env["TMPDIR"])  # the killed worker's temp files (BentoML's) are in the service's folder
+    assert scratch.parent == svc.log_path.parent
     svc.cleanup()
+    assert not scratch.exists()
     meanwhile = sum(ok for t, ok in answers if killed < t < replaced)
     failed = sum(not ok for _, ok in answers)
     assert meanwhile > 0, "nobody answered while the killed worker was being replaced"

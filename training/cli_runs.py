@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -138,13 +139,14 @@ def evaluate_command(run_id: str, fmt: str) -> None:
     from training.tracking import configure
 
     client = configure()
-    try:
-        run = client.get_run(run_id)
-        folder = Path(download_artifacts(run_id=run_id, artifact_path="evaluation"))
-    except Exception as exc:  # noqa: BLE001 - MLflow raises its own types for unknown runs
-        fail(LookupError(f"run {run_id!r}: {exc}"))
-    holdout = pd.read_csv(folder / "holdout_qini.csv")
-    ate = pd.read_csv(folder / "ate.csv")
+    with tempfile.TemporaryDirectory(prefix="persuade-evaluate-") as tmp:  # MLflow's default is never removed
+        try:
+            run = client.get_run(run_id)
+            folder = Path(download_artifacts(run_id=run_id, artifact_path="evaluation", dst_path=tmp))
+        except Exception as exc:  # noqa: BLE001 - MLflow raises its own types for unknown runs
+            fail(LookupError(f"run {run_id!r}: {exc}"))
+        holdout = pd.read_csv(folder / "holdout_qini.csv")
+        ate = pd.read_csv(folder / "ate.csv")
     gates = {k[len("gate."):]: v for k, v in sorted(run.data.tags.items()) if k.startswith("gate.")}
     if fmt == "csv":
         click.echo(holdout[["ranking", "arm", "qini"]].to_csv(index=False), nl=False)
