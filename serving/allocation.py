@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.optimize import linprog
 
 from serving.plan_costs import PlanError
 
@@ -170,6 +168,9 @@ class Allocator:
 
     def _lp(self, vi, g, c, ch_row, caps, n):
         """Solve the LP on these columns; return x, the optimum and the duals (>= 0)."""
+        import scipy.sparse as sp  # here, not at the top: BentoML's arbiter imports the service, and never plans
+        from scipy.optimize import linprog
+
         m = len(g)
         voters, vrow = np.unique(vi, return_inverse=True)
         rows = [sp.csr_matrix((np.ones(m), (vrow, np.arange(m))), shape=(len(voters), m)),

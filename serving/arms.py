@@ -24,15 +24,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
 from features.settings import Settings
 from serving.bundle import ScoringModel, checked_tables, shap_tables
 from serving.treeshap_tables import TreeShapTables
+
+if TYPE_CHECKING:  # annotations only: BentoML's arbiter imports this without a booster to load
+    import lightgbm as lgb
 
 CHECK_TOLERANCE = 1e-9
 SMALL_BATCH = 2_000  # rows; smaller batches predict on one thread (no OpenMP fork-join cost)

@@ -30,9 +30,8 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
@@ -41,6 +40,9 @@ from features.drift import DriftReference
 from features.pipeline import FeaturePipeline
 from serving.bundle_checksums import CHECKSUMS, verify_checksums
 from serving.treeshap_tables import TreeShapTables, UnsupportedTrees
+
+if TYPE_CHECKING:  # LightGBM is imported where a booster is loaded: a light import for BentoML's arbiter
+    import lightgbm as lgb
 
 CONTROL_ARM = "control"
 TURNOUT_SCORE = "turnout_score"
@@ -279,6 +281,8 @@ class ScoringModel:
     @classmethod
     def load(cls, path: str | Path) -> ScoringModel:
         """Read a bundle, its files first checked against its checksums (``BundleChecksumError``)."""
+        import lightgbm as lgb
+
         path = Path(path)
         verify_checksums(path)
         manifest = json.loads((path / "manifest.json").read_text())

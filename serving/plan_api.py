@@ -31,13 +31,13 @@ from serving.api import VOTER_SCHEMA, ModelRefOut, Voters, VoterScore, encode
 from serving.batching import ScoreBatcher
 from serving.bundle import CONTROL_ARM, ScoringModel
 from serving.limits import MAX_VOTERS
+from serving.model_ref import ModelRef
 from serving.plan_costs import PositiveNumber, ProgramCosts
 from serving.plan_design import DesignSpec
 from serving.plan_file import with_dialing_keys
 from serving.plan_gains import ExpectedGains, expected_gains
 from serving.plan_sensitivity import with_sensitivity
 from serving.planning import ContactPlan, plan_from_gains
-from serving.registry import ModelRef
 from serving.scoring import Eligibility
 from serving.voters import DUPLICATE, ID_FIELD, FieldProblem, VoterBatch, VoterError, id_strings
 

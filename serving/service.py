@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle LightGBM threads must not spin
 
@@ -42,7 +43,6 @@ from serving.consent_intake import ConsentEvents, ConsentEventsRequest, ConsentE
 from serving.eligibility import ConsentEligibility
 from serving.limits import MAX_VOTERS, BodyLimitMiddleware
 from serving.log_privacy import install as keep_requests_out_of_logs
-from serving.model_holder import ModelHolder, ServedModel, model_card
 from serving.model_report import REPORT_CSP, ReportNotFound, fetch_model_report
 from serving.openapi import PublishedSpecMiddleware
 from serving.plan_api import PlanRequest, PlanResponse, answer_plan
@@ -50,6 +50,9 @@ from serving.plan_costs import PlanError, ProgramCosts
 from serving.plan_design import DesignSpec
 from serving.scoring import SegmentScorer
 from serving.voters import VoterError
+
+if TYPE_CHECKING:
+    from serving.model_holder import ServedModel
 
 SMALL_REQUEST = 32  # voters; smaller requests are scored in adaptive batches
 http = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -73,6 +76,10 @@ class Persuade:
     """Persuadability scores and their reasons for dialers, texting and canvassing apps."""
 
     def __init__(self) -> None:
+        # BentoML's arbiter imports this module for the decorator's settings and never serves: the model's
+        # loading and checking (MLflow, LightGBM) are imported here, in each worker
+        from serving.model_holder import ModelHolder
+
         self.settings = Settings.from_env()  # read once, at start-up
         ledger = ConsentLedger.from_settings(self.settings)  # consent events (POST /consent/events)
         self.intake = ConsentIntake(ledger)
@@ -202,6 +209,8 @@ class Persuade:
     async def model(self):
         """The served model: version, run, arms and channels, features, metrics, reload state, and the drift of the
         voters this worker scored since the model was loaded (PSI per feature and score against training)."""
+        from serving.model_holder import model_card
+
         served, _ = self._take_model()
         if served is None:
             return JSONResponse(self.holder.status(), status_code=503)

@@ -29,10 +29,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import factorial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightgbm as lgb
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: BentoML's arbiter imports this without a booster to load
+    import lightgbm as lgb
 
 MAX_SPLITS = 8  # up to 9 leaves per tree: a table of at most 256 rows
 CHUNK_ROWS = 2048  # rows per vectorised block (bounds the temporary arrays to a few MB)
