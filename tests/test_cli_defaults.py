@@ -186,3 +186,20 @@ def test_a_failed_model_is_warned_about_and_its_list_promises_no_gain(runner, ve
             assert phrase in good and phrase not in failed, (kind, phrase)
     assert "not shown: the model failed its gates" in reports["failed", "plan"]
     assert "not shown, the model failed its gates" in reports["failed", "scores"]
+
+
+def test_user_text_prints_as_it_is_never_as_rich_markup(versions, tmp_path):
+    """A folder called ``[bold]lists`` is printed with its brackets: the consoles read no markup."""
+    folder = tmp_path / "[bold]lists"
+    folder.mkdir()
+    out = CliRunner().invoke(main, ["score", "--model", f"models:/{GOOD}@champion", "--input",
+                                    str(versions["voters"]), "--output", str(folder / "s.parquet"), "--no-consent"])
+    assert out.exit_code == 0, out.output
+    assert f"->{folder / 's.parquet'}" in "".join(out.stdout.split()), out.stdout  # however rich wrapped it
+    from training.cli_output import console, err, warning
+
+    for printed_to in (console, err):
+        with printed_to.capture() as captured:
+            printed_to.print("model [red]x[/] at [x]")
+            printed_to.print(warning("column [key] is missing"))
+        assert captured.get() == "model [red]x[/] at [x]\nwarning: column [key] is missing\n"

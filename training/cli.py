@@ -12,6 +12,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from features.settings import Settings
 from training.cli_build import build_command
@@ -26,7 +27,7 @@ from training.cli_model import (
     model_option,
     model_uri_of,
 )
-from training.cli_output import USER_ERRORS, console, err, refuse_input_as_output
+from training.cli_output import USER_ERRORS, console, err, labelled, refuse_input_as_output, warn
 from training.cli_output import fail as _fail
 from training.cli_plan import plan_command
 from training.cli_runs import evaluate_command, runs_command
@@ -63,7 +64,8 @@ def _train(config_path: Path):
     from training.run import train as run_train
 
     started = time.perf_counter()
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=False) as bar:
         task = bar.add_task("starting", total=STEPS)
         first = [True]
@@ -86,24 +88,23 @@ def _train(config_path: Path):
     from training.data_checks import data_checks_tables
 
     for part in data_checks_tables(outcome.validation):  # attrition per arm, balance and leakage
-        console.print(part, markup=False, highlight=False) if isinstance(part, str) else console.print(part)
-    console.print(f"\nrun id     [bold]{outcome.run_id}[/]")
+        console.print(part)
+    console.print(Text.assemble("\nrun id     ", (outcome.run_id, "bold")))
     shapes = result.outcome_shapes
     compared = "" if shapes is None or len(shapes) < 2 else (
         f", outcome models of {result.nuisance_treated_leaves}-leaf trees "
         f"(of {', '.join(map(str, shapes.treated_leaves))})")
-    console.print(f"registered [bold]{outcome.model_name}[/] version [bold]{outcome.version}[/] "
-                  f"(learner: {result.learner}, final models {result.final_size} "
-                  f"trees x leaves{' + turnout score' if result.turnout_score_feature else ''}{compared}) "
-                  f"in {elapsed:.0f} s")
-    console.print("served per arm: " + ", ".join(f"{arm}: {name}" for arm, name in result.served.items()),
-                  markup=False, highlight=False)
+    console.print(Text.assemble(
+        "registered ", (outcome.model_name, "bold"), " version ", (str(outcome.version), "bold"),
+        f" (learner: {result.learner}, final models {result.final_size} "
+        f"trees x leaves{' + turnout score' if result.turnout_score_feature else ''}{compared}) in {elapsed:.0f} s"))
+    console.print("served per arm: " + ", ".join(f"{arm}: {name}" for arm, name in result.served.items()))
     for gate, info in result.gates.items():
-        mark = "[green]pass[/]" if info["passed"] else "[red]FAIL[/]"
-        console.print(f"gate {gate:<16} {mark}  {info['detail']}")
+        mark = ("pass", "green") if info["passed"] else ("FAIL", "red")
+        console.print(Text.assemble(f"gate {gate:<16} ", mark, f"  {info['detail']}"))
     from training.tracking import tracking_uri
 
-    console.print(f"\nlook at it: [bold]mlflow ui --backend-store-uri {tracking_uri()}[/]")
+    console.print(Text.assemble("\nlook at it: ", (f"mlflow ui --backend-store-uri {tracking_uri()}", "bold")))
     return outcome
 
 
@@ -133,7 +134,7 @@ def _print_result(result, validation) -> None:
     console.print(t)
     console.print(arm_choice_table(result))
     for line in constant_statement(result):
-        console.print(line, markup=False, highlight=False)
+        console.print(line)
     tm = result.turnout
     if not tm:
         console.print("no turnout model: a support outcome trained without turnout.column")
@@ -163,12 +164,12 @@ def promote(model_name: str | None, config_path: Path | None, version: str | Non
     try:
         p = do_promote(model_name, version=version, run_id=run_id, alias=alias, client=client)
     except PromotionRefused as exc:
-        err.print(f"[bold red]refused:[/] {exc}", highlight=False)
+        err.print(labelled("refused:", "bold red", exc))
         sys.exit(1)
     except USER_ERRORS as exc:
         _fail(exc)
     prev = f" (was version {p.previous})" if p.previous else ""
-    console.print(f"[green]promoted[/] {p.name} version {p.version} to @{p.alias}{prev}")
+    console.print(labelled("promoted", "green", f"{p.name} version {p.version} to @{p.alias}{prev}"))
 
 
 # -- score ---------------------------------------------------------------------------
@@ -205,8 +206,9 @@ def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int, 
     except USER_ERRORS as exc:
         _fail(exc)
     started = time.perf_counter()
-    with Progress(TextColumn("[bold]scoring"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"),
-                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console) as bar:
+    with Progress(TextColumn("scoring", style="bold"), BarColumn(),
+                  TextColumn("{task.completed:,}/{task.total:,} rows"), TextColumn("{task.fields[rate]}"),
+                  TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("score", total=total, rate="")
 
         def advance(n: int) -> None:
@@ -235,22 +237,21 @@ def score(model_uri: str, input_path: Path, output_path: Path, chunk_size: int, 
                                       else transform.tally)
     if consent.no_consent:
         consent_info = {**consent_info, **no_consent_facts(model)}
-        err.print(f"[yellow]warning:[/] --no-consent: arms {consent_info['dropped_arms']} dropped; no "
-                  "do-not-contact list was applied", highlight=False)
+        warn(f"--no-consent: arms {consent_info['dropped_arms']} dropped; no do-not-contact list was applied")
     elif eligibility is None and consent_arms(model):
-        err.print(f"[yellow]warning:[/] scored without --consent: arms {consent_arms(model)} need consent and "
-                  f"must not be used from this list", highlight=False)
+        warn(f"scored without --consent: arms {consent_arms(model)} need consent and must not be used from "
+             "this list")
     from training.cli_drift import NOT_COMPUTED, drift_lines, drift_report
 
     drift = drift_report(stats.drift) if engine == "local" else None
     for line in drift_lines(drift) if drift is not None else [NOT_COMPUTED]:
-        console.print(line, markup=False, highlight=False)
+        console.print(line)
     if engine == "local":
         from serving.provenance import score_provenance
 
         written = score_provenance(ref, model, input_path, stats.rows, consent_info, drift).write(stats.output)
         if drift["features"] or drift["scores"]:
-            console.print(f"  the full table per feature and score: {written.name}", markup=False, highlight=False)
+            console.print(f"  the full table per feature and score: {written.name}")
 
 
 # -- report --------------------------------------------------------------------------
@@ -326,10 +327,8 @@ def serve(model_uri: str | None, config_path: Path | None, host: str, port: int,
     except USER_ERRORS as exc:
         _fail(exc)
     if not (settings.api_keys or settings.api_keys_file):
-        err.print("[yellow]warning:[/] no PERSUADE_API_KEYS or PERSUADE_API_KEYS_FILE: every scoring request "
-                  "will be refused (401)", highlight=False)
-    console.print(f"serving {settings.model_uri} on http://{host}:{port}  (API docs: /docs.json; Ctrl-C stops)",
-                  highlight=False)
+        warn("no PERSUADE_API_KEYS or PERSUADE_API_KEYS_FILE: every scoring request will be refused (401)")
+    console.print(f"serving {settings.model_uri} on http://{host}:{port}  (API docs: /docs.json; Ctrl-C stops)")
     command = serve_command(host, port)
     os.execvpe(command[0], command, env)
 
@@ -348,7 +347,7 @@ def demo(config_path: Path, out_dir: Path) -> None:
     try:
         run_demo(config_path, console, _train, out_dir)
     except PromotionRefused as exc:
-        err.print(f"[bold red]refused:[/] {exc}", highlight=False)
+        err.print(labelled("refused:", "bold red", exc))
         sys.exit(1)
     except USER_ERRORS as exc:
         _fail(exc)

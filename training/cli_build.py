@@ -62,15 +62,14 @@ def build_command(model_uri: str | None, config_path: Path | None, pin: bool, be
     if pin:
         os.environ["BENTOML_HOME"] = env["BENTOML_HOME"]  # the in-process model store is the build's
         model_tag, ref = pin_model(uri)
-        console.print(f"pinned {ref.name or ref.uri} version {ref.version or '-'} as BentoML model {model_tag}",
-                      highlight=False)
+        console.print(f"pinned {ref.name or ref.uri} version {ref.version or '-'} as BentoML model {model_tag}")
         uri = f"{BENTO_SCHEME}{BENTO_MODEL_ALIAS}"
         extra = {"models": [{"tag": model_tag, "alias": BENTO_MODEL_ALIAS}],
                  "envs": [{"name": Settings.variable("model_uri"), "value": uri}]}
     tag = build_bento(env, extra, bento_version)
-    console.print(f"built Bento {tag} in {env['BENTOML_HOME']}", highlight=False)
+    console.print(f"built Bento {tag} in {env['BENTOML_HOME']}")
     for line in next_steps(tag, uri, pin, env):
-        console.print(line, markup=False, highlight=False)
+        console.print(line)
 
 
 def pin_model(uri: str) -> tuple[str, ModelRef]:

@@ -29,6 +29,7 @@ from features.settings import (
     DEFAULT_PRERECORDED_CAP,
     DEFAULT_PRERECORDED_WINDOW_DAYS,
 )
+from training.cli_output import warning as warning_text
 
 
 @dataclass(frozen=True)
@@ -160,30 +161,28 @@ def report(out: Console, err: Console, eligibility: ConsentRules, tally: JoinTal
     join, errors = facts["join"], facts["data_errors"]
     if facts["table"] is None:
         out.print(f"no consent table (--no-consent): nobody has consent, no do-not-contact list; decided as of "
-                  f"{facts['as_of']} for {join['voters']:,} voters", highlight=False)
+                  f"{facts['as_of']} for {join['voters']:,} voters")
     else:
         out.print(f"consent table {facts['table']} (fingerprint {facts['fingerprint'][:16]}…) applied as of "
-                  f"{facts['as_of']} to {join['voters']:,} voters", highlight=False)
+                  f"{facts['as_of']} to {join['voters']:,} voters")
     out.print(f"join: numbers missing {join['phone_missing']:,}, not parseable {join['phone_unparseable']:,} "
               f"(automated contact suppressed: unverifiable_phone); table voter ids matching no voter "
               f"{join['table_ids_matching_no_voter']:,}, table numbers matching no voter "
-              f"{join['table_phones_matching_no_voter']:,}", highlight=False)
+              f"{join['table_phones_matching_no_voter']:,}")
     out.print(f"quiet hours: phone and text arms only within {facts['calling_hours']} in each voter's local time "
               f"at {facts['as_of']} (the zone from the number and the address state; several: the window must hold "
-              "in each; none: unknown_timezone)", highlight=False)
+              "in each; none: unknown_timezone)")
     for warning in facts["warnings"]:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err.print(warning_text(warning))
     if facts["stale"]:
-        err.print(f"[yellow]warning:[/] {facts['stale']}: automated contact is suppressed (consent_stale)",
-                  highlight=False)
+        err.print(warning_text(f"{facts['stale']}: automated contact is suppressed (consent_stale)"))
     if errors.get("dated_after_as_of"):
-        err.print(f"[yellow]warning:[/] {errors['dated_after_as_of']:,} do-not-contact, revocation or "
-                  "prerecorded-call rows are dated after the decision time (a data error; applied anyway)",
-                  highlight=False)
+        err.print(warning_text(f"{errors['dated_after_as_of']:,} do-not-contact, revocation or prerecorded-call "
+                               "rows are dated after the decision time (a data error; applied anyway)"))
     unbound = errors.get("consent_without_number", 0) + errors.get("line_type_without_number", 0)
     if unbound:
-        err.print(f"[yellow]warning:[/] {unbound:,} consent or line-type rows name no number and grant nothing "
-                  "(the number is what is consented)", highlight=False)
+        err.print(warning_text(f"{unbound:,} consent or line-type rows name no number and grant nothing "
+                               "(the number is what is consented)"))
     return facts
 
 

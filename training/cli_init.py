@@ -49,9 +49,9 @@ def init_command(data_path: Path, arm_column: str, outcome: str, group_column: s
     arms = ", ".join(values["arms"])
     console.print(f"wrote {output_path}: control {values['control_label']!r}, arms {arms}; outcome "
                   f"{values['outcome']['column']!r} ({values['outcome']['kind']}); {len(values['features'])} "
-                  f"features; group {values['group_column']!r}", markup=False)
+                  f"features; group {values['group_column']!r}")
     for col, why in draft.excluded.items():
-        console.print(f"  not a feature: {col}: {why}", markup=False)
+        console.print(f"  not a feature: {col}: {why}")
     for problem in draft.problems:
         warn(f"validation still refuses: {problem}")
-    console.print(f"check the comments, then: persuade train --config {output_path}", markup=False)
+    console.print(f"check the comments, then: persuade train --config {output_path}")

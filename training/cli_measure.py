@@ -64,9 +64,9 @@ def measure_command(plan_path: Path, outcomes_path: Path, output_path: Path, rep
     output_path.parent.mkdir(parents=True, exist_ok=True)
     output_path.write_text(json.dumps(result, indent=2, allow_nan=False))
     _print(result)
-    console.print(f"-> {output_path}", markup=False)
+    console.print(f"-> {output_path}")
     if report_path is not None:
-        console.print(f"program report: {write_program_report(measurement, report_path).resolve()}", markup=False)
+        console.print(f"program report: {write_program_report(measurement, report_path).resolve()}")
 
 
 def _print(result: Mapping[str, Any]) -> None:
@@ -84,7 +84,7 @@ def _print(result: Mapping[str, Any]) -> None:
     console.print(table)
     if result["unmeasured_contacts"]:
         console.print(f"{result['unmeasured_contacts']:,} contacts had no chance of being held out and are not "
-                      "measured", markup=False)
+                      "measured")
 
 
 def _number(value: float | None, digits: int = 1) -> str:

@@ -1,8 +1,9 @@
 """What the command line prints: one console for results, one for errors and warnings.
 
 User text (file names, column names, values, error messages) is never read as rich
-markup: a column called ``[key]`` prints as ``[key]``. Styles come from
-:class:`rich.text.Text` parts, not from markup in the text.
+markup: a column called ``[key]`` prints as ``[key]``. Both consoles read no markup at all
+(``markup=False``, table cells included), so an f-string that carries user text is safe
+wherever it is printed; styles come from :class:`rich.text.Text` parts.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-console = Console(stderr=False, highlight=False)
-err = Console(stderr=True, highlight=False)
+console = Console(stderr=False, highlight=False, markup=False)
+err = Console(stderr=True, highlight=False, markup=False)
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, LookupError, FileNotFoundError)
 
@@ -24,9 +25,14 @@ def labelled(label: str, style: str, message: object) -> Text:
     return Text.assemble((label, style), " ", str(message))
 
 
+def warning(message: object) -> Text:
+    """``warning:`` in yellow, then ``message`` as plain text."""
+    return labelled("warning:", "yellow", message)
+
+
 def warn(message: object) -> None:
     """Print a warning on stderr."""
-    err.print(labelled("warning:", "yellow", message))
+    err.print(warning(message))
 
 
 def fail(exc: BaseException, label: str = "error:") -> None:

@@ -12,7 +12,7 @@ from training.cli_consent import ConsentOptions, consent_arms, consent_options, 
 from training.cli_consent import report as consent_report
 from training.cli_measure import design_lines
 from training.cli_model import load_model_and_rows, model_option, model_uri_of
-from training.cli_output import USER_ERRORS, console, err, refuse_input_as_output
+from training.cli_output import USER_ERRORS, console, err, refuse_input_as_output, warn
 from training.cli_output import fail as _fail
 
 
@@ -71,7 +71,8 @@ def plan_command(model_uri: str, input_path: Path, budget: float, costs_path: Pa
         eligibility = consent.eligibility()
     except USER_ERRORS as exc:
         _fail(exc)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
+    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+                  TextColumn("{task.completed:,}/{task.total:,}"),
                   TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("expected gains", total=total)
         try:
@@ -102,15 +103,15 @@ def plan_command(model_uri: str, input_path: Path, budget: float, costs_path: Pa
         result.table = with_dialing_keys(result.table, decided, model)  # phone_hash; time_zone of calls and texts
     if consent.no_consent:
         consent_info = {**consent_info, **no_consent_facts(model)}
-        err.print(f"[yellow]warning:[/] --no-consent: arms {consent_info['dropped_arms']} are not planned; no "
-                  "do-not-contact list was applied", highlight=False)
+        warn(f"--no-consent: arms {consent_info['dropped_arms']} are not planned; no do-not-contact list was "
+             "applied")
     from serving.provenance import plan_provenance
 
     write_plan(result, output_path, plan_provenance(ref, model, input_path, costs_path, consent.consent_path,
                                                     consent_info))
     _print_plan(result, output_path)
     for line in design_lines(result.summary()):
-        console.print(line, markup=False)
+        console.print(line)
 
 
 def _print_plan(result, output_path: Path) -> None:

@@ -166,6 +166,6 @@ def evaluate_command(run_id: str, fmt: str) -> None:
     for name, row in pivot.iterrows():
         table.add_row(str(name), *[f"{v:.3f}" for v in row])
     console.print(table)
-    console.print(ate.to_string(index=False), markup=False, highlight=False)
+    console.print(ate.to_string(index=False))
     for key, value in gates.items():
-        console.print(f"gate.{key}: {value}", markup=False, highlight=False)
+        console.print(f"gate.{key}: {value}")

@@ -76,8 +76,8 @@ def import_table(table_path: Path, location: str | None, id_column: str, phone_c
     console.print(f"imported {len(stored):,} events from {table_path.name}: {new:,} new, "
                   f"{len(stored) - new:,} already in the ledger"
                   + (f", {review:,} unclear replies kept for review (they revoke automated contact)" if review
-                     else ""), highlight=False)
-    console.print(f"ledger {where}", highlight=False, markup=False)
+                     else ""))
+    console.print(f"ledger {where}")
 
 
 @consent_group.command("export")
@@ -102,7 +102,7 @@ def export_table(output_path: Path, location: str | None) -> None:
     write_table(table, output_path)
     counts = table["event"].value_counts().sort_index()
     console.print(f"exported {len(table):,} events ({', '.join(f'{k} {v:,}' for k, v in counts.items()) or 'none'}) "
-                  f"from {where} -> {output_path}", highlight=False, markup=False)
+                  f"from {where} -> {output_path}")
 
 
 @consent_group.command("review")
@@ -131,15 +131,14 @@ def review_queue(location: str | None, event_id: str | None, reading: str | None
         fail(exc)
     if event_id is not None:
         again = " (already recorded)" if bool(stored["duplicate"].iloc[0]) else ""
-        console.print(f"resolved {event_id} as {reading}{again}: {REVIEW_READINGS[reading][1]}",
-                      markup=False, highlight=False, soft_wrap=True)
+        console.print(f"resolved {event_id} as {reading}{again}: {REVIEW_READINGS[reading][1]}", soft_wrap=True)
         return
     console.print(f"{len(waiting):,} unclear replies awaiting review (each revokes automated contact until resolved "
-                  "with --resolve EVENT_ID --as stop|consent|other)", highlight=False)
+                  "with --resolve EVENT_ID --as stop|consent|other)")
     for row in waiting.itertuples():
         number = f"{row.phone_hash[:12]}…" if isinstance(row.phone_hash, str) else "-"
         console.print(f"{row.event_id}  received {row.received_at:%Y-%m-%d %H:%M:%S}Z  voter {row.voter_id or '-'}  "
-                      f"number (hash) {number}\n  reply: {row.reply}", markup=False, highlight=False, soft_wrap=True)
+                      f"number (hash) {number}\n  reply: {row.reply}", soft_wrap=True)
 
 
 def _login() -> str:
