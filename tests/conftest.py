@@ -27,6 +27,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 SYNTHETIC_N = 50_000
 # What grouped CV chooses on the 50,000-voter campaign with the synthetic config's whole grid
 # (nuisance_treated_leaves [15, 2], turnout_score_feature "select"): see ``trained``.
+# bench/champion_choices_bench.py says whether the whole grid still chooses them.
 CHAMPION_CHOICES = {"nuisance_treated_leaves": [15], "turnout_score_feature": True}
 
 
