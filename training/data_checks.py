@@ -62,12 +62,14 @@ def _balance_sentence(summary: dict[str, Any]) -> str:
 
 
 def data_checks_tables(validation: ValidationReport) -> list[Table | str]:
-    """What ``persuade train`` prints: attrition per arm, then one line on balance."""
+    """What ``persuade train`` prints: a line and a table of attrition per arm, then one line on balance."""
     out: list[Table | str] = []
     attrition = validation.attrition
     if attrition is not None and attrition.missing:
         p = f"chi-square p={attrition.p_value:.3g}" if attrition.p_value is not None else "no test"
-        table = Table(title=f"Outcome attrition per arm ({attrition.missing:,} rows dropped; {p})")
+        # a line, not the table's title: a title longer than the table wraps inside its width
+        out.append(f"Outcome attrition per arm ({attrition.missing:,} rows dropped; {p}):")
+        table = Table()
         for col in ("arm", "assigned", "observed", "missing", "rate"):
             table.add_column(col, justify="left" if col == "arm" else "right")
         for r in attrition.table.itertuples():
