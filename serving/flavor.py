@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -173,14 +174,23 @@ def log_model(model: ScoringModel, *, name: str = "model", input_example: pd.Dat
                      signature=signature, pip_requirements=pip_requirements, metadata=metadata)
 
 
+_DOWNLOADS: list[tempfile.TemporaryDirectory] = []  # this process's model downloads without a dst_path
+
+
 def download_model(model_uri: str, dst_path: str | Path | None = None) -> Path:
-    """The local folder of ``model_uri``: a local folder as it is, anything else downloaded into ``dst_path``."""
+    """The local folder of ``model_uri``: a local folder as it is, anything else downloaded into ``dst_path``.
+
+    Without ``dst_path`` the model goes to a folder of this process's own, removed when the
+    process exits (MLflow's default, a ``mkdtemp`` folder, is never removed).
+    """
     if Path(model_uri).exists():
         return Path(model_uri)
-    if dst_path is not None:
-        Path(dst_path).mkdir(parents=True, exist_ok=True)
-    return Path(_download_artifact_from_uri(artifact_uri=model_uri,
-                                            output_path=str(dst_path) if dst_path is not None else None))
+    if dst_path is None:
+        if not _DOWNLOADS:
+            _DOWNLOADS.append(tempfile.TemporaryDirectory(prefix="persuade-models-"))
+        dst_path = tempfile.mkdtemp(dir=_DOWNLOADS[0].name)
+    Path(dst_path).mkdir(parents=True, exist_ok=True)
+    return Path(_download_artifact_from_uri(artifact_uri=model_uri, output_path=str(dst_path)))
 
 
 def bundle_path(model_dir: str | Path) -> Path:
@@ -230,7 +240,7 @@ def load_model(model_uri: str, dst_path: str | Path | None = None) -> ScoringMod
     model_uri : str
         Any MLflow model URI, a local model folder or a bundle folder.
     dst_path : str or Path, optional
-        Where to download a remote model (default: a temp folder MLflow creates).
+        Where to download a remote model (default: a temp folder removed when the process exits).
     """
     return ScoringModel.load(bundle_path(download_model(model_uri, dst_path)))
 

@@ -10,6 +10,10 @@ way (a pyfunc "model from code" with the bundle at ``artifacts/bundle``) still l
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -137,6 +141,12 @@ def test_log_and_load_are_symmetric_through_the_registry(small_model, tmp_path):
     pyfunc = mlflow.pyfunc.load_model(uri)
     assert pyfunc.metadata.flavors["python_function"]["loader_module"] == "serving.flavor"
     assert_same_scores(pyfunc.predict(example), predict_scores(model, example))
+    scratch = tmp_path / "tmp"  # a load without a folder downloads to one the process removes on exit
+    scratch.mkdir()
+    subprocess.run([sys.executable, "-c", "import sys; from serving.flavor import load_model; load_model(sys.argv[1])",
+                    f"runs:/{run.info.run_id}/model"], cwd=PACKAGE_ROOT, env={**os.environ, "TMPDIR": str(scratch)},
+                   check=True)
+    assert not list(scratch.iterdir())
 
 
 def test_every_loader_finds_the_bundle_through_the_flavor_configuration(small_model, tmp_path):
