@@ -20,6 +20,7 @@ bundle is the pyfunc artifact ``artifacts/bundle``, and :func:`bundle_path` fall
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -174,7 +175,10 @@ def log_model(model: ScoringModel, *, name: str = "model", input_example: pd.Dat
                      signature=signature, pip_requirements=pip_requirements, metadata=metadata)
 
 
-_DOWNLOADS: list[tempfile.TemporaryDirectory] = []  # this process's model downloads without a dst_path
+@functools.cache
+def _downloads() -> tempfile.TemporaryDirectory:
+    """This process's folder for model downloads without a ``dst_path``, removed when it exits."""
+    return tempfile.TemporaryDirectory(prefix="persuade-models-")
 
 
 def download_model(model_uri: str, dst_path: str | Path | None = None) -> Path:
@@ -186,9 +190,7 @@ def download_model(model_uri: str, dst_path: str | Path | None = None) -> Path:
     if Path(model_uri).exists():
         return Path(model_uri)
     if dst_path is None:
-        if not _DOWNLOADS:
-            _DOWNLOADS.append(tempfile.TemporaryDirectory(prefix="persuade-models-"))
-        dst_path = tempfile.mkdtemp(dir=_DOWNLOADS[0].name)
+        dst_path = tempfile.mkdtemp(dir=_downloads().name)
     Path(dst_path).mkdir(parents=True, exist_ok=True)
     return Path(_download_artifact_from_uri(artifact_uri=model_uri, output_path=str(dst_path)))
 

@@ -10,7 +10,6 @@ command of the same name.
 from __future__ import annotations
 
 import secrets
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -152,10 +151,9 @@ def run_demo(config_path: Path, console: Console, train: Callable[[Path], object
 
     console.rule("list report")
     scores_path = out_dir / "sample_segment_scores.parquet"
-    with tempfile.TemporaryDirectory(prefix="persuade-demo-") as tmp:  # MLflow's own temp folder outlives it
-        model, ref = load_scoring_model(uri, Path(tmp) / "model")
-        stats = score_file(model, segment_path, scores_path)
-        score_provenance(ref, model, segment_path, stats.rows, None).write(scores_path)
+    model, ref = load_scoring_model(uri)  # downloaded to a folder removed when the demo exits
+    stats = score_file(model, segment_path, scores_path)
+    score_provenance(ref, model, segment_path, stats.rows, None).write(scores_path)
     list_report = ListReport().write(scores_path, out_dir / "list_report.html", uri, segment_path)
     paths = {"model report": model_report.resolve(), "list report": list_report.resolve(),
              "scored list": scores_path.resolve(), "HTTP response": http_scores.resolve(),
