@@ -9,8 +9,9 @@ hold-out it never saw, at budgets of 10%, 20% and 30% of the voters:
   contacting the top of the hold-out by each ranking (the Qini curve at the budget,
   ``training.evaluation.holdout_policy_gain``), with its cluster-bootstrap standard
   error; rankings: the served one, the constant effect (= random: 0), the turnout
-  shape reference, the boosted shape, turnout closest to 0.5 (the ``turnout_05``
-  candidate's order) and the model itself;
+  shape reference, the rule among the voters an attempt reaches (``turnout_05_reach``,
+  the rule's own order on arms always reached), the boosted shapes, turnout closest to
+  0.5 (the ``turnout_05`` candidate's order) and the model itself;
 - **true value** (synthetic only): the same with every voter's true effect, so without
   sampling noise.
 
@@ -48,7 +49,8 @@ from features.tables import load_experiment  # noqa: E402
 from training.evaluation import policy_gain  # noqa: E402
 from training.fit import SERVED, fit_and_evaluate  # noqa: E402
 
-RANKINGS = [SERVED, "constant", "turnout_shape", "turnout_05_boosted", "turnout_shape_boosted", "turnout_05"]
+RANKINGS = [SERVED, "constant", "turnout_shape", "turnout_05_reach", "turnout_05_boosted", "turnout_shape_boosted",
+            "turnout_05"]
 CV_TABLES: list[str] = []  # each program's grouped-CV choice, printed before the hold-out table
 
 

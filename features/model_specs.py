@@ -81,8 +81,9 @@ class UpliftSpec(_Strict):
         description="the simple targetings a campaign already has, compared per arm with the model by "
         "grouped CV (one-standard-error rule towards the simpler): constant, each arm's average effect; "
         "turnout_05, the average effect times the fixed rule 0.5 - |turnout - 0.5| (voters near 50% "
-        "turnout first); turnout_shape, the average effect times a shape of the turnout score learned "
-        "from the outcomes",
+        "turnout first; for arms whose contact log has a reached column, also that rule times each voter's "
+        "chance of being reached, turnout_05_reach); turnout_shape, the average effect times a shape of the "
+        "turnout score learned from the outcomes",
     )
     reference_size: TreeSize = Field(
         default=TreeSize(n_estimators=100, num_leaves=3),

@@ -15,11 +15,13 @@ from training.arm_choice import (
     MODEL_PER_ARM,
     TURNOUT_05,
     TURNOUT_05_BOOSTED,
+    TURNOUT_05_REACH,
     TURNOUT_SHAPE,
     TURNOUT_SHAPE_BOOSTED,
     ArmCandidate,
     arm_candidates,
     arm_cv_records,
+    arm_reach,
     fit_candidates,
     is_constant,
     one_standard_error_choice,
@@ -28,10 +30,13 @@ from training.arm_choice import (
 from training.choice_summary import HEADERS
 from training.evaluation import policy_gain
 from training.learners import ANY, CrossFitNuisance, Design
-from training.selection import arm_contrasts, held_constant, training_arm_effects
+from training.learners.base import held_constant
+from training.selection import arm_contrasts, training_arm_effects
 from training.turnout import fit_turnout
 
-ORDER = [CONSTANT, TURNOUT_05, TURNOUT_SHAPE, TURNOUT_05_BOOSTED, TURNOUT_SHAPE_BOOSTED, MODEL, MODEL_PER_ARM]
+ORDER = [CONSTANT, TURNOUT_05, TURNOUT_SHAPE, TURNOUT_05_REACH, TURNOUT_05_BOOSTED, TURNOUT_SHAPE_BOOSTED, MODEL,
+         MODEL_PER_ARM]
+REACH_ARMS = ["Phone", "Canvass"]  # the synthetic program's arms whose attempts do not always reach
 
 
 # -- the metric ---------------------------------------------------------------------------
@@ -98,7 +103,7 @@ def test_a_lead_beyond_one_standard_error_serves_the_better_candidate():
 
 
 def test_the_turnout_references_two_forms_are_equally_simple_and_the_better_one_counts():
-    assert simplicity_order(ORDER) == [(CONSTANT,), (TURNOUT_05, TURNOUT_SHAPE),
+    assert simplicity_order(ORDER) == [(CONSTANT,), (TURNOUT_05, TURNOUT_SHAPE, TURNOUT_05_REACH),
                                        (TURNOUT_05_BOOSTED, TURNOUT_SHAPE_BOOSTED), (MODEL,), (MODEL_PER_ARM,)]
     # both forms within one SE of the model, ahead of the constant: the better of the two is served,
     # whichever it is, though the fixed rule is listed first
@@ -146,6 +151,26 @@ def small_program(campaign_dir):
     return cfg, prep, assigned, y, design, turnout, mu, nested
 
 
+@pytest.fixture(scope="module")
+def small_flags(small_program):
+    """The contact flags of the small program's training rows."""
+    from training.contact_rate import read_contact_flags
+
+    cfg, prep = small_program[:2]
+    return read_contact_flags(prep.train, cfg)
+
+
+@pytest.fixture(scope="module")
+def small_reach(small_program, small_flags):
+    """Arm -> its channel's contact-rate booster, fitted on the small program's training rows."""
+    from training.contact_rate import ContactRateModel
+
+    cfg, prep = small_program[:2]
+    reach = arm_reach(ContactRateModel(cfg.contact_rate.params, 1).fit(prep.X_train, small_flags), cfg)
+    assert sorted(reach) == sorted(REACH_ARMS)
+    return reach
+
+
 def test_held_constant_keeps_columns_dtypes_and_categories():
     X = pd.DataFrame({"a": [1.5, 2.5, 3.5], "n": [1, 2, 3],
                       "c": pd.Categorical(["x", "y", "x"], categories=["x", "y", "z"])})
@@ -155,12 +180,14 @@ def test_held_constant_keeps_columns_dtypes_and_categories():
     assert held.n.tolist() == [1, 2, 3]
 
 
-def test_references_are_one_ensemble_per_arm_that_uses_only_what_they_may(small_program):
+def test_references_are_one_ensemble_per_arm_that_uses_only_what_they_may(small_program, small_reach):
     cfg, prep, assigned, y, design, turnout, mu, _ = small_program
-    candidates = arm_candidates(cfg, learner="dr", size="40x4", turnout_score=False, has_turnout=True)
+    candidates = arm_candidates(cfg, learner="dr", size="40x4", turnout_score=False, has_turnout=True,
+                                reach_arms=list(small_reach))
     assert [c.name for c in candidates] == ORDER == list(HEADERS)  # persuade train names every one
     score = turnout.predict(prep.X_train)
-    fitted = fit_candidates(candidates, prep.X_train, score, assigned, y, mu, cfg, design, score_column=True)
+    fitted = fit_candidates(candidates, prep.X_train, score, assigned, y, mu, cfg, design, score_column=True,
+                            reach=small_reach)
     effects = training_arm_effects(arm_contrasts(assigned, y, mu, design), prep.train.precinct)
     X = candidates[-1].frame(prep.X_train, score, score_column=True)
     for arm in cfg.arm_labels:
@@ -182,6 +209,20 @@ def test_references_are_one_ensemble_per_arm_that_uses_only_what_they_may(small_
         contrast = np.isin(assigned, [arm, cfg.control_label])
         assert ruled[contrast].mean() == pytest.approx(effects[arm]["ate"])  # the DR average effect, reshaped
         assert rule.predict(X_rule, pred_contrib=True).sum(axis=1) == pytest.approx(ruled)
+        # the rule among the voters an attempt reaches: the rule's values times the arm's
+        # contact rate, on the features and the score; an arm always reached keeps the rule's order
+        among = fitted[TURNOUT_05_REACH].boosters_[arm]
+        X_among = candidates[ORDER.index(TURNOUT_05_REACH)].frame(prep.X_train, score, score_column=True)
+        reached = among.predict(X_among)
+        reach = small_reach[arm].predict(prep.X_train) if arm in small_reach else 1.0
+        sign = np.sign(effects[arm]["ate"])
+        assert spearmanr(reached, (0.5 - np.abs(score - 0.5)) * reach).statistic * sign > 0.97
+        assert reached[contrast].mean() == pytest.approx(effects[arm]["ate"])
+        assert among.predict(X_among, pred_contrib=True).sum(axis=1) == pytest.approx(reached)
+        used = dict(zip(among.feature_name(), among.feature_importance(), strict=True))
+        assert (sum(used.values()) > used["turnout_score"]) == (arm in small_reach)
+        if arm not in small_reach:
+            assert reached == pytest.approx(ruled, rel=1e-12)  # the rule's own ensemble
         assert not is_constant(fitted[MODEL].boosters_[arm])
         assert fitted[MODEL_PER_ARM].boosters_[arm].num_trees() == fitted[MODEL].boosters_[arm].num_trees() + 10
         # the turnout shape continued on the features: its first trees are the shape's, the
@@ -208,10 +249,11 @@ def test_the_model_candidates_keep_the_learner_cv_chose_and_the_references_their
     """The references are fitted by the DR learner (the rule by its own); the model by whichever learner won."""
     cfg = small_program[0]
     by_name = {c.name: c for c in arm_candidates(cfg, learner="x", size="40x4", turnout_score=True,
-                                                  has_turnout=True)}
+                                                  has_turnout=True, reach_arms=REACH_ARMS)}
     assert {name: c.learner for name, c in by_name.items()} == {
-        CONSTANT: "dr", TURNOUT_05: TURNOUT_05, TURNOUT_SHAPE: "dr", TURNOUT_05_BOOSTED: TURNOUT_05,
-        TURNOUT_SHAPE_BOOSTED: "dr", MODEL: "x", MODEL_PER_ARM: "x"}
+        CONSTANT: "dr", TURNOUT_05: TURNOUT_05, TURNOUT_SHAPE: "dr", TURNOUT_05_REACH: TURNOUT_05_REACH,
+        TURNOUT_05_BOOSTED: TURNOUT_05, TURNOUT_SHAPE_BOOSTED: "dr", MODEL: "x", MODEL_PER_ARM: "x"}
+    assert by_name[TURNOUT_05_REACH].arms == set(REACH_ARMS) and by_name[MODEL].arms is None
     assert by_name[MODEL].turnout_score and by_name[MODEL].final == cfg.uplift.final_candidates()["40x4"]
 
 
@@ -229,6 +271,8 @@ def test_without_a_turnout_model_there_is_no_turnout_shaped_reference(small_prog
     cfg = small_program[0]
     names = [c.name for c in arm_candidates(cfg, learner="dr", size="40x4", turnout_score=False, has_turnout=False)]
     assert names == [CONSTANT, MODEL, MODEL_PER_ARM]
+    assert [c.name for c in arm_candidates(cfg, learner="dr", size="40x4", turnout_score=False, has_turnout=False,
+                                           reach_arms=REACH_ARMS)] == names  # the reach rule is the rule's
     no_arm_trees = small_program[0].model_copy(
         update={"uplift": small_program[0].uplift.model_copy(update={"arm_rounds": 0})})
     assert [c.name for c in arm_candidates(no_arm_trees, learner="dr", size="40x4", turnout_score=False,
@@ -237,12 +281,39 @@ def test_without_a_turnout_model_there_is_no_turnout_shaped_reference(small_prog
         pd.DataFrame({"a": [1.0, 2.0]}), None).a.nunique() == 1
 
 
-def test_the_references_cv_scores_are_pinned_on_the_seeded_program(small_program):
+def test_cv_refits_the_contact_rate_model_without_the_held_out_fold(small_program, small_flags):
+    """Changing who was reached in one fold leaves that fold's CV value of the reach rule as it was."""
+    from training.contact_rate import ContactFlags
+
+    cfg, prep, assigned, y, design, turnout, mu, nested = small_program
+    reach_rule = [c for c in arm_candidates(cfg, learner="dr", size="40x4", turnout_score=False, has_turnout=True,
+                                            reach_arms=REACH_ARMS) if c.name == TURNOUT_05_REACH]
+    contrasts = arm_contrasts(assigned, y, mu, design)
+
+    def values(flags):
+        records = pd.DataFrame(arm_cv_records(reach_rule, prep.X_train, assigned, y, contrasts, nested, prep.folds,
+                                              turnout, cfg, design, repeat=0, flags=flags))
+        return records[records.metric == "policy_value"].set_index(["fold", "arm"]).value.sort_index()
+
+    before = values(small_flags)
+    assert set(before.index.get_level_values("arm")) == set(REACH_ARMS)  # a candidate of those arms only
+    fold = int(prep.folds[0])
+    inside = prep.folds == fold
+    flipped = ContactFlags(small_flags.channel, small_flags.attempted,
+                           np.where(inside, small_flags.attempted & ~small_flags.reached, small_flags.reached))
+    after = values(flipped)
+    assert after.loc[fold].tolist() == before.loc[fold].tolist()  # the fold's own flags never fitted its model
+    others = before.index.get_level_values("fold") != fold
+    assert (after[others] != before[others]).all()  # every other fold's model saw them
+
+
+def test_the_references_cv_scores_are_pinned_on_the_seeded_program(small_program, small_flags, small_reach):
     """Grouped CV of the candidates on the seeded synthetic program: a change that moves them must say why."""
     cfg, prep, assigned, y, design, turnout, mu, nested = small_program
-    candidates = arm_candidates(cfg, learner="dr", size="40x4", turnout_score=False, has_turnout=True)
+    candidates = arm_candidates(cfg, learner="dr", size="40x4", turnout_score=False, has_turnout=True,
+                                reach_arms=list(small_reach))
     records = pd.DataFrame(arm_cv_records(candidates, prep.X_train, assigned, y, arm_contrasts(assigned, y, mu, design),
-                                          nested, prep.folds, turnout, cfg, design, repeat=0))
+                                          nested, prep.folds, turnout, cfg, design, repeat=0, flags=small_flags))
     table = one_standard_error_choice(records, simplicity_order(ORDER), "policy_value", cfg.split.folds)
     value = table.set_index(["arm", "candidate"]).value.unstack("candidate")[ORDER] * 1000
     assert (value[CONSTANT] == 0).all()  # ties everyone: exactly random targeting
@@ -257,9 +328,14 @@ def test_the_references_cv_scores_are_pinned_on_the_seeded_program(small_program
     # is P(reached) times the rule's bump, serves the rule continued on the features (the
     # reach model's inputs), 19.31 against the rule's 12.96, a gap of 1.7 SEs
     assert value.loc["Phone", TURNOUT_05_BOOSTED] == pytest.approx(19.309, abs=1e-3)
+    # the rule among the voters an attempt reaches is a candidate of Phone and Canvass only; on
+    # 12,000 voters its contact-rate models are noisy and it ranks below the rule
+    assert value.loc[REACH_ARMS, TURNOUT_05_REACH].tolist() == pytest.approx(PIN_REACH, abs=1e-6)
+    assert value.loc[["Mail", "Text"], TURNOUT_05_REACH].isna().all()
     assert dict(zip(table.loc[table.chosen, "arm"], table.loc[table.chosen, "candidate"], strict=True)) == {
         "Mail": TURNOUT_05, "Phone": TURNOUT_05_BOOSTED, "Text": TURNOUT_05, "Canvass": TURNOUT_05}
 
 
 PIN = {"Mail": (12.312276475065739, 4.115351901740466), "Canvass": (7.130791184682531, 3.3844844631983158)}
 PIN_RULE = {"Mail": 16.841013826672008, "Canvass": 15.989347965073001}
+PIN_REACH = [7.831722217062107, 12.616285390321941]  # Phone, Canvass

@@ -14,6 +14,13 @@ The candidates of one arm, simplest first (:func:`arm_candidates`):
     The average effect times a shape of the calibrated turnout score alone, learned
     on the training folds (the mobilization literature's "mid-propensity voters move
     most", with the shape learned rather than assumed).
+``turnout_05_reach``
+    The rule times each voter's chance of being reached on the arm's channel, for the
+    arms whose contact log says who was reached (:mod:`training.contact_rate`): an
+    attempt moves only the voters it reaches, so "voters near 50% whom we can reach"
+    (:class:`training.learners.TurnoutMidReachRule`). Nothing is learned from the
+    outcomes but each arm's level; the contact-rate model is refitted without the
+    held-out fold in CV.
 ``turnout_05_boosted``
     The rule continued by ``uplift.arm_rounds`` trees per arm on the voter features (and
     the score), each arm on its own targets, as the turnout shape is below: where an
@@ -31,19 +38,20 @@ The candidates of one arm, simplest first (:func:`arm_candidates`):
     (``uplift.arm_rounds``), so an arm's ranking can depart from the pooled one.
 
 Each is one LightGBM ensemble per arm, fitted by the same learner machinery on inputs
-held constant but for the ones it may use (:func:`training.selection.held_constant`),
+held constant but for the ones it may use (:func:`training.learners.base.held_constant`),
 so any of them explains itself with exact additive SHAP values. Grouped CV, repeated
 over several fold seeds, scores every candidate per arm and fold;
 :func:`one_standard_error_choice` serves the simplest candidate within one standard
-error of the best. The turnout reference's two forms, the fixed rule and the learned
-shape, are equally simple (one input, the turnout score): of the two, the better in CV
-is the one that counts (:func:`simplicity_order`); so for their two continuations on the
-features.
+error of the best. The turnout reference's three forms, the fixed rule, the rule among
+the voters an attempt reaches and the learned shape, are equally simple (each learns from
+the outcomes one level per arm, or a shape of the turnout score alone): of them, the
+better in CV is the one that counts (:func:`simplicity_order`); so for the two
+continuations on the features.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import lightgbm as lgb
@@ -51,16 +59,21 @@ import numpy as np
 import pandas as pd
 
 from features.config import GBMParams, RunConfig
-from training.learners import Design, TurnoutMidRule, UpliftLearner
-from training.selection import ArmContrast, fold_metrics, held_constant, make_learner, rows_of, with_turnout_score
+from training.contact_rate import ContactFlags, ContactRateModel
+from training.learners import Design, TurnoutMidReachRule, TurnoutMidRule, UpliftLearner
+from training.learners.base import held_constant
+from training.selection import ArmContrast, fold_metrics, make_learner, rows_of, with_turnout_score
 from training.turnout import TurnoutModel
 
 CONSTANT, TURNOUT_SHAPE, MODEL, MODEL_PER_ARM = "constant", "turnout_shape", "model", "model_per_arm"
 TURNOUT_SHAPE_BOOSTED = "turnout_shape_boosted"
 TURNOUT_05 = TurnoutMidRule.name
 TURNOUT_05_BOOSTED = f"{TURNOUT_05}_boosted"
-# the turnout reference, fixed and learned, and the two continued on the features
-EQUALLY_SIMPLE = ((TURNOUT_05, TURNOUT_SHAPE), (TURNOUT_05_BOOSTED, TURNOUT_SHAPE_BOOSTED))
+TURNOUT_05_REACH = TurnoutMidReachRule.name
+# the turnout reference: fixed, fixed among the voters an attempt reaches, and learned (each
+# learns nothing from the outcomes but one level per arm, or a shape of the turnout score
+# alone); then the fixed and the learned one continued on the features
+EQUALLY_SIMPLE = ((TURNOUT_05, TURNOUT_SHAPE, TURNOUT_05_REACH), (TURNOUT_05_BOOSTED, TURNOUT_SHAPE_BOOSTED))
 REFERENCE_LEARNER = "dr"  # the references' level is the doubly-robust average effect
 
 
@@ -75,6 +88,11 @@ class ArmCandidate:
     turnout_score: bool  # the turnout score (else absent, or held constant)
     arm_rounds: int = 0  # arm-specific trees on the pooled shape
     arm_features: bool = False  # the arm-specific trees see the voter features the pooled shape does not
+    arms: frozenset[str] | None = None  # the arms it is a candidate for (None: every arm)
+
+    def scores(self, arm: str) -> bool:
+        """Whether this is a candidate of ``arm``."""
+        return self.arms is None or arm in self.arms
 
     @property
     def pooled_key(self) -> tuple:
@@ -97,9 +115,14 @@ class ArmCandidate:
 
 
 def arm_candidates(
-    config: RunConfig, *, learner: str, size: str, turnout_score: bool, has_turnout: bool
+    config: RunConfig, *, learner: str, size: str, turnout_score: bool, has_turnout: bool,
+    reach_arms: Sequence[str] = (),
 ) -> list[ArmCandidate]:
-    """The candidates of every arm, simplest first, around the model grouped CV chose."""
+    """The candidates of every arm, simplest first, around the model grouped CV chose.
+
+    ``reach_arms``: the arms with a contact-rate model (:func:`arm_reach`), which have
+    the ``turnout_05_reach`` candidate when ``turnout_05`` is a reference.
+    """
     spec = config.uplift
     reference = spec.final.model_copy(update=spec.reference_size.model_dump())
     out = []
@@ -110,6 +133,9 @@ def arm_candidates(
               if name in spec.references and has_turnout]
     for name, fitter in shapes:
         out.append(ArmCandidate(name, fitter, reference, features=False, turnout_score=True))
+    if reach_arms and TURNOUT_05 in spec.references and has_turnout:
+        out.append(ArmCandidate(TURNOUT_05_REACH, TURNOUT_05_REACH, reference, features=True, turnout_score=True,
+                                arms=frozenset(reach_arms)))
     for name, fitter in shapes if arm_specific else ():
         out.append(ArmCandidate(f"{name}_boosted", fitter, reference, features=False, turnout_score=True,
                                 arm_rounds=spec.arm_rounds, arm_features=True))
@@ -134,12 +160,14 @@ def fit_candidates(
     score_column: bool = False,
     propensities: pd.DataFrame | None = None,
     fitted: dict[str, UpliftLearner] | None = None,
+    reach: Mapping[str, lgb.Booster] | None = None,
 ) -> dict[str, UpliftLearner]:
     """Every candidate fitted on ``X`` (candidates that differ only in arm rounds share the pooled fit).
 
     ``propensities``: each row's probability of every label (:class:`Design`); default: the design's shares.
     ``fitted``: candidate name -> a learner already fitted on exactly that candidate's
     input (:meth:`ArmCandidate.frame`), used instead of fitting it again.
+    ``reach``: arm -> its contact-rate booster (:func:`arm_reach`), for ``turnout_05_reach``.
     """
     pooled: dict[tuple, UpliftLearner] = {}
     out = {}
@@ -151,7 +179,9 @@ def fit_candidates(
         key = c.pooled_key
         if key not in pooled:
             Xp = c.frame(X, score, score_column=score_column, pooled=True) if c.arm_features else Xc
-            pooled[key] = make_learner(c.learner, config, design, c.final).fit(Xp, assigned, y, mu, propensities)
+            learner = (TurnoutMidReachRule(design, c.final, seed=config.split.seed, reach=reach or {})
+                       if c.learner == TURNOUT_05_REACH else make_learner(c.learner, config, design, c.final))
+            pooled[key] = learner.fit(Xp, assigned, y, mu, propensities)
         out[c.name] = (pooled[key].with_arm_rounds(Xc, assigned, y, mu, c.arm_rounds, propensities) if c.arm_rounds
                        else pooled[key])
     return out
@@ -170,27 +200,41 @@ def arm_cv_records(
     design: Design,
     repeat: int,
     propensities: pd.DataFrame | None = None,
+    flags: ContactFlags | None = None,
 ) -> list[dict]:
     """Every candidate's held-out metrics per arm and fold of one grouped-CV repeat.
 
     As in :func:`training.selection.cv_fold_scores`: fitted without fold ``k``, from
-    outcome models and a turnout model that never saw it, judged on fold ``k``, each
+    outcome models, a turnout model and a contact-rate model (on the contact ``flags``
+    of the rows, for ``turnout_05_reach``) that never saw it, judged on fold ``k``, each
     row with its propensities (``propensities``; default: the design's shares).
     """
     records = []
+    needs_reach = flags is not None and any(c.learner == TURNOUT_05_REACH for c in candidates)
     for k in np.unique(folds):
         fit_rows, eval_rows = folds != k, folds == k
         score = turnout.predict_without_fold(int(k), X) if turnout is not None else None
+        reach = None
+        if needs_reach:
+            model = ContactRateModel(config.contact_rate.params, config.split.seed)
+            reach = arm_reach(model.fit(X[fit_rows], flags.subset(fit_rows)), config)
         fitted = fit_candidates(
             candidates, X[fit_rows], None if score is None else score[fit_rows], assigned[fit_rows], y[fit_rows],
-            nested_mu[int(k)], config, design, propensities=rows_of(propensities, fit_rows),
+            nested_mu[int(k)], config, design, propensities=rows_of(propensities, fit_rows), reach=reach,
         )
         for c in candidates:
             scores = fitted[c.name].predict(c.frame(X[eval_rows], None if score is None else score[eval_rows]))
             for arm, metric, value in fold_metrics(scores, eval_rows, y, contrasts, config.audit.budgets):
-                records.append({"candidate": c.name, "repeat": repeat, "fold": int(k), "arm": arm,
-                                "metric": metric, "value": value})
+                if c.scores(arm):
+                    records.append({"candidate": c.name, "repeat": repeat, "fold": int(k), "arm": arm,
+                                    "metric": metric, "value": value})
     return records
+
+
+def arm_reach(model: ContactRateModel, config: RunConfig) -> dict[str, lgb.Booster]:
+    """Arm -> the contact-rate booster of its channel, for the arms whose channel has one."""
+    return {label: model.boosters_[arm.channel.value] for label, arm in config.arms.items()
+            if arm.channel.value in model.boosters_}
 
 
 def simplicity_order(names: Sequence[str]) -> list[tuple[str, ...]]:

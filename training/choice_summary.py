@@ -15,6 +15,7 @@ from training import arm_choice
 # each candidate's name in the table, simplest first
 HEADERS = {
     arm_choice.CONSTANT: "constant", arm_choice.TURNOUT_05: "near 0.5", arm_choice.TURNOUT_SHAPE: "turnout shape",
+    arm_choice.TURNOUT_05_REACH: "near 0.5 x reach",
     arm_choice.TURNOUT_05_BOOSTED: "near 0.5 + features", arm_choice.TURNOUT_SHAPE_BOOSTED: "shape + features",
     arm_choice.MODEL: "model", arm_choice.MODEL_PER_ARM: "per-arm shape",
 }

@@ -51,6 +51,17 @@ class ContactFlags:
     attempted: np.ndarray
     reached: np.ndarray
 
+    def subset(self, rows: np.ndarray) -> ContactFlags:
+        """The flags of ``rows`` (a boolean mask or indices)."""
+        return ContactFlags(self.channel[rows], self.attempted[rows], self.reached[rows])
+
+    def padded(self, n: int) -> ContactFlags:
+        """These flags followed by rows up to ``n`` that were never attempted (rows without a contact log)."""
+        extra = n - len(self.channel)
+        return ContactFlags(np.concatenate([self.channel, np.full(extra, NO_CHANNEL, dtype=object)]),
+                            np.concatenate([self.attempted, np.zeros(extra, dtype=bool)]),
+                            np.concatenate([self.reached, np.zeros(extra, dtype=bool)]))
+
 
 def _flag(frame: pd.DataFrame, column: str, problems: list[str]) -> np.ndarray | None:
     values = frame[column]
@@ -182,6 +193,7 @@ class ContactRateReport:
     """A fitted contact-rate model and its hold-out evaluation."""
 
     model: ContactRateModel
+    train_flags: ContactFlags  # the flags it was fitted on (the experiment's training rows)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     calibration: dict[str, pd.DataFrame] = field(default_factory=dict)
 
@@ -202,7 +214,7 @@ def fit_contact_rate(prep: Prepared, config: RunConfig) -> ContactRateReport | N
     if not model.boosters_:
         return None
     metrics, tables = model.evaluate(prep.X_test, test_flags)
-    return ContactRateReport(model, metrics, tables)
+    return ContactRateReport(model, train_flags, metrics, tables)
 
 
 def log_contact_rate(report: ContactRateReport) -> None:

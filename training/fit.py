@@ -24,6 +24,7 @@ from training.arm_choice import (
     MODEL,
     arm_candidates,
     arm_cv_records,
+    arm_reach,
     chosen_candidates,
     fit_candidates,
     is_constant,
@@ -251,8 +252,10 @@ def fit_and_evaluate(
     selection = selection_tables[config.uplift.selection_metric]
     best = {name: selection.loc[name, "mean"].idxmax() for name in config.uplift.learners}  # (size, score)
     chosen = str(selection["mean"].idxmax()[0])
+    reach = arm_reach(contact.model, config) if contact is not None else {}
+    flags = contact.train_flags.padded(len(prep.train)) if contact is not None else None  # programs: not attempted
     candidates = arm_candidates(config, learner=chosen, size=best[chosen][0], turnout_score=bool(best[chosen][1]),
-                                has_turnout=turnout is not None)
+                                has_turnout=turnout is not None, reach_arms=list(reach))
 
     repeats = config.split.repeats_for(len(prep.train))
     progress(f"each arm against the references (grouped CV, {repeats} repeat{'s' if repeats > 1 else ''})")
@@ -265,7 +268,7 @@ def fit_and_evaluate(
                                                          turnout, r, ctrl)
             contrasts_r = arm_contrasts(a_tr, y_tr, models_r.mu, design, propensities)
         records += arm_cv_records(candidates, prep.X_train, a_tr, y_tr, contrasts_r, models_r.nested, folds_r,
-                                  turnout_r, config, design, r, propensities)
+                                  turnout_r, config, design, r, propensities, flags)
     arm_selection = one_standard_error_choice(pd.DataFrame(records), simplicity_order([c.name for c in candidates]),
                                               config.uplift.selection_metric, config.split.folds)
     served = chosen_candidates(arm_selection)
@@ -291,7 +294,8 @@ def fit_and_evaluate(
     # served layout adds a held-constant score column the learner did not see.
     same_input = best[chosen][1] or not scored
     fitted = fit_candidates(candidates, prep.X_train, score_tr, a_tr, y_tr, mu, config, design, score_column=scored,
-                            propensities=propensities, fitted={MODEL: learners[chosen]} if same_input else None)
+                            propensities=propensities, fitted={MODEL: learners[chosen]} if same_input else None,
+                            reach=reach)
     by_name = {c.name: c for c in candidates}
     for name, learner in fitted.items():
         if name != MODEL:  # the model's hold-out scores are its learner's, above

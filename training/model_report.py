@@ -367,14 +367,16 @@ def _reference_tables(run: RunArtifacts) -> list[str]:
         shown = shown[["arm", "candidate", "value", "se", "gap", "gap_se", "chosen", "stability"]]
         body += [h.heading("Each arm against the references (grouped CV ×1000)"), h.paragraph(
             "Candidates, simplest first: constant (each arm's average effect for everyone, which ranks as random "
-            "targeting); with a turnout model, turnout_05 (the average effect times the fixed rule 0.5 - |p - 0.5| "
-            "of the turnout score p: voters near 50% turnout first) and the turnout shape (the average effect "
-            "times a shape of the turnout score learned from the outcomes), equally simple, and the two continued "
-            "on the features per arm (turnout_05_boosted, turnout_shape_boosted), equally simple; the model, and "
-            "the model with arm-specific trees. Value: the "
+            "targeting); with a turnout model, equally simple (nothing learned from the outcomes but each arm's "
+            "level, or a shape of the turnout score alone): turnout_05 (the average effect times the fixed rule "
+            "0.5 - |p - 0.5| of the turnout score p: voters near 50% turnout first), the turnout shape (the average "
+            "effect times a shape of the turnout score learned from the outcomes) and, for arms whose contact log "
+            "says who was reached, turnout_05_reach (the rule times each voter's chance of being reached); the "
+            "first two continued on the features per arm (turnout_05_boosted, turnout_shape_boosted), equally "
+            "simple; the model, and the model with arm-specific trees. Value: the "
             "doubly-robust incremental outcomes per voter captured above random by contacting the top of each "
             "held-out fold, averaged over the budgets; gap: below the best candidate, paired by fold. Each arm "
-            "serves the simplest candidate within one standard error of the best (of two equally simple, the "
+            "serves the simplest candidate within one standard error of the best (of equally simple ones, the "
             "better); stability is the share of CV repeats that would have chosen the same."),
             h.table(shown, {c: h.number(3) for c in ("value", "se", "gap", "gap_se")} | {"stability": h.number(2)},
                     row_class=lambda r: "ref" if r["chosen"] else "")]

@@ -108,6 +108,25 @@ def truncated_booster(booster: lgb.Booster, n_trees: int) -> lgb.Booster:
     return lgb.Booster(model_str=booster.model_to_string(num_iteration=n_trees))
 
 
+def held_constant(X: pd.DataFrame, keep: Sequence[str] = ()) -> pd.DataFrame:
+    """``X`` with every column but ``keep`` held at one value (categories and dtypes kept).
+
+    LightGBM never splits on a constant column, so an ensemble fitted on this frame
+    uses only ``keep`` (nothing at all when empty: one leaf, the mean of its targets),
+    yet scores and explains the real frame like any other model of the same columns.
+    """
+    out = {}
+    for column in X.columns:
+        values = X[column]
+        if column in keep:
+            out[column] = values
+        elif isinstance(values.dtype, pd.CategoricalDtype):
+            out[column] = pd.Categorical.from_codes(np.zeros(len(X), dtype=int), dtype=values.dtype)
+        else:
+            out[column] = np.zeros(len(X), dtype=values.dtype)
+    return pd.DataFrame(out, index=X.index)
+
+
 @dataclass
 class Design:
     """Who is control, who got which arm, and the probability each row had of each.

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
 from features.config import GBMParams
 from serving.bundle import TURNOUT_SCORE
-from training.learners.base import Contrast, Design
+from training.learners.base import Contrast, Design, fit_booster, held_constant
 from training.learners.dr import DRLearner
 
 RULE_FIT = {"learning_rate": 0.5, "min_child_samples": 20, "subsample": 1.0, "colsample_bytree": 1.0}
@@ -55,3 +56,59 @@ class TurnoutMidRule(DRLearner):
             raise ValueError(f"the turnout_05 rule needs the {TURNOUT_SCORE!r} column")
         rule = 0.5 + turnout_05_score(X[TURNOUT_SCORE].to_numpy())
         return Contrast(np.ones(len(X), dtype=bool), rule, np.ones(len(X)), np.ones(len(X)))
+
+
+class TurnoutMidReachRule(TurnoutMidRule):
+    """The rule ``0.5 - |p - 0.5|`` times each voter's chance of being reached on the arm's channel.
+
+    An attempted call or door knock moves only the voters it reaches, so the effect of
+    assigning a voter to such an arm is ``P(reached | x)`` times the effect of reaching
+    them (the exclusion restriction; :mod:`training.contact_rate`). This reference is the
+    rule a campaign applies among the voters it can reach: nothing is learned from the
+    outcomes but each arm's level. Per arm, one tree ensemble is fitted on the voter
+    features and the turnout score to the noise-free values ``(0.5 - |p - 0.5|) *
+    P(reached | x)`` (the rule's shape, as :class:`TurnoutMidRule`'s, times the arm's
+    contact rate), then scaled to the arm's doubly-robust average effect. An arm always
+    reached gets the rule's own ensemble, on the turnout score alone.
+
+    Parameters
+    ----------
+    design, final_params, seed
+        As :class:`training.learners.base.UpliftLearner`'s (the arms' shapes are never
+        pooled and have no arm-specific rounds).
+    reach : mapping of str to Booster
+        Arm -> a binary LightGBM booster of P(reached | attempted) on the voter features
+        (``X`` without the turnout score): a channel's contact-rate model. An arm without
+        one is always reached, and its shape is the rule's.
+    """
+
+    name = "turnout_05_reach"
+
+    def __init__(self, design: Design, final_params: GBMParams, *, reach: Mapping[str, lgb.Booster], seed: int = 0):
+        super().__init__(design, final_params, seed=seed)
+        self.pool_arms = False
+        self.reach = dict(reach)
+
+    def fit(
+        self, X: pd.DataFrame, assigned: np.ndarray, y: np.ndarray, mu: Mapping[str, np.ndarray],
+        propensities: pd.DataFrame | None = None,
+    ) -> TurnoutMidReachRule:
+        """Fit each arm's shape on every row of ``X`` and scale it to the arm's level (``mu``, as ``fit``'s)."""
+        rule = self.pooled_targets(X, assigned, y, mu, propensities).target
+        features = X.drop(columns=TURNOUT_SCORE)
+        assigned, y = np.asarray(assigned), np.asarray(y, dtype=float)
+        self.boosters_, self.arm_scale_ = {}, {}
+        always = None  # the rule's own ensemble, on the score alone, for the arms always reached
+        for arm in self.design.arms:
+            if arm in self.reach:
+                shape = rule * self.reach[arm].predict(features)
+                booster = fit_booster(X, shape, self.final_params, "regression", self.seed)
+            else:
+                if always is None:
+                    always = fit_booster(held_constant(X, keep=[TURNOUT_SCORE]), rule, self.final_params,
+                                         "regression", self.seed)
+                booster = always
+            c = self.targets(arm, assigned, y, mu, propensities)
+            self.boosters_[arm], self.arm_scale_[arm] = self._arm_on_shape(booster, booster.predict(X)[c.rows],
+                                                                           c.target, c.weight)
+        return self
