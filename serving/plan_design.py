@@ -10,7 +10,9 @@ targeting, drawn with one seeded generator (same seed and inputs, same assignmen
    fewer where a band would hold out fewer than :data:`MIN_HELD_PER_STRATUM` voters).
    In each stratum of ``n`` voters exactly ``h = round(holdout * n)`` are held out
    (complete randomization; at least one and at most ``n - 1`` in a stratum of two or
-   more), so every stratum's holdout share is the requested one up to rounding.
+   more), so every stratum's holdout share is the requested one up to rounding. A
+   stratum of one voter (an arm planned for one voter) holds them out with probability
+   ``holdout``, so every targeted voter keeps a chance of control.
 2. **Exploration.** ``m = round(explore * E)`` voters of the eligible universe (the ``E``
    voters with at least one arm they may get by consent) are drawn at random among
    those not held out, and each gets an arm drawn uniformly among the arms they may get
@@ -72,11 +74,9 @@ def explored_count(explore: float, eligible: int) -> int:
 
 
 def held_count(holdout: float, voters: int) -> int:
-    """Voters held out of a stratum of ``voters`` (see the module docstring)."""
-    if holdout <= 0 or voters == 0:
+    """Voters held out of a stratum of two or more ``voters`` (see the module docstring)."""
+    if holdout <= 0 or voters < 2:
         return 0
-    if voters == 1:
-        return _half_up(holdout)
     return min(voters - 1, max(1, _half_up(holdout * voters)))
 
 
@@ -243,9 +243,13 @@ def randomize(targeted: np.ndarray, gain: np.ndarray, labels: Sequence[str], spe
         bands = 1 if spec.holdout <= 0 else int(np.clip(len(members) * spec.holdout // MIN_HELD_PER_STRATUM,
                                                         1, BANDS))
         for band, part in enumerate(np.array_split(members, bands), start=1):
-            h = held_count(spec.holdout, len(part))
+            if len(part) == 1 and spec.holdout > 0:  # a lone voter: a coin of the holdout share
+                h, share = int(rng.random() < spec.holdout), spec.holdout
+            else:
+                h = held_count(spec.holdout, len(part))
+                share = h / len(part)
             held[part[rng.permutation(len(part))[:h]]] = True
-            held_share[part] = h / len(part)
+            held_share[part] = share
             strata.append({"arm": label, "band": band, "voters": len(part), "held_out": h,
                            "gain_high": float(gain[part[0], j]), "gain_low": float(gain[part[-1], j])})
     eligible = allowed.any(axis=1)

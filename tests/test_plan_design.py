@@ -113,6 +113,20 @@ def test_holdout_share_is_exact_per_stratum_of_arm_and_score_band():
     assert len(small.description["strata"]) == 1 and MIN_HELD_PER_STRATUM > 3
 
 
+def test_a_lone_voter_of_an_arm_is_held_out_by_a_coin_so_control_stays_possible():
+    """An arm planned for one voter: held out with probability ``holdout``, recorded as that."""
+    gain, arm = toy(n=400, seed=4)
+    arm = np.where(arm == 2, -1, arm)
+    arm[np.flatnonzero(np.isfinite(gain[:, 2]))[0]] = 2  # the third arm goes to one voter
+    lone = int(np.flatnonzero(arm == 2)[0])
+    spec = DesignSpec(holdout=0.1)
+    drawn = [randomize(arm, gain, LABELS, spec, seed) for seed in range(2000)]
+    assert {d.propensity[lone, 3] for d in drawn} == {0.1}  # P(control) = the holdout share, never 0
+    held = np.mean([d.holdout[lone] for d in drawn])
+    assert abs(held - 0.1) < 5 * np.sqrt(0.1 * 0.9 / 2000)
+    assert held_count(0.1, 1) == 0 and held_count(0.9, 1) == 0  # complete randomization is for two or more
+
+
 @pytest.mark.parametrize(("kwargs", "field"), [
     ({"holdout": 1.0}, "holdout"), ({"holdout": -0.1}, "holdout"), ({"explore": 1.5}, "explore"),
     ({"explore": float("nan")}, "explore"), ({"seed": -3}, "seed"), ({"holdout": True}, "holdout"),
