@@ -13,7 +13,7 @@ from training.choice_summary import HEADERS, arm_choice_table
 
 
 def test_every_candidate_value_and_its_se_print_whole_at_80_columns():
-    values = dict(zip(HEADERS, [0.0, 0.01342, 0.01055, 0.01517, 0.01691, 0.00975, 0.01249], strict=True))
+    values = dict(zip(HEADERS, [0.0, 0.01342, 0.01055, 0.01388, 0.01517, 0.01691, 0.00975, 0.01249], strict=True))
     rows = [{"arm": arm, "candidate": c, "value": v, "se": 0.00111 + 0.01 * (c == MODEL), "chosen": c == MODEL,
              "stability": 0.5 if c == MODEL else float("nan")}
             for arm in ("Civic Duty", "[Neighbors]", "Hawthorne", "Self") for c, v in values.items()]
@@ -28,8 +28,8 @@ def test_every_candidate_value_and_its_se_print_whole_at_80_columns():
         assert f"{v * 1000:.2f}" in {n.lstrip("*") for n in numbers}
     assert "*9.75" in numbers and "±11.11" in numbers and "±1.11" in numbers
     assert "[Neighbors]" in text  # an arm label is printed as it is, never read as markup
-    for name in ("constant", "near 0.5 + features", "shape + features", "per-arm shape"):  # whole words
-        assert name in text
+    for name in ("constant", "near 0.5 x reach", "near 0.5 + features", "shape + features", "per-arm shape"):
+        assert name in text  # whole words
     assert all(line.rstrip().endswith(("┓", "┃", "┩", "│", "┘")) for line in text.splitlines()
                if line.lstrip().startswith(("┏", "┃", "┡", "│", "└")))  # no column cut off at the edge
     assert "chose the served one: Civic Duty 50%, [Neighbors] 50%, Hawthorne 50%" in " ".join(text.split())

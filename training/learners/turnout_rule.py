@@ -65,11 +65,14 @@ class TurnoutMidReachRule(TurnoutMidRule):
     assigning a voter to such an arm is ``P(reached | x)`` times the effect of reaching
     them (the exclusion restriction; :mod:`training.contact_rate`). This reference is the
     rule a campaign applies among the voters it can reach: nothing is learned from the
-    outcomes but each arm's level. Per arm, one tree ensemble is fitted on the voter
-    features and the turnout score to the noise-free values ``(0.5 - |p - 0.5|) *
-    P(reached | x)`` (the rule's shape, as :class:`TurnoutMidRule`'s, times the arm's
-    contact rate), then scaled to the arm's doubly-robust average effect. An arm always
-    reached gets the rule's own ensemble, on the turnout score alone.
+    outcomes but each arm's level. Each arm's ensemble starts with the rule's own trees
+    (:class:`TurnoutMidRule`'s, on the turnout score alone) and continues them, on the
+    voter features and the score, to the noise-free values ``(0.5 - |p - 0.5|) *
+    P(reached | x)`` (the rule times the arm's contact rate); it is then scaled to the
+    arm's doubly-robust average effect. So the arms share the rule's trees (the service
+    explains them once for all arms, :mod:`serving.arms`), and the reasons split into
+    the rule's (the turnout score) and the contact rate's (the features that say who
+    answers). An arm always reached keeps the rule's trees alone.
 
     Parameters
     ----------
@@ -95,19 +98,16 @@ class TurnoutMidReachRule(TurnoutMidRule):
     ) -> TurnoutMidReachRule:
         """Fit each arm's shape on every row of ``X`` and scale it to the arm's level (``mu``, as ``fit``'s)."""
         rule = self.pooled_targets(X, assigned, y, mu, propensities).target
-        features = X.drop(columns=TURNOUT_SCORE)
         assigned, y = np.asarray(assigned), np.asarray(y, dtype=float)
+        # the rule's own ensemble, on the score alone: :class:`TurnoutMidRule`'s trees
+        own = fit_booster(held_constant(X, keep=[TURNOUT_SCORE]), rule, self.final_params, "regression", self.seed)
+        features = X.drop(columns=TURNOUT_SCORE)
         self.boosters_, self.arm_scale_ = {}, {}
-        always = None  # the rule's own ensemble, on the score alone, for the arms always reached
         for arm in self.design.arms:
-            if arm in self.reach:
-                shape = rule * self.reach[arm].predict(features)
-                booster = fit_booster(X, shape, self.final_params, "regression", self.seed)
-            else:
-                if always is None:
-                    always = fit_booster(held_constant(X, keep=[TURNOUT_SCORE]), rule, self.final_params,
-                                         "regression", self.seed)
-                booster = always
+            booster = own
+            if arm in self.reach:  # continued on every input to the rule's values times the contact rate
+                booster = fit_booster(X, rule * self.reach[arm].predict(features), self.final_params, "regression",
+                                      self.seed, init_model=own)
             c = self.targets(arm, assigned, y, mu, propensities)
             self.boosters_[arm], self.arm_scale_[arm] = self._arm_on_shape(booster, booster.predict(X)[c.rows],
                                                                            c.target, c.weight)
