@@ -18,9 +18,9 @@ The candidates of one arm, simplest first (:func:`arm_candidates`):
     The rule times each voter's chance of being reached on the arm's channel, for the
     arms whose contact log says who was reached (:mod:`training.contact_rate`): an
     attempt moves only the voters it reaches, so "voters near 50% whom we can reach"
-    (:class:`training.learners.TurnoutMidReachRule`). Nothing is learned from the
-    outcomes but each arm's level; the contact-rate model is refitted without the
-    held-out fold in CV.
+    (:class:`training.learners.TurnoutMidReachRule`: the rule's trees continued to the
+    rule times the contact rate). Nothing is learned from the outcomes but each arm's
+    level; the contact-rate model is refitted without the held-out fold in CV.
 ``turnout_05_boosted``
     The rule continued by ``uplift.arm_rounds`` trees per arm on the voter features (and
     the score), each arm on its own targets, as the turnout shape is below: where an
