@@ -74,13 +74,13 @@ def report(result, label: str, truth: pd.DataFrame | None, outcome: str, seconds
     for arm, candidate in result.served.items():
         for budget in result.budgets:
             row = {"program": label, "arm": arm, "served": candidate, "budget": f"{budget:.0%}"}
-            for ranking in rankings:
+            for ranking in [r for r in rankings if (r, arm, budget) in policy.index]:  # a candidate's arms
                 value = policy.loc[(ranking, arm, budget)]
                 name = "model" if ranking == result.learner else ranking
                 row[f"{name} (hold-out)"] = f"{value.gain * 1000:+.2f} ± {value.se * 1000:.2f}"
             if truth is not None:
                 tau = test[["voter_id"]].merge(truth, on="voter_id", how="left")[f"tau_{outcome}_{arm.lower()}"]
-                for ranking in rankings:
+                for ranking in [r for r in rankings if arm in result.test_scores[r].columns]:
                     name = "model" if ranking == result.learner else ranking
                     gain = policy_gain(result.test_scores[ranking][arm].to_numpy(), tau.to_numpy(), [budget])[0]
                     row[f"{name} (true)"] = f"{gain * 1000:+.2f}"

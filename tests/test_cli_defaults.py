@@ -149,6 +149,8 @@ def test_runs_and_evaluate_write_json_and_csv_for_scripts(runner, versions, smal
     tags = MlflowClient().get_run(run_id).data.tags
     assert evaluation["run_id"] == run_id and evaluation["gates"]["qini_best_arm"] == tags["gate.qini_best_arm"]
     assert set(evaluation["holdout_qini"]) >= {"t_default", "turnout_05"} and evaluation["ate"]
+    # the reach rule is a candidate of the arms whose attempts do not always reach: only those
+    assert set(evaluation["holdout_qini"]["turnout_05_reach"]) == {"Phone", "Canvass"}
     out = runner.invoke(main, ["evaluate", "--run", run_id, "--format", "csv"])
     table = list(csv.DictReader(io.StringIO(out.stdout)))
     assert {r["ranking"] for r in table} == set(evaluation["holdout_qini"])

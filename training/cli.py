@@ -118,7 +118,8 @@ def _print_result(result, validation) -> None:
         table.add_column(arm, justify="right")
     for name in result.holdout.index.get_level_values(0).unique():
         label = f"{name} (the model's learner)" if name == result.learner else name
-        table.add_row(label, *[f"{result.holdout.loc[(name, a), 'qini'] * 1000:.3f}" for a in arms])
+        table.add_row(label, *[f"{result.holdout.loc[(name, a), 'qini'] * 1000:.3f}"
+                               if (name, a) in result.holdout.index else "-" for a in arms])  # a candidate's arms
     console.print(table)
     t = Table(title="Served model: hold-out metrics per arm")
     cols = ("arm", "Qini x1000 [95% CI]", "AUUC", "uplift@10%", "@20%", "@30%", "pred. ATE", "observed ATE [95% CI]")

@@ -152,7 +152,7 @@ def evaluate_command(run_id: str, fmt: str) -> None:
         click.echo(holdout[["ranking", "arm", "qini"]].to_csv(index=False), nl=False)
         return
     if fmt == "json":
-        qini = {str(r): {str(a): float(v) for a, v in row.items()} for r, row in
+        qini = {str(r): {str(a): float(v) for a, v in row.items() if pd.notna(v)} for r, row in  # a candidate's arms
                 holdout.pivot(index="ranking", columns="arm", values="qini").iterrows()}
         click.echo(json.dumps({"run_id": run_id, "holdout_qini": qini,
                                "ate": json.loads(ate.to_json(orient="records")), "gates": gates}, indent=2))
@@ -164,7 +164,7 @@ def evaluate_command(run_id: str, fmt: str) -> None:
     for arm in pivot.columns:
         table.add_column(arm, justify="right")
     for name, row in pivot.iterrows():
-        table.add_row(str(name), *[f"{v:.3f}" for v in row])
+        table.add_row(str(name), *[f"{v:.3f}" if pd.notna(v) else "-" for v in row])
     console.print(table)
     console.print(ate.to_string(index=False))
     for key, value in gates.items():

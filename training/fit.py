@@ -139,7 +139,7 @@ def holdout_table(
     """Qini, AUUC and uplift@k of every ranking and arm (index: ranking, arm)."""
     rows = []
     for name, scores in test_scores.items():
-        for arm in arms:
+        for arm in [a for a in arms if a in scores.columns]:  # a ranking of some arms only has only those
             r = (assigned == arm) | (assigned == control)
             s, yy, t = scores[arm].to_numpy()[r], y[r], (assigned[r] == arm).astype(float)
             row = {"ranking": name, "arm": arm, "qini": qini_coefficient(s, yy, t), "auuc": auuc(s, yy, t)}
@@ -298,8 +298,9 @@ def fit_and_evaluate(
                             reach=reach)
     by_name = {c.name: c for c in candidates}
     for name, learner in fitted.items():
-        if name != MODEL:  # the model's hold-out scores are its learner's, above
-            test_scores[name] = learner.predict(by_name[name].frame(prep.X_test, p_test, score_column=scored))
+        if name != MODEL:  # the model's hold-out scores are its learner's, above; a candidate's arms only
+            scores = learner.predict(by_name[name].frame(prep.X_test, p_test, score_column=scored))
+            test_scores[name] = scores[[arm for arm in arms if by_name[name].scores(arm)]]
     uplift = {arm: fitted[served[arm]].boosters_[arm] for arm in arms}
     test_scores[SERVED] = pd.DataFrame(
         {arm: uplift[arm].predict(by_name[served[arm]].frame(prep.X_test, p_test, score_column=scored))
@@ -319,6 +320,8 @@ def fit_and_evaluate(
         t = (a_te[r] == arm).astype(float)
         weights = cluster_bootstrap_weights(groups_te[r], config.gates.qini_bootstrap, seed)  # one draw per arm
         for ranking, scores in test_scores.items():
+            if arm not in scores.columns:
+                continue
             table = holdout_policy_gain(scores[arm].to_numpy()[r], y_te[r], t, groups_te[r], config.audit.budgets,
                                         weights=weights)
             policy.append(table.assign(ranking=ranking, arm=arm))

@@ -274,7 +274,7 @@ def _log_plots(config: RunConfig, result: FitResult, folder: Path) -> None:
     for arm in config.arm_labels:
         rows = (assigned == arm) | (assigned == config.control_label)
         t = (assigned[rows] == arm).astype(float)
-        scores = {name: s[arm].to_numpy()[rows] for name, s in result.test_scores.items()}
+        scores = {name: s[arm].to_numpy()[rows] for name, s in result.test_scores.items() if arm in s.columns}
         slug = _slug(result.model, arm)
         plots.qini_curves(arm, scores, y[rows], t, folder / f"qini_{slug}.png")
         plots.decile_bars(arm, result.deciles[arm], folder / f"deciles_{slug}.png", units)
