@@ -24,7 +24,8 @@ def _recovery(result, truth: pd.DataFrame, outcome: str) -> pd.DataFrame:
     for name, scores in result.test_scores.items():
         if name in ("random", "turnout_05"):
             continue
-        rows[name] = {a: spearmanr(scores[a], test[f"tau_{outcome}_{a.lower()}"]).statistic for a in ARMS}
+        rows[name] = {a: spearmanr(scores[a], test[f"tau_{outcome}_{a.lower()}"]).statistic
+                      for a in ARMS if a in scores.columns}  # a reference of some arms scores only those
     return pd.DataFrame(rows).T
 
 
