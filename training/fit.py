@@ -83,7 +83,7 @@ class FitResult:
     deciles: dict[str, pd.DataFrame]
     turnout: dict[str, float]
     calibration: pd.DataFrame
-    test_scores: dict[str, pd.DataFrame]
+    test_scores: dict[str, pd.DataFrame]  # ranking -> hold-out scores, a column per arm it ranks
     prepared: Prepared
     gates: dict[str, dict] = field(default_factory=dict)
     contact_rate: ContactRateReport | None = None
