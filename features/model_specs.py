@@ -87,7 +87,8 @@ class UpliftSpec(_Strict):
     )
     reference_size: TreeSize = Field(
         default=TreeSize(n_estimators=100, num_leaves=3),
-        description="trees x leaves of the turnout_05 and turnout_shape references (one-feature ensembles)",
+        description="trees x leaves of the turnout_05 and turnout_shape references (one-feature ensembles); "
+        "turnout_05_reach continues the rule's trees by as many again on the features",
     )
     pool_arms: bool = Field(
         default=True,
