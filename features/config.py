@@ -295,6 +295,11 @@ class RunConfig(_Strict):
     def arm_labels(self) -> list[str]:
         return list(self.arms)
 
+    @property
+    def arm_channels(self) -> dict[str, str]:
+        """Each arm's channel (``mail``, ``phone``, ...) by label."""
+        return {label: arm.channel.value for label, arm in self.arms.items()}
+
     def arm_codes(self) -> dict[int | str, str] | None:
         """Label of each raw arm code (control included), or None if no codes are configured."""
         if self.control_value is None:

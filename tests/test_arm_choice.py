@@ -22,7 +22,6 @@ from training.arm_choice import (
     ArmCandidate,
     arm_candidates,
     arm_cv_records,
-    arm_reach,
     fit_candidates,
     is_constant,
     one_standard_error_choice,
@@ -167,7 +166,7 @@ def small_reach(small_program, small_flags):
     from training.contact_rate import ContactRateModel
 
     cfg, prep = small_program[:2]
-    reach = arm_reach(ContactRateModel(cfg.contact_rate.params, 1).fit(prep.X_train, small_flags), cfg)
+    reach = ContactRateModel(cfg.contact_rate.params, 1).fit(prep.X_train, small_flags).arm_boosters(cfg.arm_channels)
     assert sorted(reach) == sorted(REACH_ARMS)
     return reach
 

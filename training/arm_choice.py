@@ -90,7 +90,7 @@ class ArmCandidate:
     arm_features: bool = False  # the arm-specific trees see the voter features the pooled shape does not
     arms: frozenset[str] | None = None  # the arms it is a candidate for (None: every arm)
 
-    def scores(self, arm: str) -> bool:
+    def is_for(self, arm: str) -> bool:
         """Whether this is a candidate of ``arm``."""
         return self.arms is None or arm in self.arms
 
@@ -120,7 +120,7 @@ def arm_candidates(
 ) -> list[ArmCandidate]:
     """The candidates of every arm, simplest first, around the model grouped CV chose.
 
-    ``reach_arms``: the arms with a contact-rate model (:func:`arm_reach`), which have
+    ``reach_arms``: the arms with a contact-rate model (``ContactRateModel.arm_boosters``), which have
     the ``turnout_05_reach`` candidate when ``turnout_05`` is a reference.
     """
     spec = config.uplift
@@ -167,7 +167,7 @@ def fit_candidates(
     ``propensities``: each row's probability of every label (:class:`Design`); default: the design's shares.
     ``fitted``: candidate name -> a learner already fitted on exactly that candidate's
     input (:meth:`ArmCandidate.frame`), used instead of fitting it again.
-    ``reach``: arm -> its contact-rate booster (:func:`arm_reach`), for ``turnout_05_reach``.
+    ``reach``: arm -> its contact-rate booster (``ContactRateModel.arm_boosters``), for ``turnout_05_reach``.
     """
     pooled: dict[tuple, UpliftLearner] = {}
     out = {}
@@ -217,7 +217,7 @@ def arm_cv_records(
         reach = None
         if needs_reach:
             model = ContactRateModel(config.contact_rate.params, config.split.seed)
-            reach = arm_reach(model.fit(X[fit_rows], flags.subset(fit_rows)), config)
+            reach = model.fit(X[fit_rows], flags.subset(fit_rows)).arm_boosters(config.arm_channels)
         fitted = fit_candidates(
             candidates, X[fit_rows], None if score is None else score[fit_rows], assigned[fit_rows], y[fit_rows],
             nested_mu[int(k)], config, design, propensities=rows_of(propensities, fit_rows), reach=reach,
@@ -225,16 +225,10 @@ def arm_cv_records(
         for c in candidates:
             scores = fitted[c.name].predict(c.frame(X[eval_rows], None if score is None else score[eval_rows]))
             for arm, metric, value in fold_metrics(scores, eval_rows, y, contrasts, config.audit.budgets):
-                if c.scores(arm):
+                if c.is_for(arm):
                     records.append({"candidate": c.name, "repeat": repeat, "fold": int(k), "arm": arm,
                                     "metric": metric, "value": value})
     return records
-
-
-def arm_reach(model: ContactRateModel, config: RunConfig) -> dict[str, lgb.Booster]:
-    """Arm -> the contact-rate booster of its channel, for the arms whose channel has one."""
-    return {label: model.boosters_[arm.channel.value] for label, arm in config.arms.items()
-            if arm.channel.value in model.boosters_}
 
 
 def simplicity_order(names: Sequence[str]) -> list[tuple[str, ...]]:

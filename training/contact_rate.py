@@ -23,6 +23,7 @@ gets no model: it counts as always reached.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -95,7 +96,7 @@ def read_contact_flags(frame: pd.DataFrame, config: RunConfig) -> ContactFlags |
     if spec.reached_column not in frame.columns:
         return None
     assigned = frame[config.arm_column].astype(str).to_numpy()
-    channel_of = {label: arm.channel.value for label, arm in config.arms.items()}
+    channel_of = config.arm_channels
     channel = np.array([channel_of.get(a, NO_CHANNEL) for a in assigned], dtype=object)
     problems: list[str] = []
     reached = _flag(frame, spec.reached_column, problems)
@@ -162,6 +163,10 @@ class ContactRateModel:
                 "attempted_rows": int(rows.sum()),
             }
         return self
+
+    def arm_boosters(self, arm_channels: Mapping[str, str]) -> dict[str, lgb.Booster]:
+        """Arm -> its channel's classifier, for the arms whose channel has one (``RunConfig.arm_channels``)."""
+        return {arm: self.boosters_[channel] for arm, channel in arm_channels.items() if channel in self.boosters_}
 
     def predict(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
         """P(reached | attempted) for every row, per modelled channel."""

@@ -24,7 +24,6 @@ from training.arm_choice import (
     MODEL,
     arm_candidates,
     arm_cv_records,
-    arm_reach,
     chosen_candidates,
     fit_candidates,
     is_constant,
@@ -252,7 +251,7 @@ def fit_and_evaluate(
     selection = selection_tables[config.uplift.selection_metric]
     best = {name: selection.loc[name, "mean"].idxmax() for name in config.uplift.learners}  # (size, score)
     chosen = str(selection["mean"].idxmax()[0])
-    reach = arm_reach(contact.model, config) if contact is not None else {}
+    reach = contact.model.arm_boosters(config.arm_channels) if contact is not None else {}
     flags = contact.train_flags.padded(len(prep.train)) if contact is not None else None  # programs: not attempted
     candidates = arm_candidates(config, learner=chosen, size=best[chosen][0], turnout_score=bool(best[chosen][1]),
                                 has_turnout=turnout is not None, reach_arms=list(reach))
@@ -300,7 +299,7 @@ def fit_and_evaluate(
     for name, learner in fitted.items():
         if name != MODEL:  # the model's hold-out scores are its learner's, above; a candidate's arms only
             scores = learner.predict(by_name[name].frame(prep.X_test, p_test, score_column=scored))
-            test_scores[name] = scores[[arm for arm in arms if by_name[name].scores(arm)]]
+            test_scores[name] = scores[[arm for arm in arms if by_name[name].is_for(arm)]]
     uplift = {arm: fitted[served[arm]].boosters_[arm] for arm in arms}
     test_scores[SERVED] = pd.DataFrame(
         {arm: uplift[arm].predict(by_name[served[arm]].frame(prep.X_test, p_test, score_column=scored))
