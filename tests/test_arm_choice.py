@@ -58,8 +58,8 @@ def test_policy_gain_takes_a_tied_block_in_random_order():
     assert policy_gain(score, pseudo, [0.2])[0] == pytest.approx((1.0 - 0.4) / 10)
 
 
-def test_holdout_policy_gain_reads_the_qini_curve_at_each_budget_with_an_interval():
-    from training.evaluation import holdout_policy_gain, qini_points
+def test_holdout_policy_gain_reads_the_policy_curve_at_each_budget_with_an_interval():
+    from training.evaluation import holdout_policy_gain, policy_points
 
     rng = np.random.default_rng(4)
     n = 20_000
@@ -68,7 +68,7 @@ def test_holdout_policy_gain_reads_the_qini_curve_at_each_budget_with_an_interva
     y = (rng.random(n) < 0.3 + 0.2 * t * x).astype(float)  # contact moves high-x voters most
     groups = rng.integers(0, 2000, n)
     table = holdout_policy_gain(x, y, t, groups, [0.1, 0.3], n_boot=100, seed=0)
-    xs, q = qini_points(x, y, t)
+    xs, q = policy_points(x, y, t)
     assert table.gain.tolist() == pytest.approx([np.interp(b, xs, q) - b * q[-1] for b in (0.1, 0.3)])
     assert (table.low < table.gain).all() and (table.gain < table.high).all() and (table.gain > 0).all()
     flat = holdout_policy_gain(np.zeros(n), y, t, groups, [0.1, 0.3], n_boot=50, seed=0)

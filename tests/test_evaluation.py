@@ -11,6 +11,9 @@ from training.evaluation import (
     decile_table,
     difference_in_means,
     dr_qini_coefficient,
+    holdout_policy_gain,
+    policy_gain,
+    policy_points,
     qini_coefficient,
     qini_interval,
     qini_points,
@@ -37,6 +40,31 @@ def test_true_effect_ranks_above_random_and_reverse():
     assert good > 0.005 > abs(rand)
     assert bad < -0.005
     assert auuc(tau, y, t) > auuc(-tau, y, t)
+
+
+def test_the_policy_curve_is_the_top_voters_difference_in_means_times_their_share():
+    tau, t, y, _ = _experiment(n=5000)
+    x, q = policy_points(tau, y, t)  # no ties: one point per voter
+    top = np.argsort(-tau)[:1500]
+    mine = t[top] == 1
+    assert q[1500] == pytest.approx(0.3 * (y[top][mine].mean() - y[top][~mine].mean()), rel=1e-12)
+    assert x[1500] == pytest.approx(0.3) and q[-1] == pytest.approx(y[t == 1].mean() - y[t == 0].mean())
+    assert np.trapezoid(q, x) == pytest.approx(auuc(tau, y, t), rel=1e-12)
+
+
+@pytest.mark.parametrize("share", [0.15, 0.5])
+def test_the_holdout_value_of_a_ranking_is_on_the_scale_of_the_true_effects_whatever_the_treated_share(share):
+    """What contacting the top k adds per voter: a Qini point would read it times the treated share."""
+    rng = np.random.default_rng(8)
+    n = 100_000
+    score = rng.random(n)
+    tau = 0.25 * score  # the ranking is the true effect's order
+    t = (rng.random(n) < share).astype(float)
+    y = (rng.random(n) < 0.3 + tau * t).astype(float)
+    table = holdout_policy_gain(score, y, t, rng.integers(0, 5000, n), [0.1, 0.3], n_boot=100, seed=0)
+    truth = policy_gain(score, tau, [0.1, 0.3])  # every voter's known effect, no noise
+    assert np.abs(table.gain - truth).max() < 3 * table.se.max()
+    assert (table.gain - share * truth > 3 * table.se).all()  # not the Qini point, which counts the treated only
 
 
 def test_constant_score_has_zero_qini_whatever_the_row_order():

@@ -9,6 +9,9 @@ Units: a Qini curve point is the incremental outcomes (treated outcomes minus co
 outcomes scaled to the treated count) among the top fraction *x*, divided by all
 voters of the comparison; the Qini coefficient is the area between that curve and the
 straight line of random targeting. Both are per voter, so they compare across splits.
+A policy curve point (:func:`policy_points`) is what contacting every voter of the top
+fraction would add, per voter: the Qini point over the treated share, on the scale of
+the voters' effects, which is what a plan's value and the doubly-robust CV metric read.
 """
 
 from __future__ import annotations
@@ -84,15 +87,14 @@ def balancing_weights(treated: np.ndarray, propensity: np.ndarray | float | None
     return t * e / e_i + (1 - t) * (1 - e) / (1 - e_i)
 
 
-def qini_points(
-    score: np.ndarray, y: np.ndarray, treated: np.ndarray, weights: np.ndarray | None = None,
-    propensity: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Qini curve: fraction targeted (x) and incremental outcomes per voter (q).
+def _side_curves(
+    score: np.ndarray, y: np.ndarray, treated: np.ndarray, weights: np.ndarray | None,
+    propensity: np.ndarray | None,
+) -> tuple[np.ndarray, ...]:
+    """Each side's cumulative weight and weighted outcome at the ranking's block ends, and all voters' weight.
 
-    ``weights`` may be a (B, n) matrix of bootstrap weights; q is then (B, k).
-    ``propensity``: each row's propensity, when the rows did not share one
-    (:func:`balancing_weights`).
+    Returns ``(n_t, y_t, n_c, y_c, n_all)``, each with a leading 0 (:func:`_cum`); with a
+    (B, n) ``weights`` matrix, each is (B, k).
     """
     score = np.asarray(score, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -111,12 +113,43 @@ def qini_points(
     is_t = t[order] == 1
     n_t, y_t = _side_sums(w, y, order[is_t], np.cumsum(is_t)[ends])
     n_c, y_c = _side_sums(w, y, order[~is_t], np.cumsum(~is_t)[ends])
-    n_all = _cum(w, order, ends)
+    return n_t, y_t, n_c, y_c, _cum(w, order, ends)
+
+
+def qini_points(
+    score: np.ndarray, y: np.ndarray, treated: np.ndarray, weights: np.ndarray | None = None,
+    propensity: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Qini curve: fraction targeted (x) and incremental outcomes per voter (q).
+
+    ``weights`` may be a (B, n) matrix of bootstrap weights; q is then (B, k).
+    ``propensity``: each row's propensity, when the rows did not share one
+    (:func:`balancing_weights`).
+    """
+    n_t, y_t, n_c, y_c, n_all = _side_curves(score, y, treated, weights, propensity)
     with np.errstate(divide="ignore", invalid="ignore"):
         q = y_t - y_c * np.where(n_c > 0, n_t / n_c, 0.0)
     total = n_all[..., -1:]
-    x = n_all / total
-    return x, q / total
+    return n_all / total, q / total
+
+
+def policy_points(
+    score: np.ndarray, y: np.ndarray, treated: np.ndarray, weights: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Policy curve: fraction targeted (x) and incremental outcomes per voter had the top x all been contacted.
+
+    At each point, ``x`` times the difference in mean outcome between the treated and the
+    control voters among the top ``x`` (0 where a side has none yet): the randomized
+    estimate of what contacting every one of them would add, per voter of the comparison.
+    A Qini point counts only the treated voters' increment, so it is this times the
+    treated share; this one is on the scale of :func:`policy_gain` and of the voters'
+    true effects. ``weights`` as :func:`qini_points`'.
+    """
+    n_t, y_t, n_c, y_c, n_all = _side_curves(score, y, treated, weights, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lift = np.where((n_t > 0) & (n_c > 0), y_t / n_t - y_c / n_c, 0.0)
+    x = n_all / n_all[..., -1:]
+    return x, x * lift
 
 
 def _area(x: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -196,9 +229,10 @@ def holdout_policy_gain(
 ) -> pd.DataFrame:
     """Incremental outcomes per voter of contacting the top ``k`` by ``score``, above random, with intervals.
 
-    The plain estimate of randomized outcomes (the Qini curve at ``k`` minus ``k``
-    times its end point, in outcome units per voter of the comparison), interpolated
-    within tied blocks, with a cluster-bootstrap 95% interval and standard error
+    The plain estimate of randomized outcomes (the policy curve of :func:`policy_points`
+    at ``k`` minus ``k`` times its end point, the average effect: in outcome units per
+    voter of the comparison, had the top ``k`` all been contacted), interpolated within
+    tied blocks, with a cluster-bootstrap 95% interval and standard error
     (whole groups resampled, as they were randomized and held out). ``weights``, the
     (n_boot, n) matrix of :func:`cluster_bootstrap_weights`, may be given to share one
     draw across rankings of the same voters; else it is drawn from ``groups``.
@@ -215,30 +249,17 @@ def holdout_policy_gain(
         return np.array([np.interp(budgets, xr, qr) - budgets * qr[-1] for xr, qr in zip(np.atleast_2d(x), q,
                                                                                            strict=True)])
 
-    estimate = at_budgets(*qini_points(score, y, treated))[0]
+    estimate = at_budgets(*policy_points(score, y, treated))[0]
     w = cluster_bootstrap_weights(groups, n_boot, seed) if weights is None else weights
-    draws = at_budgets(*qini_points(score, y, treated, w))
+    draws = at_budgets(*policy_points(score, y, treated, w))
     low, high = np.nanpercentile(draws, [2.5, 97.5], axis=0)
     return pd.DataFrame({"budget": budgets, "gain": estimate, "low": low, "high": high,
                          "se": np.nanstd(draws, axis=0, ddof=1)})
 
 
 def auuc(score: np.ndarray, y: np.ndarray, treated: np.ndarray) -> float:
-    """Area under the uplift curve: mean over x of (uplift among top x) * x."""
-    score = np.asarray(score, dtype=float)
-    y = np.asarray(y, dtype=float)
-    t = np.asarray(treated, dtype=float)
-    order, ends = _order_and_blocks(score)
-    n_t = _cum(t, order, ends)
-    n_c = _cum(1 - t, order, ends)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lift = np.where(
-            (n_t > 0) & (n_c > 0),
-            _cum(y * t, order, ends) / n_t - _cum(y * (1 - t), order, ends) / n_c,
-            0.0,
-        )
-    x = (n_t + n_c) / len(y)
-    return float(np.trapezoid(lift * x, x))
+    """Area under the uplift curve: mean over x of (uplift among top x) * x (:func:`policy_points`)."""
+    return float(np.trapezoid(*policy_points(score, y, treated)[::-1]))
 
 
 def uplift_at_k(score: np.ndarray, y: np.ndarray, treated: np.ndarray, k: float) -> float:
