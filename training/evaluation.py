@@ -10,8 +10,9 @@ outcomes scaled to the treated count) among the top fraction *x*, divided by all
 voters of the comparison; the Qini coefficient is the area between that curve and the
 straight line of random targeting. Both are per voter, so they compare across splits.
 A policy curve point (:func:`policy_points`) is what contacting every voter of the top
-fraction would add, per voter: the Qini point over the treated share, on the scale of
-the voters' effects, which is what a plan's value and the doubly-robust CV metric read.
+fraction would add, per voter: the Qini point over the treated share among the top, on
+the scale of the voters' effects, which is what a plan's value and the doubly-robust CV
+metric read.
 """
 
 from __future__ import annotations
@@ -142,8 +143,8 @@ def policy_points(
     control voters among the top ``x`` (0 where a side has none yet): the randomized
     estimate of what contacting every one of them would add, per voter of the comparison.
     A Qini point counts only the treated voters' increment, so it is this times the
-    treated share; this one is on the scale of :func:`policy_gain` and of the voters'
-    true effects. ``weights`` as :func:`qini_points`'.
+    treated share among the top; this one is on the scale of :func:`policy_gain` and of
+    the voters' true effects. ``weights`` as :func:`qini_points`'.
     """
     n_t, y_t, n_c, y_c, n_all = _side_curves(score, y, treated, weights, None)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -259,7 +260,8 @@ def holdout_policy_gain(
 
 def auuc(score: np.ndarray, y: np.ndarray, treated: np.ndarray) -> float:
     """Area under the uplift curve: mean over x of (uplift among top x) * x (:func:`policy_points`)."""
-    return float(np.trapezoid(*policy_points(score, y, treated)[::-1]))
+    x, q = policy_points(score, y, treated)
+    return float(np.trapezoid(q, x))
 
 
 def uplift_at_k(score: np.ndarray, y: np.ndarray, treated: np.ndarray, k: float) -> float:
