@@ -28,6 +28,8 @@ def small_config(folder: str | Path) -> dict:
         "final_sizes": [{"n_estimators": 15, "num_leaves": 4}, {"n_estimators": 30, "num_leaves": 4}],
         "arm_rounds": 5, "arm_params": {"learning_rate": 0.1, "num_leaves": 2, "min_child_samples": 50},
         "reference_size": {"n_estimators": 20, "num_leaves": 3},
+        # the metric the golden file was written with (the default was policy_value then)
+        "selection_metric": "policy_value",
     })
     cfg["turnout"] = {"column": "voted", "params": {"n_estimators": 30, "num_leaves": 7, "min_child_samples": 30}}
     cfg["split"] = {"holdout_fraction": 0.2, "folds": 3, "seed": 7, "cv_repeats": 2}

@@ -95,7 +95,7 @@ class FitResult:
     cv_repeats: int = 1
     holdout_policy: pd.DataFrame | None = None  # ranking, arm, budget: hold-out gain over random, 95% CI
     constant_arms: list[str] = field(default_factory=list)  # arms whose served uplift is one value for all
-    selection_metric_name: str = "policy_value"  # uplift.selection_metric
+    selection_metric_name: str = ""  # uplift.selection_metric
     budgets: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3])  # audit.budgets
     programs: list[dict] = field(default_factory=list)  # past programs that trained it: name, design, rows used
 
