@@ -71,6 +71,15 @@ def test_model_report_is_one_self_contained_file(model_report):
     assert all(img.startswith(PNG_MAGIC) and len(img) > 2_000 for img in images)
 
 
+def test_the_references_table_says_what_the_runs_selection_metric_scored(model_report):
+    from training.model_report import METRIC_MEANING
+
+    _, html = model_report
+    # the suite's champion is trained with the default metric, the doubly-robust Qini
+    assert f"Value: {METRIC_MEANING['dr_qini']}" in html.replace("&#x27;", "'")
+    assert METRIC_MEANING["policy_value"] not in html
+
+
 def test_model_report_is_logged_to_the_run_at_a_fixed_place(model_report, run_artifacts, trained):
     _, html = model_report
     assert (run_artifacts / MODEL_REPORT_ARTIFACT).read_text(encoding="utf-8") == html

@@ -1,7 +1,7 @@
 """What ``persuade train`` says about each arm's served model against the references.
 
 The per-arm table of :func:`training.arm_choice.one_standard_error_choice` (grouped-CV
-policy value of every candidate, with its standard error) and, when an arm serves its
+value of every candidate by ``uplift.selection_metric``, with its standard error) and, when an arm serves its
 average effect, the plain statement of why and the interval of that effect.
 """
 

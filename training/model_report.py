@@ -358,6 +358,16 @@ class ModelReport:
         return h.Section("fairness", "Fairness audit", "".join(body))
 
 
+# what each uplift.selection_metric scores on a held-out fold, in the report's words
+METRIC_MEANING = {
+    "dr_qini": "the doubly-robust Qini coefficient of each held-out fold (the area between its Qini curve "
+               "from AIPW scores and random targeting, per voter)",
+    "qini": "the Qini coefficient of each held-out fold's outcomes (per voter)",
+    "policy_value": "the doubly-robust incremental outcomes per voter captured above random by contacting "
+                    "the top of each held-out fold, averaged over the budgets",
+}
+
+
 def _reference_tables(run: RunArtifacts) -> list[str]:
     """The per-arm grouped-CV choice against the references, and the hold-out policy value at each budget."""
     body = []
@@ -373,9 +383,9 @@ def _reference_tables(run: RunArtifacts) -> list[str]:
             "effect times a shape of the turnout score learned from the outcomes) and, for arms whose contact log "
             "says who was reached, turnout_05_reach (the rule times each voter's chance of being reached); the "
             "first two continued on the features per arm (turnout_05_boosted, turnout_shape_boosted), equally "
-            "simple; the model, and the model with arm-specific trees. Value: the "
-            "doubly-robust incremental outcomes per voter captured above random by contacting the top of each "
-            "held-out fold, averaged over the budgets; gap: below the best candidate, paired by fold. Each arm "
+            "simple; the model, and the model with arm-specific trees. Value: "
+            + METRIC_MEANING.get(run.params.get("selection_metric", ""), "the run's selection metric")
+            + "; gap: below the best candidate, paired by fold. Each arm "
             "serves the simplest candidate within one standard error of the best (of equally simple ones, the "
             "better); stability is the share of CV repeats that would have chosen the same."),
             h.table(shown, {c: h.number(3) for c in ("value", "se", "gap", "gap_se")} | {"stability": h.number(2)},
