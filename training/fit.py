@@ -84,6 +84,8 @@ class FitResult:
     calibration: pd.DataFrame
     test_scores: dict[str, pd.DataFrame]  # ranking -> hold-out scores, a column per arm it ranks
     prepared: Prepared
+    selection_metric_name: str  # uplift.selection_metric
+    budgets: list[float]  # audit.budgets
     gates: dict[str, dict] = field(default_factory=dict)
     contact_rate: ContactRateReport | None = None
     selection_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -95,8 +97,6 @@ class FitResult:
     cv_repeats: int = 1
     holdout_policy: pd.DataFrame | None = None  # ranking, arm, budget: hold-out gain over random, 95% CI
     constant_arms: list[str] = field(default_factory=list)  # arms whose served uplift is one value for all
-    selection_metric_name: str = ""  # uplift.selection_metric
-    budgets: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3])  # audit.budgets
     programs: list[dict] = field(default_factory=list)  # past programs that trained it: name, design, rows used
 
     @property
