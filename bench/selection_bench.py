@@ -32,10 +32,12 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 from scipy.stats import spearmanr
@@ -46,24 +48,31 @@ sys.path.insert(0, str(ROOT))
 from features.config import arm_slug, load_config  # noqa: E402
 from features.synthetic import make_campaign  # noqa: E402
 from features.tables import load_experiment  # noqa: E402
-from training.evaluation import dr_qini_coefficient, policy_gain, qini_coefficient  # noqa: E402
 from training.fit import fit_outcome_models, fit_turnout_model  # noqa: E402
 from training.learners import Design  # noqa: E402
-from training.selection import CANDIDATE_KEYS, arm_contrasts, cv_fold_scores  # noqa: E402
+from training.selection import (  # noqa: E402
+    CANDIDATE_KEYS,
+    SELECTION_METRICS,
+    arm_contrasts,
+    cv_fold_scores,
+    fold_metrics,
+)
 from training.splits import prepare  # noqa: E402
 
 log = Console(stderr=True)
+TRUE_NAMES = {"dr_qini": "oracle", "policy_value": "true_policy"}  # a CV metric -> its value on the true effects
 SIZES = [{"n_estimators": 150, "num_leaves": 4}, {"n_estimators": 300, "num_leaves": 4},
          {"n_estimators": 300, "num_leaves": 8}]
 
 
 def study(n: int, seed: int) -> pd.DataFrame:
-    """Per candidate: mean over folds and arms of both CV metrics, the oracle and Spearman."""
+    """Per candidate: mean over folds and arms of the CV metrics, their values on the truth and Spearman."""
     campaign = make_campaign(n, seed=seed)
     with tempfile.TemporaryDirectory(prefix="selection-bench-") as folder:
         config = load_config(campaign.write(folder))
         frame = load_experiment(config)
     config = config.with_uplift(final_sizes=SIZES, turnout_score_feature="select")
+    budgets = config.audit.budgets
     started = time.perf_counter()
     design = Design(config.arm_labels, config.control_label, config.design_shares())
     prep = prepare(frame, config)
@@ -75,20 +84,16 @@ def study(n: int, seed: int) -> pd.DataFrame:
     truth = campaign.truth.set_index("voter_id").loc[prep.train.voter_id]
     contrasts = arm_contrasts(assigned, y, mu, design)
     tau = {arm: truth[f"tau_voted_{arm_slug(arm)}"].to_numpy() for arm in config.arm_labels}
+    # the CV metrics with every voter's true effect for the AIPW scores: what the ranking is truly worth
+    oracle = {arm: replace(c, pseudo=np.where(c.rows, tau[arm], np.nan)) for arm, c in contrasts.items()}
     rows = []
     for cv in cv_fold_scores(prep.X_train, assigned, y, nested_mu, prep.folds, config, design, turnout):
-        for arm, c in contrasts.items():
-            r = c.rows[cv.rows]
-            score = cv.scores[arm].to_numpy()
-            rows.append({
-                **cv.candidate,
-                "qini": qini_coefficient(score[r], y[cv.rows][r], c.treated[cv.rows][r]),
-                "dr_qini": dr_qini_coefficient(score[r], c.pseudo[cv.rows][r], c.propensity[cv.rows][r]),
-                "oracle": dr_qini_coefficient(score[r], tau[arm][cv.rows][r], c.propensity[cv.rows][r]),
-                "policy_value": policy_gain(score[r], c.pseudo[cv.rows][r], config.audit.budgets).mean(),
-                "true_policy": policy_gain(score[r], tau[arm][cv.rows][r], config.audit.budgets).mean(),
-                "spearman": spearmanr(score, tau[arm][cv.rows]).statistic,
-            })
+        values = {(arm, metric): v for arm, metric, v in fold_metrics(cv.scores, cv.rows, y, contrasts, budgets)}
+        values |= {(arm, TRUE_NAMES[metric]): v
+                   for arm, metric, v in fold_metrics(cv.scores, cv.rows, y, oracle, budgets) if metric in TRUE_NAMES}
+        for arm in contrasts:
+            rows.append({**cv.candidate, **{m: values[(arm, m)] for m in (*SELECTION_METRICS, *TRUE_NAMES.values())},
+                         "spearman": spearmanr(cv.scores[arm].to_numpy(), tau[arm][cv.rows]).statistic})
     log.print(f"  seed {seed}: {time.perf_counter() - started:.0f} s")
     return pd.DataFrame(rows).groupby(CANDIDATE_KEYS, sort=False).mean()
 
